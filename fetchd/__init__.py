@@ -1,0 +1,3 @@
+"""fetchd: fetchmail rebuilt as an asyncio daemon."""
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,5 @@
+"""Allow ``python -m fetchd``."""
+
+from fetchd.cli import main
+
+raise SystemExit(main())

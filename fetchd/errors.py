@@ -1,0 +1,144 @@
+"""The one error hierarchy of fetchd, and fetchmail's exit codes.
+
+Every error a user can meet is a FetchdError subclass. Each class knows the fetchmail exit code it
+maps to and whether retrying later may help (``transient``). Only ``fetchd.cli`` turns them into an
+exit status; everything else raises or returns them.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """fetchmail's exit codes (see fetchmail(1), "EXIT CODES")."""
+
+    MAIL = 0
+    NOMAIL = 1
+    SOCKET = 2
+    AUTH = 3
+    PROTOCOL = 4
+    SYNTAX = 5
+    RCPERMS = 6
+    SERVER = 7
+    LOCK = 8
+    LOCKBUSY = 9
+    SMTP = 10
+    DNS = 11
+    BSMTP = 12
+    FETCHLIMIT = 13
+    SERVERBUSY = 14
+    UNDEFINED = 23
+
+
+class FetchdError(Exception):
+    """Base of every error fetchd reports to a user."""
+
+    exit_code: ExitCode = ExitCode.UNDEFINED
+    transient: bool = False
+
+
+class ConfigError(FetchdError):
+    """The rc file or the command line cannot be understood."""
+
+    exit_code = ExitCode.SYNTAX
+
+
+class RCSyntaxError(ConfigError):
+    """A syntax error in an rc file, located by file, line and column."""
+
+    def __init__(self, filename: str, line: int, column: int, message: str) -> None:
+        self.filename = filename
+        self.line = line
+        self.column = column
+        self.message = message
+        super().__init__(f"{filename}:{line}:{column}: {message}")
+
+
+class RCPermissionError(ConfigError):
+    """The rc file is not private enough, or not owned by the user."""
+
+    exit_code = ExitCode.RCPERMS
+
+
+class HookError(FetchdError):
+    """A preconnect or postconnect command failed (fetchmail: PS_SYNTAX, account skipped)."""
+
+    exit_code = ExitCode.SYNTAX
+
+
+class SocketError(FetchdError, ConnectionError):
+    """The connection to the mail server could not be made or broke."""
+
+    exit_code = ExitCode.SOCKET
+    transient = True
+
+
+class FetchdTimeoutError(SocketError, TimeoutError):
+    """A network wait passed its deadline."""
+
+
+class DNSError(SocketError):
+    """The server name could not be resolved."""
+
+    exit_code = ExitCode.DNS
+
+
+class TLSError(SocketError):
+    """TLS could not be established, or the certificate was refused.
+
+    Not transient: retrying will meet the same certificate or the same refusal.
+    """
+
+    transient = False
+
+
+class AuthError(FetchdError):
+    """The server refused our credentials, or no acceptable way to send them exists."""
+
+    exit_code = ExitCode.AUTH
+
+
+class ProtocolError(FetchdError):
+    """The server said something that breaks the protocol."""
+
+    exit_code = ExitCode.PROTOCOL
+    transient = True
+
+
+class ServerError(FetchdError):
+    """The server reported a failure of its own (e.g. [SYS/PERM])."""
+
+    exit_code = ExitCode.SERVER
+    transient = True
+
+
+class ServerBusyError(ServerError):
+    """The mailbox is in use or locked ([IN-USE], [LOGIN-DELAY])."""
+
+    exit_code = ExitCode.SERVERBUSY
+
+
+class LockError(FetchdError):
+    """Another fetchd holds the lock we need."""
+
+    exit_code = ExitCode.LOCKBUSY
+
+
+class StateError(FetchdError):
+    """The UID store cannot be read or written; the account stops rather than re-deliver."""
+
+    exit_code = ExitCode.UNDEFINED
+
+
+class DeliveryError(FetchdError):
+    """The MTA or MDA did not take a message."""
+
+    exit_code = ExitCode.SMTP
+    transient = True
+
+    def __init__(self, message: str, *, code: int | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.permanent = permanent
+        self.transient = not permanent

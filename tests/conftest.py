@@ -1,0 +1,1 @@
+"""Suite-wide pytest configuration. Fixtures live beside the tests that use them."""
