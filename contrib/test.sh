@@ -1,0 +1,7 @@
+#!/bin/sh
+# The README's second command: install fetchd with its test dependencies in their own virtual
+# environment and run the whole test suite. Extra arguments go to pytest.
+set -eu
+cd "$(dirname "$0")/.."
+. contrib/venv.sh .venv-test "[test]"
+exec .venv-test/bin/python -m pytest "$@"

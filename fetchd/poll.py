@@ -1,0 +1,250 @@
+"""One poll of one account. The delivery invariant lives here, and only here.
+
+For every message (see ../shared/DESIGN.md):
+1. retrieve it completely (the source yields only whole messages);
+2. deliver it and get a definite answer (250 / MDA exit 0);
+3. record it durably in the UID store (committed and fsynced);
+4. only then ask the source to delete it, and commit the session (QUIT / EXPUNGE).
+Any error before the commit aborts the session, so the server keeps every message it has; what
+was recorded is deleted unread on the next poll instead of being delivered twice.
+
+Retrieval of message k+1 overlaps delivery of message k through a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from fetchd.selection import Selection, SelectionPolicy, select_messages
+from fetchd.source import MailSource, MessageInfo
+
+# Messages retrieved ahead of delivery. Two keep both the server and the MTA busy; more only
+# costs memory (a message can be megabytes).
+QUEUE_DEPTH = 2
+
+log = structlog.get_logger("fetchd.poll")
+
+
+class DeliveryResult(Protocol):
+    """What the poll needs to know of one delivery attempt."""
+
+    @property
+    def delivered(self) -> bool:
+        """The MTA or MDA took responsibility for the message."""
+        ...
+
+    @property
+    def may_delete(self) -> bool:
+        """The message may leave the server (delivered, or discarded as spam by rule)."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """A short text for the progress line when the message stays."""
+        ...
+
+
+class Deliverer(Protocol):
+    """Hands one message to the MTA or MDA."""
+
+    async def deliver(self, message: bytes) -> DeliveryResult:
+        """Deliver one complete message; never raise for a per-message refusal."""
+        ...
+
+
+class DeliveryState(Protocol):
+    """The account's slice of the durable UID store."""
+
+    def delivered(self) -> Collection[str]:
+        """UIDs already recorded as delivered."""
+        ...
+
+    def record_delivered(self, uids: Iterable[str]) -> None:
+        """Record durably (committed and fsynced) before returning."""
+        ...
+
+    def forget_absent(self, present_uids: Iterable[str]) -> None:
+        """Drop records of UIDs the server no longer has."""
+        ...
+
+
+@dataclass
+class PollResult:
+    """Counts of one account's poll, for the summary line and the exit code."""
+
+    label: str
+    on_server: int = 0
+    octets: int = 0
+    seen: int = 0
+    fetched: int = 0
+    delivered: int = 0
+    deleted: int = 0
+    kept: int = 0
+    oversized: int = 0
+    deferred: int = 0
+    refusals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    """How one poll behaves beyond selection."""
+
+    selection: SelectionPolicy = SelectionPolicy()
+    expunge: int = 0  # commit (QUIT) and reconnect after this many deletions; 0 = at the end
+    check_only: bool = False  # -c: count only, retrieve nothing
+
+
+async def poll_account(
+    open_source: Callable[[], Awaitable[MailSource]],
+    deliverer: Deliverer,
+    state: DeliveryState,
+    settings: PollSettings,
+) -> PollResult:
+    """Poll one mailbox, in as many sessions as ``expunge`` asks for."""
+    result: PollResult | None = None
+    while True:
+        source = await open_source()
+        try:
+            more = await _one_session(source, deliverer, state, settings, result)
+        except BaseException:
+            await source.abort()
+            raise
+        result = more.result
+        if not more.again:
+            return result
+
+
+@dataclass
+class _SessionOutcome:
+    result: PollResult
+    again: bool  # another session is needed (expunge N split the work)
+
+
+async def _one_session(
+    source: MailSource,
+    deliverer: Deliverer,
+    state: DeliveryState,
+    settings: PollSettings,
+    previous: PollResult | None,
+) -> _SessionOutcome:
+    listing = await source.list_messages()
+    delivered = await asyncio.to_thread(state.delivered)
+    selection = select_messages(listing, delivered, settings.selection)
+    first_session = previous is None
+    result = previous or _count(source.label, listing, selection)
+    if first_session:
+        _announce(result, source)
+        # Records of messages the server no longer has are garbage; drop them so the store stays
+        # as large as the mailbox. Only after a full listing, so nothing present is forgotten.
+        await asyncio.to_thread(state.forget_absent, [m.uid for m in listing])
+    if settings.check_only:
+        await source.commit()
+        return _SessionOutcome(result, again=False)
+
+    fetch = selection.fetch
+    again = False
+    if settings.expunge and not settings.selection.keep and len(fetch) > settings.expunge:
+        fetch, again = fetch[: settings.expunge], True
+
+    to_delete = list(selection.delete_unread)
+    total = len(listing)
+    progress = _Progress(result, total)
+    deleting = not settings.selection.keep
+    for info in selection.delete_unread:
+        log.info("message.flushed", text=f"flushing message {source.label}:{info.number} of {total}")
+
+    queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
+    retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))
+    try:
+        while (item := await queue.get()) is not None:
+            info, data = item
+            result.fetched += 1
+            outcome = await deliverer.deliver(data)
+            if outcome.delivered or outcome.may_delete:
+                # The invariant's step 3: durable before any delete can be sent.
+                await asyncio.to_thread(state.record_delivered, [info.uid])
+                result.delivered += outcome.delivered
+                if deleting:
+                    to_delete.append(info)
+            else:
+                result.kept += 1
+                result.refusals.append(outcome.reason)
+            progress.message(source.label, info, deleting and outcome.may_delete, outcome)
+        await retrieval  # re-raises a retrieval failure after what arrived whole was delivered
+    finally:
+        retrieval.cancel()
+
+    if to_delete:
+        await source.delete(to_delete)
+        result.deleted += len(to_delete)
+    await source.commit()
+    # A session that delivered nothing cannot make progress by reconnecting.
+    return _SessionOutcome(result, again=again and result.delivered > 0)
+
+
+async def _retrieve_into(
+    source: MailSource,
+    fetch: Sequence[MessageInfo],
+    queue: asyncio.Queue[tuple[MessageInfo, bytes] | None],
+) -> None:
+    """Feed the delivery loop; the end marker goes in whatever happens, so it never waits forever."""
+    try:
+        async for item in source.retrieve(fetch):
+            await queue.put(item)
+    finally:
+        await queue.put(None)
+
+
+def _count(label: str, listing: Sequence[MessageInfo], selection: Selection) -> PollResult:
+    return PollResult(
+        label=label,
+        on_server=len(listing),
+        octets=sum(m.size for m in listing),
+        seen=selection.seen,
+        oversized=len(selection.oversized),
+        deferred=selection.deferred,
+    )
+
+
+def _announce(result: PollResult, source: MailSource) -> None:
+    user, _, server = source.label.partition("@")
+    if not result.on_server:
+        log.info("poll.nomail", text=f"No mail for {user} at {server}")
+        return
+    noun = "message" if result.on_server == 1 else "messages"
+    seen = f" ({result.seen} seen)" if result.seen else ""
+    log.info(
+        "poll.count",
+        text=f"{result.on_server} {noun}{seen} for {user} at {server} ({result.octets} octets).",
+        messages=result.on_server,
+        seen=result.seen,
+        octets=result.octets,
+    )
+
+
+class _Progress:
+    """fetchmail's per-message progress line."""
+
+    def __init__(self, result: PollResult, total: int) -> None:
+        self._total = total
+        self._result = result
+
+    def message(
+        self, label: str, info: MessageInfo, flushed: bool, outcome: DeliveryResult
+    ) -> None:
+        state = "flushed" if flushed else "not flushed"
+        if not outcome.delivered and not outcome.may_delete:
+            state = f"not flushed ({outcome.reason})"
+        log.info(
+            "message.read",
+            text=f"reading message {label}:{info.number} of {self._total} ({info.size} octets) "
+            f"{state}",
+            number=info.number,
+            octets=info.size,
+            delivered=outcome.delivered,
+        )
