@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from fetchd import failpoints
 from fetchd.selection import Selection, SelectionPolicy, select_messages
 from fetchd.source import MailSource, MessageInfo
 
@@ -165,9 +166,11 @@ async def _one_session(
             info, data = item
             result.fetched += 1
             outcome = await deliverer.deliver(data)
+            failpoints.hit("delivered")
             if outcome.delivered or outcome.may_delete:
                 # The invariant's step 3: durable before any delete can be sent.
                 await asyncio.to_thread(state.record_delivered, [info.uid])
+                failpoints.hit("recorded")
                 result.delivered += outcome.delivered
                 if deleting:
                     to_delete.append(info)
@@ -182,6 +185,8 @@ async def _one_session(
     if to_delete:
         await source.delete(to_delete)
         result.deleted += len(to_delete)
+        failpoints.hit("deleted")
+    failpoints.hit("before_commit")
     await source.commit()
     # A session that delivered nothing cannot make progress by reconnecting.
     return _SessionOutcome(result, again=again and result.delivered > 0)

@@ -1,0 +1,42 @@
+"""preconnect and postconnect: shell commands run around a poll, as fetchmail runs them.
+
+fetchmail hands the command to the shell and treats a non-zero exit as a configuration error
+(PS_SYNTAX): the account is skipped. We do the same, and say which command failed and how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import structlog
+
+from fetchd.errors import HookError
+
+log = structlog.get_logger("fetchd.hooks")
+
+
+async def run_hook(kind: str, command: str, account: str, timeout: float) -> None:
+    """Run ``command`` through /bin/sh; raise HookError unless it exits 0 within ``timeout``."""
+    log.debug("hook.start", kind=kind, account=account)
+    process = await asyncio.create_subprocess_shell(
+        command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        # The shell's children hold our pipes: kill the whole group, not just the shell.
+        os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        raise HookError(f"{kind} command for {account} did not finish in {timeout:g} s") from None
+    for line in output.decode("utf-8", "replace").splitlines():
+        log.info("hook.output", kind=kind, account=account, text=f"{kind}: {line}")
+    if process.returncode != 0:
+        status = process.returncode
+        how = f"was killed by signal {-status}" if status < 0 else f"failed with status {status}"
+        raise HookError(f"{kind} command for {account} {how}")
