@@ -3,5 +3,6 @@
 # environment and run the whole test suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
-. contrib/venv.sh .venv-test "[test]"
+VENV=.venv-test EXTRAS="[test]"
+. contrib/venv.sh
 exec .venv-test/bin/python -m pytest "$@"

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Make (or reuse) a virtual environment for fetchd and install it with the given extras.
-# Usage: . contrib/venv.sh DIR EXTRAS   (sourced by demo.sh and test.sh; sets $VENV)
+# Usage: VENV=DIR EXTRAS="[test]" . contrib/venv.sh   (sourced by demo.sh and test.sh)
+# POSIX sh passes no arguments to a sourced file, so the caller sets VENV and EXTRAS.
 # Debian and Ubuntu ship venv's pip bootstrap in a separate package (python3-venv): install it when
 # we may (root with apt-get), otherwise say exactly what is missing.
 set -eu
-VENV=$1
-extras=$2
+VENV=${VENV:?VENV must name the virtual environment}
+EXTRAS=${EXTRAS-}
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     rm -rf "$VENV"
     if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
@@ -22,4 +23,4 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/nu
         fi
     fi
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".$extras"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".$EXTRAS"
