@@ -1,0 +1,44 @@
+"""The ``fetchd`` command: the only place that turns errors into exit codes and messages.
+
+A user sees one line per error on stderr, never a traceback, except for an internal error with
+``--debug`` or ``-v -v``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+from fetchd.errors import ExitCode, FetchdError
+from fetchd.options import Options, parse_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and of ``python -m fetchd``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: Options | None = None
+    try:
+        options = parse_args(args)
+        from fetchd import engine  # imported late: --help must work even if a dependency is broken
+
+        return int(engine.run(options))
+    except FetchdError as exc:
+        print(f"fetchd: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("fetchd: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.UNDEFINED)
+    except Exception as exc:  # an internal error: say what and where, not the whole stack
+        if options is not None and (options.debug or options.verbose >= 2):
+            traceback.print_exc()
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        place = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+        # The exception's text is left out: it may quote anything, a password included.
+        print(f"fetchd: internal error{place}: {type(exc).__name__}"
+              " (run with --debug for details)", file=sys.stderr)
+        return int(ExitCode.UNDEFINED)
+
+
