@@ -1,0 +1,216 @@
+"""The .fetchmailrc lexer, as fetchmail's flex scanner (rcfile_l.l) reads a file: pure.
+
+What makes it unlike a textbook lexer, and why each rule is here:
+- A quoted string is ``"[^"]*"`` (or with single quotes): a backslash does not protect a quote.
+  fetchmail's scanner takes the longest match, so ``"a\\"b"`` is one *bare* word (six characters
+  beat the four of ``"a\\"``), escapes and quotes included. We compute both lengths the same way.
+- After ``user``, ``pass``, ``is``, ``to`` and ``=`` the next bare word is a string even if it
+  spells a keyword or a number (flex's NAME start state): ``user keep`` names a user "keep".
+- ``no`` is a word of its own before some keywords even when glued (``nokeep``), but only those
+  fetchmail's scanner lists: ``nossl`` is a plain string there, so it is here.
+- A number is ``-?[0-9]+`` not followed by a letter; ``10x`` is a string.
+- Keywords are case-sensitive; the noise words and ``: ; ,`` separate tokens and vanish.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from fetchd.errors import RCSyntaxError
+
+
+class Kind(enum.Enum):
+    KEYWORD = "keyword"
+    STRING = "string"
+    NUMBER = "number"
+    WILDCARD = "*"
+    MAP = "="
+    END = "end of file"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: Kind
+    value: str  # the keyword's canonical name, the string's value, the number's digits
+    line: int
+    column: int
+    text: str  # as written, for error messages
+
+    @property
+    def number(self) -> int:
+        return int(self.value)
+
+
+# Spellings -> canonical keyword. Several keywords have optional suffixes in fetchmail's scanner.
+KEYWORDS: dict[str, str] = {
+    word: word
+    for word in ["set", "logfile", "daemon", "syslog", "idfile", "pidfile", "postmaster", "bouncemail", "spambounce", "softbounce", "warnings", "tracepolls", "defaults", "poll", "skip", "via", "aka", "service", "port", "interval", "timeout", "envelope", "qvirtual", "principal", "esmtpname", "esmtppassword", "fetchdomains", "smtpaddress", "smtpname", "antispam", "mda", "bsmtp", "lmtp", "interface", "monitor", "plugin", "plugout", "batchlimit", "fetchlimit", "fetchsizelimit", "fastuidl", "expunge", "properties", "is", "here", "there", "to", "keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "dns", "checkalias", "uidl", "ssl", "sslkey", "sslcert", "sslproto", "sslcertck", "sslcertfile", "sslcertpath", "sslcommonname", "sslfingerprint", "limit", "invisible", "showdots", "no", "bad-header", "retrieve-error"]
+}
+KEYWORDS.update(
+    {
+        "server": "poll",
+        "user": "user",
+        "username": "user",
+        "pass": "password",
+        "password": "password",
+        "proto": "protocol",
+        "protocol": "protocol",
+        "local": "localdomains",
+        "localdomains": "localdomains",
+        "auth": "authenticate",
+        "authenticate": "authenticate",
+        "preauth": "authenticate",
+        "preauthenticate": "authenticate",
+        "smtp": "smtphost",
+        "smtphost": "smtphost",
+        "smtphosts": "smtphost",
+        "folder": "folder",
+        "folders": "folder",
+        "pre": "preconnect",
+        "preconnect": "preconnect",
+        "post": "postconnect",
+        "postconnect": "postconnect",
+    }
+)
+
+# Keywords fetchmail's scanner splits off a glued "no" (nokeep = no keep). Others (nossl,
+# nosyslog...) are ordinary strings there, and so a syntax error where a keyword was expected.
+GLUED_NEGATIONS = frozenset(
+    ["keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "dns", "uidl", "checkalias", "envelope", "bouncemail", "spambounce"]
+)
+
+NOISE = frozenset({"and", "with", "has", "wants", "options"})
+
+# Words after which the scanner is in its NAME state (or, for auth, its AUTH state): the next
+# bare word is a value, so `auth password` and `user keep` mean what they say.
+_NAME_STATE = frozenset({"user", "password", "is", "to", "authenticate"})
+
+_SEPARATORS = " \t\r\n;:,"
+_BARE_END = "=;:, \t\r\n"
+_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def tokenize(text: str, filename: str) -> list[Token]:
+    """The whole file as tokens, ending with an END token."""
+    tokens: list[Token] = []
+    position, line, line_start = 0, 1, 0
+    name_state = False
+    length = len(text)
+
+    def column() -> int:
+        return position - line_start + 1
+
+    while True:
+        # Whitespace, separators and comments.
+        while position < length:
+            char = text[position]
+            if char == "\n":
+                line += 1
+                line_start = position + 1
+                position += 1
+            elif char in _SEPARATORS:
+                position += 1
+            elif char == "#":
+                end = text.find("\n", position)
+                position = length if end < 0 else end
+            else:
+                break
+        if position >= length:
+            tokens.append(Token(Kind.END, "", line, column(), "end of file"))
+            return tokens
+
+        start, start_line, start_column = position, line, column()
+        char = text[position]
+        bare_end = _bare_word_end(text, position)
+        quoted_end = _quoted_end(text, position) if char in "\"'" else -1
+
+        if char == "=" and bare_end == position:
+            tokens.append(Token(Kind.MAP, "=", line, start_column, "="))
+            position += 1
+            name_state = True
+            continue
+        if quoted_end > 0 and quoted_end >= bare_end:
+            raw = text[start + 1 : quoted_end - 1]
+            value = unescape(raw, filename, start_line, start_column)
+            written = text[start:quoted_end]
+            tokens.append(Token(Kind.STRING, value, start_line, start_column, written))
+        elif char in "\"'" and quoted_end < 0 and bare_end == position + 1:
+            raise RCSyntaxError(filename, line, start_column, f"unterminated string {char}")
+        else:
+            word = text[start:bare_end]
+            tokens.extend(_classify(word, name_state, filename, start_line, start_column, text,
+                                    bare_end))
+        # Line counting for strings that span lines.
+        end = quoted_end if quoted_end > 0 and quoted_end >= bare_end else bare_end
+        newlines = text.count("\n", start, end)
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", start, end) + 1
+        position = end
+        last = tokens[-1]
+        name_state = last.kind is Kind.KEYWORD and last.value in _NAME_STATE
+
+
+def _bare_word_end(text: str, position: int) -> int:
+    end = position
+    while end < len(text) and text[end] not in _BARE_END:
+        end += 1
+    return end
+
+
+def _quoted_end(text: str, position: int) -> int:
+    """End (exclusive) of the quoted string starting at ``position``, or -1 if unterminated."""
+    close = text.find(text[position], position + 1)
+    return -1 if close < 0 else close + 1
+
+
+def _classify(
+    word: str, name_state: bool, filename: str, line: int, column: int, text: str, end: int
+) -> list[Token]:
+    if word == "*":
+        return [Token(Kind.WILDCARD, "*", line, column, word)]
+    if name_state:
+        return [Token(Kind.STRING, unescape(word, filename, line, column), line, column, word)]
+    if word in KEYWORDS:
+        return [Token(Kind.KEYWORD, KEYWORDS[word], line, column, word)]
+    if word.startswith("no") and word[2:] in GLUED_NEGATIONS:
+        return [
+            Token(Kind.KEYWORD, "no", line, column, "no"),
+            Token(Kind.KEYWORD, word[2:], line, column + 2, word[2:]),
+        ]
+    if word in NOISE:
+        return []
+    # flex's number rule carries one character of trailing context that must not be a letter;
+    # at the very end of the file there is none, and the word is a string.
+    if _NUMBER.fullmatch(word) and end < len(text):
+        return [Token(Kind.NUMBER, word, line, column, word)]
+    return [Token(Kind.STRING, unescape(word, filename, line, column), line, column, word)]
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|0[0-7]{0,2}|[1-9][0-9]{0,2}|\n|.)", re.DOTALL)
+_SIMPLE = {"n": "\n", "t": "\t", "b": "\b", "r": "\r"}
+
+
+def unescape(raw: str, filename: str, line: int, column: int) -> str:
+    """fetchmail's escapes: \\n \\t \\b \\r, \\xhh hex, \\0oo octal, \\nnn decimal, \\ + newline."""
+
+    def one(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body == "\n":
+            return ""
+        if body in _SIMPLE:
+            return _SIMPLE[body]
+        if body.startswith("x") and len(body) > 1:
+            return chr(int(body[1:], 16))
+        if body[0] == "0":
+            return chr(int(body, 8))
+        if body[0].isdigit():
+            code = int(body, 10)
+            if code > 255:
+                raise RCSyntaxError(filename, line, column, f"escape \\{body} is out of range")
+            return chr(code)
+        return body
+
+    return _ESCAPE.sub(one, raw) if "\\" in raw else raw

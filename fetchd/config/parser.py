@@ -1,0 +1,591 @@
+"""The .fetchmailrc grammar (fetchmail 6.4's rcfile_y.y), by recursive descent: pure.
+
+Parsing gives raw entries in which every setting is "unset" until the file says it; ``resolve``
+then does what fetchmail's load_params does: merge a leading ``defaults`` entry into every other
+entry (only settings the entry leaves unset; lists too), then apply fetchmail's defaults. One user
+description is one entry, carrying its server's options, as in fetchmail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fetchd.config.lexer import Kind, Token, tokenize
+from fetchd.config.model import Config, KeywordUse, LocalName, RCGlobals, Server, User
+from fetchd.errors import RCSyntaxError
+
+# --- the keyword tables: one place for parser, tests and the unsupported-keyword warnings -------
+
+# Server options: keyword -> (field, kind). kinds: "string", "number", "flag", "list"
+SERVER_OPTIONS: dict[str, tuple[str, str]] = {
+    "via": ("via", "string"),
+    "protocol": ("protocol", "proto"),
+    "service": ("service", "service"),
+    "port": ("service", "service"),
+    "interval": ("interval", "number"),
+    "authenticate": ("auth", "auth"),
+    "timeout": ("timeout", "number"),
+    "envelope": ("envelope", "envelope"),
+    "qvirtual": ("qvirtual", "string"),
+    "aka": ("aka", "list"),
+    "localdomains": ("localdomains", "list"),
+    "interface": ("interface", "string"),
+    "monitor": ("monitor", "string"),
+    "plugin": ("plugin", "string"),
+    "plugout": ("plugout", "string"),
+    "principal": ("principal", "string"),
+    "esmtpname": ("esmtpname", "string"),
+    "esmtppassword": ("esmtppassword", "string"),
+    "dns": ("dns", "flag"),
+    "checkalias": ("checkalias", "flag"),
+    "uidl": ("uidl", "flag"),
+    "tracepolls": ("tracepolls", "flag"),
+    "bad-header": ("badheader", "badheader"),
+    "retrieve-error": ("retrieveerror", "retrieveerror"),
+}
+SERVER_NEGATABLE = frozenset({"dns", "checkalias", "uidl", "tracepolls", "envelope"})
+
+USER_OPTIONS: dict[str, tuple[str, str]] = {
+    "password": ("password", "string"),
+    "folder": ("mailboxes", "list"),
+    "smtphost": ("smtphunt", "list"),
+    "fetchdomains": ("fetchdomains", "list"),
+    "smtpaddress": ("smtpaddress", "string"),
+    "smtpname": ("smtpname", "string"),
+    "antispam": ("antispam", "numbers"),
+    "mda": ("mda", "string"),
+    "bsmtp": ("bsmtp", "path"),
+    "lmtp": ("lmtp", "flag"),
+    "preconnect": ("preconnect", "string"),
+    "postconnect": ("postconnect", "string"),
+    "keep": ("keep", "flag"),
+    "flush": ("flush", "flag"),
+    "limitflush": ("limitflush", "flag"),
+    "fetchall": ("fetchall", "flag"),
+    "rewrite": ("rewrite", "flag"),
+    "forcecr": ("forcecr", "flag"),
+    "stripcr": ("stripcr", "flag"),
+    "pass8bits": ("pass8bits", "flag"),
+    "dropstatus": ("dropstatus", "flag"),
+    "dropdelivered": ("dropdelivered", "flag"),
+    "mimedecode": ("mimedecode", "flag"),
+    "idle": ("idle", "flag"),
+    "ssl": ("ssl", "flag"),
+    "sslkey": ("sslkey", "path"),
+    "sslcert": ("sslcert", "path"),
+    "sslproto": ("sslproto", "string"),
+    "sslcertck": ("sslcertck", "flag"),
+    "sslcertfile": ("sslcertfile", "path"),
+    "sslcertpath": ("sslcertpath", "path"),
+    "sslcommonname": ("sslcommonname", "string"),
+    "sslfingerprint": ("sslfingerprint", "string"),
+    "limit": ("limit", "count"),
+    "warnings": ("warnings", "count"),
+    "fetchlimit": ("fetchlimit", "count"),
+    "fetchsizelimit": ("fetchsizelimit", "count"),
+    "fastuidl": ("fastuidl", "count"),
+    "batchlimit": ("batchlimit", "count"),
+    "expunge": ("expunge", "count"),
+    "properties": ("properties", "string"),
+}
+USER_NEGATABLE = frozenset(
+    ["keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "ssl", "sslcertck"]
+)
+
+# `set` statements: keyword -> (field, kind); flags accept `set no KEYWORD`.
+GLOBAL_OPTIONS: dict[str, tuple[str, str]] = {
+    "logfile": ("logfile", "path"),
+    "idfile": ("idfile", "path"),
+    "pidfile": ("pidfile", "path"),
+    "daemon": ("poll_interval", "number"),
+    "postmaster": ("postmaster", "string"),
+    "bouncemail": ("bouncemail", "flag"),
+    "spambounce": ("spambounce", "flag"),
+    "softbounce": ("softbounce", "flag"),
+    "properties": ("properties", "string"),
+    "syslog": ("syslog", "flag"),
+    "invisible": ("invisible", "flag"),
+    "showdots": ("showdots", "flag"),
+}
+
+# `proto` values: spelling (case-insensitive) -> (dump name, implied service)
+PROTOCOLS: dict[str, tuple[str, str | None]] = {
+    "auto": ("auto", None),
+    "pop2": ("unknown?!?", None),
+    "pop3": ("POP3", None),
+    "imap": ("IMAP", None),
+    "apop": ("APOP", None),
+    "rpop": ("RPOP", None),
+    "kpop": ("POP3", "kpop"),
+    "sdps": ("POP3", None),
+    "etrn": ("ETRN", None),
+    "odmr": ("ODMR", None),
+}
+_NO_PASSWORD_AUTH = frozenset({"gssapi", "kerberos_v4", "kerberos_v5", "ssh", "otp"})
+AUTH_TYPES = frozenset(
+    ["any", "password", "kerberos_v5", "kerberos_v4", "gssapi", "cram-md5", "otp", "ntlm", "msn", "ssh", "external"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParseEnvironment:
+    """What fetchmail takes from the process: the login name, home and rc-file directory."""
+
+    login: str
+    home: str
+    fetchmailhome: str | None = None
+    rcdir: str = "."
+    hostname: str = ""  # this host's name: ETRN and ODMR ask for mail of this domain by default
+
+    @classmethod
+    def current(cls, rcfile: str | None) -> ParseEnvironment:
+        import pwd
+
+        entry = pwd.getpwuid(os.getuid())
+        home = os.environ.get("HOME") or entry.pw_dir
+        rcdir = os.path.dirname(os.path.abspath(rcfile)) if rcfile and rcfile != "-" else os.getcwd()
+        return cls(entry.pw_name, home, os.environ.get("FETCHMAILHOME"), rcdir,
+                   socket.gethostname())
+
+
+# --- raw entries -----------------------------------------------------------------------------
+
+
+@dataclass
+class _RawUser:
+    line: int
+    options: dict[str, Any] = field(default_factory=dict)
+    localnames: list[LocalName] = field(default_factory=list)
+    wildcard: bool = False
+
+
+@dataclass
+class _RawEntry:
+    pollname: str
+    skip: bool
+    line: int
+    server: dict[str, Any] = field(default_factory=dict)
+    user: _RawUser = field(default_factory=lambda: _RawUser(0))
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], filename: str, env: ParseEnvironment) -> None:
+        self.tokens = tokens
+        self.index = 0
+        self.filename = filename
+        self.env = env
+        self.globals: dict[str, Any] = {}
+        self.entries: list[_RawEntry] = []
+        self.uses: list[KeywordUse] = []
+        self._pollname = ""
+        self._remote: str | None = None
+
+    # token helpers
+    @property
+    def token(self) -> Token:
+        return self.tokens[self.index]
+
+    def peek(self, offset: int = 1) -> Token:
+        return self.tokens[min(self.index + offset, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        token = self.tokens[self.index]
+        if token.kind is not Kind.END:
+            self.index += 1
+        return token
+
+    def is_keyword(self, *names: str, token: Token | None = None) -> bool:
+        token = token or self.token
+        return token.kind is Kind.KEYWORD and token.value in names
+
+    def error(self, expected: str, token: Token | None = None) -> RCSyntaxError:
+        token = token or self.token
+        found = "end of file" if token.kind is Kind.END else _shown(token)
+        return RCSyntaxError(self.filename, token.line, token.column,
+                             f"syntax error at {found}: expected {expected}")
+
+    def expect(self, kind: Kind, what: str) -> Token:
+        if self.token.kind is not kind:
+            raise self.error(what)
+        return self.advance()
+
+    def use(self, token: Token, level: str) -> None:
+        remote = self._remote if level == "user" else None
+        self.uses.append(KeywordUse(token.value, token.line, token.column, self._pollname, remote))
+
+    # grammar
+    def parse(self) -> None:
+        while self.token.kind is not Kind.END:
+            if self.is_keyword("set"):
+                self.statement_set()
+            elif self.is_keyword("poll", "skip", "defaults"):
+                self.entry()
+            else:
+                raise self.error("'set', 'poll', 'skip' or 'defaults'")
+
+    def statement_set(self) -> None:
+        self.advance()
+        negated = self.is_keyword("no")
+        if negated:
+            self.advance()
+        token = self.token
+        spec = GLOBAL_OPTIONS.get(token.value) if token.kind is Kind.KEYWORD else None
+        if spec is None or (negated and spec[1] != "flag"):
+            raise self.error("a global option (daemon, logfile, postmaster, ...)")
+        self._pollname = ""
+        self.use(token, "globals")
+        self.advance()
+        name, kind = spec
+        if kind == "flag":
+            self.globals[name] = not negated
+            return
+        if self.token.kind is Kind.MAP:  # fetchmail allows `set daemon = 300`
+            self.advance()
+        if kind == "number":
+            self.globals[name] = self.expect(Kind.NUMBER, "a number").number
+        else:
+            value = self.expect(Kind.STRING, "a string").value
+            self.globals[name] = self.path(value) if kind == "path" else value
+
+    def entry(self) -> None:
+        verb = self.advance()
+        if verb.value == "defaults":
+            pollname = "defaults"
+        else:
+            pollname = self.expect(Kind.STRING, "a server name").value
+        self._pollname, self._remote = pollname, None
+        template = _RawEntry(pollname, verb.value == "skip", verb.line)
+        while self.server_option(template):
+            pass
+        if self.is_keyword("user"):
+            while self.is_keyword("user"):
+                user = _RawUser(self.token.line)
+                self.user_description(user)
+                while self.user_option(user):
+                    pass
+                self.entries.append(_entry_with(template, user))
+        else:
+            user = _RawUser(template.line)
+            while self.user_option(user):
+                pass
+            self.entries.append(_entry_with(template, user))
+        misplaced: Token | None = None
+        while self.is_server_option():
+            # fetchmail's grammar reads on and fails where the entry ends; so do we, naming it.
+            misplaced = misplaced or self.token
+            self.server_option(_RawEntry(pollname, False, 0))
+            while self.user_option(_RawUser(0)):
+                pass
+        if misplaced is not None:
+            raise self.error(
+                f"the end of entry {pollname!r}: server option {misplaced.text!r} at line "
+                f"{misplaced.line}, column {misplaced.column} comes after user options; "
+                "server options go before the first user"
+            )
+        if not (self.token.kind is Kind.END or self.is_keyword("set", "poll", "skip", "defaults")):
+            raise self.error("a user option, 'user', 'poll', 'skip' or 'set'")
+
+    def is_server_option(self) -> bool:
+        token = self.token
+        if self.is_keyword("no"):
+            return self.is_keyword(*SERVER_NEGATABLE, token=self.peek())
+        return token.kind is Kind.KEYWORD and token.value in SERVER_OPTIONS
+
+    def server_option(self, entry: _RawEntry) -> bool:
+        if not self.is_server_option():
+            return False
+        negated = self.is_keyword("no")
+        if negated:
+            self.advance()
+        token = self.advance()
+        self.use(token, "server")
+        name, kind = SERVER_OPTIONS[token.value]
+        options = entry.server
+        if negated:
+            options[name] = None if name == "envelope" else False
+            if name == "envelope":
+                options["envelope_disabled"] = True
+                options["envskip"] = 0
+            return True
+        if kind == "flag":
+            options[name] = True
+        elif kind == "string":
+            options[name] = self.expect(Kind.STRING, "a string").value
+        elif kind == "number":
+            options[name] = self.expect(Kind.NUMBER, "a number").number
+        elif kind == "list":
+            words = [self.expect(Kind.STRING, "a name").value]
+            while self.token.kind is Kind.STRING:
+                words.append(self.advance().value)
+            options[name] = words
+        elif kind == "proto":
+            word = self.expect(Kind.STRING, "a protocol (auto, pop3, imap, ...)")
+            # fetchmail's scanner knows each protocol in lower or upper case, not mixed.
+            spelled = word.value if word.value in (word.value.lower(), word.value.upper()) else ""
+            proto = PROTOCOLS.get(spelled.lower())
+            if proto is None:
+                raise self.error("a protocol (auto, pop3, imap, ...)", word)
+            options["protocol"] = proto[0]
+            if proto[1]:
+                options["service"] = proto[1]
+        elif kind == "service":
+            if self.token.kind is Kind.NUMBER:
+                options["service"] = str(self.advance().number)
+            else:
+                options["service"] = self.expect(Kind.STRING, "a service name or port").value
+        elif kind == "auth":
+            word = self.expect(Kind.STRING, "an authentication type (any, password, ...)")
+            if word.value not in AUTH_TYPES:  # lower case only, as fetchmail's scanner
+                raise self.error("an authentication type (any, password, cram-md5, ...)", word)
+            options["auth"] = word.value
+        elif kind == "envelope":
+            if self.token.kind is Kind.NUMBER:
+                options["envskip"] = self.advance().number
+            else:
+                options["envskip"] = 0
+            options["envelope"] = self.expect(Kind.STRING, "a header name").value
+            options.pop("envelope_disabled", None)
+        elif kind == "badheader":
+            word = self.expect(Kind.STRING, "accept or reject")
+            if word.value not in ("accept", "reject"):
+                raise self.error("accept or reject", word)
+            options["badheader"] = word.value == "accept"
+        elif kind == "retrieveerror":
+            word = self.expect(Kind.STRING, "abort, continue or markseen")
+            if word.value not in ("abort", "continue", "markseen"):
+                raise self.error("abort, continue or markseen", word)
+            options["retrieveerror"] = word.value
+        return True
+
+    def user_description(self, user: _RawUser) -> None:
+        self.use(self.advance(), "user")
+        first = self.expect(Kind.STRING, "a user name")
+        if self.is_keyword("there"):
+            self.advance()
+            user.options["remote"] = first.value
+        elif self.is_keyword("here") or self.token.kind in (Kind.STRING, Kind.MAP):
+            self.mapping_list(user, first)
+            if not self.is_keyword("here"):
+                raise self.error("'here' after a list of local names")
+            self.advance()
+        else:
+            user.options["remote"] = first.value
+        self._remote = user.options.get("remote")
+
+    def mapping_list(self, user: _RawUser, first: Token | None) -> int:
+        count = 0
+        while True:
+            token = first if first is not None else self.token
+            if token.kind is not Kind.STRING:
+                return count
+            if first is None:
+                self.advance()
+            first = None
+            if self.token.kind is Kind.MAP:
+                self.advance()
+                local = self.expect(Kind.STRING, "a local name after '='").value
+                user.localnames.append((token.value, local))
+            else:
+                user.localnames.append(token.value)
+            count += 1
+
+    def user_option(self, user: _RawUser) -> bool:
+        token = self.token
+        if self.is_keyword("is", "to"):
+            self.use(self.advance(), "user")
+            if (self.token.kind is Kind.STRING and self.is_keyword("there", token=self.peek())
+                    and token.value == "is"):
+                user.options["remote"] = self.advance().value
+                self.advance()
+                return True
+            count = self.mapping_list(user, None)
+            if self.token.kind is Kind.WILDCARD:
+                self.advance()
+                user.wildcard = True
+            elif count == 0:
+                raise self.error("a local name or '*'")
+            else:
+                user.wildcard = False
+            if self.is_keyword("here"):
+                self.advance()
+            return True
+        negated = self.is_keyword("no")
+        if negated:
+            if not self.is_keyword(*USER_NEGATABLE, token=self.peek()):
+                if self.is_keyword(*SERVER_NEGATABLE, token=self.peek()):
+                    return False
+                raise self.error("a keyword that 'no' can negate", self.peek())
+            self.advance()
+            token = self.token
+        if token.kind is not Kind.KEYWORD or token.value not in USER_OPTIONS:
+            return False
+        self.advance()
+        self.use(token, "user")
+        name, kind = USER_OPTIONS[token.value]
+        options = user.options
+        if kind == "flag":
+            options[name] = not negated
+        elif kind in ("string", "path"):
+            value = self.expect(Kind.STRING, "a string").value
+            options[name] = self.path(value) if kind == "path" else value
+        elif kind == "count":
+            number = self.expect(Kind.NUMBER, "a number").number
+            options[name] = number
+        elif kind == "list":
+            words = [self.expect(Kind.STRING, "a name").value]
+            while self.token.kind is Kind.STRING:
+                words.append(self.advance().value)
+            options[name] = words
+        elif kind == "numbers":
+            codes = [self.expect(Kind.NUMBER, "an SMTP reply code").number]
+            while self.token.kind is Kind.NUMBER:
+                codes.append(self.advance().number)
+            options[name] = codes
+        return True
+
+    def path(self, value: str) -> str:
+        """fetchmail's prependdir: a relative path is relative to the rc file's directory."""
+        if not value or value.startswith("/") or self.env.rcdir in ("", "."):
+            return value
+        return os.path.join(self.env.rcdir, value)
+
+
+def _entry_with(template: _RawEntry, user: _RawUser) -> _RawEntry:
+    return _RawEntry(template.pollname, template.skip, template.line, dict(template.server), user)
+
+
+def _shown(token: Token) -> str:
+    text = token.text if len(token.text) <= 40 else token.text[:37] + "..."
+    return text.encode("unicode_escape").decode("ascii")
+
+
+# --- resolution: defaults entry, fetchmail's defaults -------------------------------------------
+
+
+def parse(text: str, filename: str, env: ParseEnvironment | None = None) -> Config:
+    """Parse a whole rc file; raise RCSyntaxError (file, line, column) on the first error."""
+    env = env or ParseEnvironment.current(filename)
+    parser = _Parser(tokenize(text, filename), filename, env)
+    parser.parse()
+    entries = parser.entries
+    if entries and entries[0].pollname == "defaults" and not _is_poll_named_defaults(entries[0]):
+        defaults, entries = entries[0], entries[1:]
+        for entry in entries:
+            _merge(entry, defaults)
+    globals_ = _resolve_globals(parser.globals, env)
+    servers = _group(tuple(_resolve(entry, env) for entry in entries))
+    return Config(filename, globals_, servers, tuple(parser.uses))
+
+
+def _is_poll_named_defaults(entry: _RawEntry) -> bool:
+    return False  # `poll defaults` is a syntax error: "defaults" is a keyword
+
+
+def _merge(entry: _RawEntry, defaults: _RawEntry) -> None:
+    # fetchmail's optmerge: what the entry leaves unset. A server number of 0 is unset there; the
+    # aka list is not merged at all.
+    for key, value in defaults.server.items():
+        if key == "aka":
+            continue
+        if key in ("timeout", "interval") and not entry.server.get(key):
+            entry.server[key] = value
+        entry.server.setdefault(key, value)
+    if "envelope_disabled" in entry.server:
+        entry.server.pop("envelope", None)
+    for key, value in defaults.user.options.items():
+        if key != "remote":
+            entry.user.options.setdefault(key, value)
+    if not entry.user.localnames and defaults.user.localnames:
+        entry.user.localnames = list(defaults.user.localnames)
+        entry.user.wildcard = entry.user.wildcard or defaults.user.wildcard
+    entry.user.wildcard = entry.user.wildcard or defaults.user.wildcard
+
+
+def _resolve_globals(raw: dict[str, Any], env: ParseEnvironment) -> RCGlobals:
+    home = env.fetchmailhome or env.home
+    values = dict(raw)
+    values.setdefault("idfile", os.path.join(home, ".fetchids"))
+    values.setdefault("postmaster", "postmaster" if env.login == "root" else env.login)
+    known = {f.name for f in fields(RCGlobals)}
+    return RCGlobals(**{k: v for k, v in values.items() if k in known})
+
+
+def _count(value: int) -> int:
+    return max(value, 0)  # fetchmail's NUM_VALUE_OUT: a negative count means "explicitly none"
+
+
+def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
+    raw = entry.server
+    options = entry.user.options
+    user_values: dict[str, Any] = {}
+    for name, kind in USER_OPTIONS.values():
+        if name in options:
+            value = options[name]
+            if kind == "count":
+                value = _count(value)
+            elif kind in ("list", "numbers"):
+                value = tuple(value)
+            user_values[name] = value
+    if raw.get("protocol") in ("ETRN", "ODMR") and "fetchdomains" not in user_values:
+        user_values["fetchdomains"] = (env.hostname or socket.gethostname(),)
+    if "stripcr" not in user_values:
+        user_values["stripcr"] = options.get("mda") is not None
+    remote = options.get("remote") or env.login
+    # fetchmail's placeholder where no password is ever sent (ETRN, Kerberos, GSSAPI, ...).
+    if (raw.get("auth") in _NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN") and user_values.get("password") is None:
+        user_values["password"] = remote
+    user = User(
+        remote=remote,
+        localnames=tuple(entry.user.localnames) or (env.login,),
+        wildcard=entry.user.wildcard,
+        line=entry.user.line or entry.line,
+        **user_values,
+    )
+    server_values: dict[str, Any] = {}
+    for name in ("via", "protocol", "service", "interval", "auth", "timeout", "qvirtual", "aka",
+                 "localdomains", "interface", "monitor", "plugin", "plugout", "principal",
+                 "esmtppassword", "dns", "checkalias", "uidl", "tracepolls", "badheader"):
+        if name in raw:
+            value = raw[name]
+            server_values[name] = tuple(value) if isinstance(value, list) else value
+    if raw.get("envelope_disabled"):
+        server_values["envelope"] = None
+        server_values["envskip"] = 0
+    elif "envelope" in raw:
+        server_values["envelope"] = raw["envelope"]
+        server_values["envskip"] = raw.get("envskip", 0)
+    if not server_values.get("timeout"):
+        server_values["timeout"] = 300
+    return Server(
+        pollname=entry.pollname,
+        active=not entry.skip,
+        esmtpname=raw.get("esmtpname") or env.login,
+        users=(user,),
+        line=entry.line,
+        **server_values,
+    )
+
+
+def _group(entries: tuple[Server, ...]) -> tuple[Server, ...]:
+    """One Server per `poll` statement, with its users in order (fetchmail's dump groups so)."""
+    grouped: list[Server] = []
+    for server in entries:
+        last = grouped[-1] if grouped else None
+        if last is not None and last.line == server.line and last.pollname == server.pollname:
+            grouped[-1] = _with_users(last, last.users + server.users)
+        else:
+            grouped.append(server)
+    return tuple(grouped)
+
+
+def _with_users(server: Server, users: tuple[User, ...]) -> Server:
+    from dataclasses import replace
+
+    return replace(server, users=users)
+
+
+ParseFunction = Callable[[str, str], Config]

@@ -1,0 +1,110 @@
+"""Differential test: fetchd reads every rc file in tests/rcfiles exactly as the real fetchmail does.
+
+fetchmail (the Debian package) is the oracle: ``fetchmail --configdump -f FILE`` prints how it
+read a file. It refuses some things as root, so as root we run it as an ordinary user
+(FETCHD_TEST_USER, default ``fmtest``), with the file owned by that user and private, and give our
+parser the same login name, home and file location.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fetchd.config import ParseEnvironment, configdump, load_rcfile
+from fetchd.errors import RCSyntaxError
+
+CORPUS = Path(__file__).parent.parent / "rcfiles"
+GOOD = sorted((CORPUS / "good").glob("*.rc"))
+BAD = sorted((CORPUS / "bad").glob("*.rc"))
+
+pytestmark = pytest.mark.fetchmail
+
+
+def _fetchmail() -> str:
+    path = shutil.which("fetchmail")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("the real fetchmail is missing (CI installs the Debian package)")
+        pytest.skip("the real fetchmail is not installed (apt-get install fetchmail)")
+    return path
+
+
+def _oracle_user() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    name = os.environ.get("FETCHD_TEST_USER", "fmtest")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if os.environ.get("CI"):
+            pytest.fail(f"user {name} is missing (.ci/run creates it)")
+        pytest.skip(f"running as root and there is no user {name} to run fetchmail as")
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A home the oracle's user can enter: pytest's own tmp_path is private to root."""
+    path = Path(tempfile.mkdtemp(prefix="fetchd-rc-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _place(source: Path, home: Path, user: pwd.struct_passwd) -> Path:
+    target = home / source.name
+    target.write_bytes(source.read_bytes())
+    target.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(home, user.pw_uid, user.pw_gid)
+        os.chown(target, user.pw_uid, user.pw_gid)
+    return target
+
+
+def _run_fetchmail(rcfile: Path, home: Path, user: pwd.struct_passwd) -> subprocess.CompletedProcess[str]:
+    command = [_fetchmail(), "--configdump", "-f", str(rcfile)]
+    if os.geteuid() == 0:
+        # runuser sets HOME to the user's own: set ours again inside.
+        command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, check=False)
+
+
+def _ours(rcfile: Path, home: Path, user: pwd.struct_passwd) -> str:
+    env = ParseEnvironment(login=user.pw_name, home=str(home), rcdir=str(rcfile.parent))
+    return configdump(load_rcfile(str(rcfile), env=env, check=False))
+
+
+@pytest.mark.parametrize("source", GOOD, ids=[p.stem for p in GOOD])
+def test_fetchd_dumps_what_fetchmail_dumps(source: Path, home: Path) -> None:
+    user = _oracle_user()
+    rcfile = _place(source, home, user)
+    theirs = _run_fetchmail(rcfile, rcfile.parent, user)
+    assert theirs.returncode == 0, f"fetchmail rejected a file of the good corpus: {theirs.stderr}"
+    assert _ours(rcfile, rcfile.parent, user) == theirs.stdout
+
+
+@pytest.mark.parametrize("source", BAD, ids=[p.stem for p in BAD])
+def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None:
+    user = _oracle_user()
+    rcfile = _place(source, home, user)
+    theirs = _run_fetchmail(rcfile, rcfile.parent, user)
+    assert theirs.returncode == 5, f"fetchmail accepted a file of the bad corpus: {theirs.stdout}"
+    with pytest.raises(RCSyntaxError) as caught:
+        _ours(rcfile, rcfile.parent, user)
+    error = caught.value
+    assert error.exit_code == 5
+    # fetchmail names the line; we name the same line (and a column).
+    their_line = int(theirs.stderr.split(":")[2])
+    assert error.line == their_line, (str(error), theirs.stderr)
+
+
+def test_the_corpus_is_large_enough() -> None:
+    assert len(GOOD) >= 40 and len(BAD) >= 10
