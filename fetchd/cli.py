@@ -37,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         place = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
         # The exception's text is left out: it may quote anything, a password included.
-        print(f"fetchd: internal error{place}: {type(exc).__name__}"
-              " (run with --debug for details)", file=sys.stderr)
+        print(
+            f"fetchd: internal error{place}: {type(exc).__name__} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return int(ExitCode.UNDEFINED)
-
-

@@ -36,7 +36,7 @@ async def run_hook(kind: str, command: str, account: str, timeout: float) -> Non
         raise HookError(f"{kind} command for {account} did not finish in {timeout:g} s") from None
     for line in output.decode("utf-8", "replace").splitlines():
         log.info("hook.output", kind=kind, account=account, text=f"{kind}: {line}")
-    if process.returncode != 0:
-        status = process.returncode
+    status = process.returncode
+    if status is not None and status != 0:
         how = f"was killed by signal {-status}" if status < 0 else f"failed with status {status}"
         raise HookError(f"{kind} command for {account} {how}")

@@ -86,8 +86,9 @@ class _Flag:
     help: str = ""
 
 
-def _arg(*flags: str, level: Level, key: str, convert: _Convert = str, metavar: str = "VALUE",
-         help: str) -> _Flag:
+def _arg(
+    *flags: str, level: Level, key: str, convert: _Convert = str, metavar: str = "VALUE", help: str
+) -> _Flag:
     return _Flag(flags, level, key, convert, None, metavar, help)
 
 
@@ -97,121 +98,397 @@ def _switch(*flags: str, level: Level, key: str, value: object = True, help: str
 
 _GROUPS: dict[str, list[_Flag]] = {
     "selecting messages": [
-        _switch("-a", "--all", "--fetchall", level="user", key="fetchall",
-                help="retrieve old and new messages"),
-        _switch("-k", "--keep", level="user", key="keep", help="leave retrieved messages on the server"),
-        _switch("-K", "--nokeep", level="user", key="keep", value=False,
-                help="delete retrieved messages from the server"),
-        _switch("-F", "--flush", level="user", key="flush",
-                help="delete old (seen) messages from the server"),
-        _switch("--limitflush", level="user", key="limitflush",
-                help="delete oversized messages instead of leaving them"),
-        _arg("-l", "--limit", level="user", key="limit", convert=_int, metavar="OCTETS",
-             help="leave messages larger than this on the server"),
-        _arg("-B", "--fetchlimit", level="user", key="fetchlimit", convert=_int, metavar="N",
-             help="fetch at most N messages per poll"),
-        _arg("--fetchsizelimit", level="user", key="fetchsizelimit", convert=_int, metavar="N",
-             help="ask sizes of at most N messages at a time"),
-        _arg("--fastuidl", level="user", key="fastuidl", convert=_int, metavar="N",
-             help="binary search for new UIDs (accepted for compatibility)"),
-        _arg("-e", "--expunge", level="user", key="expunge", convert=_int, metavar="N",
-             help="commit deletions every N messages"),
-        _arg("-r", "--folder", level="user", key="mailboxes", convert=_words, metavar="LIST",
-             help="remote folder(s), comma-separated"),
-        _arg("-w", "--warnings", level="user", key="warnings", convert=_int, metavar="SECONDS",
-             help="interval between oversized-message warnings"),
+        _switch(
+            "-a",
+            "--all",
+            "--fetchall",
+            level="user",
+            key="fetchall",
+            help="retrieve old and new messages",
+        ),
+        _switch(
+            "-k", "--keep", level="user", key="keep", help="leave retrieved messages on the server"
+        ),
+        _switch(
+            "-K",
+            "--nokeep",
+            level="user",
+            key="keep",
+            value=False,
+            help="delete retrieved messages from the server",
+        ),
+        _switch(
+            "-F",
+            "--flush",
+            level="user",
+            key="flush",
+            help="delete old (seen) messages from the server",
+        ),
+        _switch(
+            "--limitflush",
+            level="user",
+            key="limitflush",
+            help="delete oversized messages instead of leaving them",
+        ),
+        _arg(
+            "-l",
+            "--limit",
+            level="user",
+            key="limit",
+            convert=_int,
+            metavar="OCTETS",
+            help="leave messages larger than this on the server",
+        ),
+        _arg(
+            "-B",
+            "--fetchlimit",
+            level="user",
+            key="fetchlimit",
+            convert=_int,
+            metavar="N",
+            help="fetch at most N messages per poll",
+        ),
+        _arg(
+            "--fetchsizelimit",
+            level="user",
+            key="fetchsizelimit",
+            convert=_int,
+            metavar="N",
+            help="ask sizes of at most N messages at a time",
+        ),
+        _arg(
+            "--fastuidl",
+            level="user",
+            key="fastuidl",
+            convert=_int,
+            metavar="N",
+            help="binary search for new UIDs (accepted for compatibility)",
+        ),
+        _arg(
+            "-e",
+            "--expunge",
+            level="user",
+            key="expunge",
+            convert=_int,
+            metavar="N",
+            help="commit deletions every N messages",
+        ),
+        _arg(
+            "-r",
+            "--folder",
+            level="user",
+            key="mailboxes",
+            convert=_words,
+            metavar="LIST",
+            help="remote folder(s), comma-separated",
+        ),
+        _arg(
+            "-w",
+            "--warnings",
+            level="user",
+            key="warnings",
+            convert=_int,
+            metavar="SECONDS",
+            help="interval between oversized-message warnings",
+        ),
         _switch("--idle", level="user", key="idle", help="wait for new mail with IMAP IDLE"),
     ],
     "the server": [
-        _arg("-p", "--proto", "--protocol", level="server", key="protocol", convert=str.upper,
-             metavar="PROTO", help="retrieval protocol: auto, pop3, imap, ..."),
-        _arg("-P", "--service", "--port", level="server", key="service", metavar="PORT",
-             help="TCP service name or port"),
-        _arg("--auth", level="server", key="auth", metavar="TYPE",
-             help="authentication: any, password, cram-md5, oauthbearer, xoauth2, ..."),
-        _arg("-u", "--user", "--username", level="user", key="remote", metavar="NAME",
-             help="login name on the server"),
-        _arg("-t", "--timeout", level="server", key="timeout", convert=_int, metavar="SECONDS",
-             help="server non-response timeout"),
+        _arg(
+            "-p",
+            "--proto",
+            "--protocol",
+            level="server",
+            key="protocol",
+            convert=str.upper,
+            metavar="PROTO",
+            help="retrieval protocol: auto, pop3, imap, ...",
+        ),
+        _arg(
+            "-P",
+            "--service",
+            "--port",
+            level="server",
+            key="service",
+            metavar="PORT",
+            help="TCP service name or port",
+        ),
+        _arg(
+            "--auth",
+            level="server",
+            key="auth",
+            metavar="TYPE",
+            help="authentication: any, password, cram-md5, oauthbearer, xoauth2, ...",
+        ),
+        _arg(
+            "-u",
+            "--user",
+            "--username",
+            level="user",
+            key="remote",
+            metavar="NAME",
+            help="login name on the server",
+        ),
+        _arg(
+            "-t",
+            "--timeout",
+            level="server",
+            key="timeout",
+            convert=_int,
+            metavar="SECONDS",
+            help="server non-response timeout",
+        ),
         _switch("-U", "--uidl", level="server", key="uidl", help="force the use of UIDLs (POP3)"),
-        _arg("-E", "--envelope", level="server", key="envelope", metavar="HEADER",
-             help="envelope address header (multidrop)"),
-        _arg("-Q", "--qvirtual", level="server", key="qvirtual", metavar="PREFIX",
-             help="prefix to remove from local user ids (multidrop)"),
-        _arg("--principal", level="server", key="principal", metavar="NAME",
-             help="mail service principal"),
-        _switch("--tracepolls", level="server", key="tracepolls",
-                help="add poll-tracing information to the Received header"),
-        _arg("-I", "--interface", level="server", key="interface", metavar="SPEC",
-             help="require this interface to be up"),
-        _arg("-M", "--monitor", level="server", key="monitor", metavar="IFACE",
-             help="poll only after activity on this interface"),
-        _arg("--plugin", level="server", key="plugin", metavar="COMMAND",
-             help="external command to open the server connection"),
-        _arg("--plugout", level="server", key="plugout", metavar="COMMAND",
-             help="external command to open the SMTP connection"),
-        _arg("--bad-header", level="server", key="badheader", metavar="reject|accept",
-             help="policy for messages with bad headers"),
+        _arg(
+            "-E",
+            "--envelope",
+            level="server",
+            key="envelope",
+            metavar="HEADER",
+            help="envelope address header (multidrop)",
+        ),
+        _arg(
+            "-Q",
+            "--qvirtual",
+            level="server",
+            key="qvirtual",
+            metavar="PREFIX",
+            help="prefix to remove from local user ids (multidrop)",
+        ),
+        _arg(
+            "--principal",
+            level="server",
+            key="principal",
+            metavar="NAME",
+            help="mail service principal",
+        ),
+        _switch(
+            "--tracepolls",
+            level="server",
+            key="tracepolls",
+            help="add poll-tracing information to the Received header",
+        ),
+        _arg(
+            "-I",
+            "--interface",
+            level="server",
+            key="interface",
+            metavar="SPEC",
+            help="require this interface to be up",
+        ),
+        _arg(
+            "-M",
+            "--monitor",
+            level="server",
+            key="monitor",
+            metavar="IFACE",
+            help="poll only after activity on this interface",
+        ),
+        _arg(
+            "--plugin",
+            level="server",
+            key="plugin",
+            metavar="COMMAND",
+            help="external command to open the server connection",
+        ),
+        _arg(
+            "--plugout",
+            level="server",
+            key="plugout",
+            metavar="COMMAND",
+            help="external command to open the SMTP connection",
+        ),
+        _arg(
+            "--bad-header",
+            level="server",
+            key="badheader",
+            metavar="reject|accept",
+            help="policy for messages with bad headers",
+        ),
     ],
     "TLS": [
         _switch("--ssl", level="user", key="ssl", help="implicit TLS from the first byte"),
-        _arg("--sslproto", level="user", key="sslproto", metavar="PROTO",
-             help="minimum TLS version, or '' to turn TLS off"),
-        _switch("--sslcertck", level="user", key="sslcertck",
-                help="verify the server certificate (the default)"),
-        _switch("--nosslcertck", level="user", key="sslcertck", value=False,
-                help="do not verify the server certificate (insecure)"),
-        _arg("--sslcertfile", level="user", key="sslcertfile", metavar="FILE",
-             help="trusted CA certificates file"),
-        _arg("--sslcertpath", level="user", key="sslcertpath", metavar="DIR",
-             help="trusted CA certificates directory"),
-        _arg("--sslfingerprint", level="user", key="sslfingerprint", metavar="HASH",
-             help="SHA-256 fingerprint the server certificate must have"),
-        _arg("--sslcommonname", level="user", key="sslcommonname", metavar="NAME",
-             help="expect this name in the server certificate"),
+        _arg(
+            "--sslproto",
+            level="user",
+            key="sslproto",
+            metavar="PROTO",
+            help="minimum TLS version, or '' to turn TLS off",
+        ),
+        _switch(
+            "--sslcertck",
+            level="user",
+            key="sslcertck",
+            help="verify the server certificate (the default)",
+        ),
+        _switch(
+            "--nosslcertck",
+            level="user",
+            key="sslcertck",
+            value=False,
+            help="do not verify the server certificate (insecure)",
+        ),
+        _arg(
+            "--sslcertfile",
+            level="user",
+            key="sslcertfile",
+            metavar="FILE",
+            help="trusted CA certificates file",
+        ),
+        _arg(
+            "--sslcertpath",
+            level="user",
+            key="sslcertpath",
+            metavar="DIR",
+            help="trusted CA certificates directory",
+        ),
+        _arg(
+            "--sslfingerprint",
+            level="user",
+            key="sslfingerprint",
+            metavar="HASH",
+            help="SHA-256 fingerprint the server certificate must have",
+        ),
+        _arg(
+            "--sslcommonname",
+            level="user",
+            key="sslcommonname",
+            metavar="NAME",
+            help="expect this name in the server certificate",
+        ),
         _arg("--sslkey", level="user", key="sslkey", metavar="FILE", help="client private key"),
         _arg("--sslcert", level="user", key="sslcert", metavar="FILE", help="client certificate"),
     ],
     "delivery": [
-        _arg("-S", "--smtphost", level="user", key="smtphunt", convert=_words, metavar="HOSTS",
-             help="SMTP host(s) to deliver to, comma-separated (host, host/port or /socket)"),
-        _arg("-D", "--smtpaddress", level="user", key="smtpaddress", metavar="DOMAIN",
-             help="domain appended to local recipients"),
-        _arg("--smtpname", level="user", key="smtpname", metavar="ADDRESS",
-             help="full recipient address (user@domain)"),
-        _arg("--fetchdomains", level="user", key="fetchdomains", convert=_words, metavar="LIST",
-             help="domains to fetch mail for (multidrop)"),
-        _arg("-m", "--mda", level="user", key="mda", metavar="COMMAND",
-             help="deliver through this command instead of SMTP"),
+        _arg(
+            "-S",
+            "--smtphost",
+            level="user",
+            key="smtphunt",
+            convert=_words,
+            metavar="HOSTS",
+            help="SMTP host(s) to deliver to, comma-separated (host, host/port or /socket)",
+        ),
+        _arg(
+            "-D",
+            "--smtpaddress",
+            level="user",
+            key="smtpaddress",
+            metavar="DOMAIN",
+            help="domain appended to local recipients",
+        ),
+        _arg(
+            "--smtpname",
+            level="user",
+            key="smtpname",
+            metavar="ADDRESS",
+            help="full recipient address (user@domain)",
+        ),
+        _arg(
+            "--fetchdomains",
+            level="user",
+            key="fetchdomains",
+            convert=_words,
+            metavar="LIST",
+            help="domains to fetch mail for (multidrop)",
+        ),
+        _arg(
+            "-m",
+            "--mda",
+            level="user",
+            key="mda",
+            metavar="COMMAND",
+            help="deliver through this command instead of SMTP",
+        ),
         _switch("--lmtp", level="user", key="lmtp", help="deliver with LMTP (RFC 2033)"),
         _arg("--bsmtp", level="user", key="bsmtp", metavar="FILE", help="write batch SMTP here"),
-        _arg("-b", "--batchlimit", level="user", key="batchlimit", convert=_int, metavar="N",
-             help="messages per SMTP connection"),
-        _arg("-Z", "--antispam", level="user", key="antispam", convert=_codes, metavar="CODES",
-             help="SMTP codes that mean spam, comma-separated"),
-        _switch("-n", "--norewrite", level="user", key="rewrite", value=False,
-                help="do not rewrite header addresses"),
-        _arg("--postmaster", level="globals", key="postmaster", metavar="NAME",
-             help="recipient of last resort"),
-        _switch("--nobounce", level="globals", key="bouncemail", value=False,
-                help="send bounces to the postmaster, not the sender"),
-        _switch("--softbounce", level="globals", key="softbounce",
-                help="keep permanently undeliverable messages on the server (the default)"),
-        _switch("--nosoftbounce", level="globals", key="softbounce", value=False,
-                help="delete permanently undeliverable messages"),
-        _switch("--invisible", level="globals", key="invisible",
-                help="do not write a Received header"),
+        _arg(
+            "-b",
+            "--batchlimit",
+            level="user",
+            key="batchlimit",
+            convert=_int,
+            metavar="N",
+            help="messages per SMTP connection",
+        ),
+        _arg(
+            "-Z",
+            "--antispam",
+            level="user",
+            key="antispam",
+            convert=_codes,
+            metavar="CODES",
+            help="SMTP codes that mean spam, comma-separated",
+        ),
+        _switch(
+            "-n",
+            "--norewrite",
+            level="user",
+            key="rewrite",
+            value=False,
+            help="do not rewrite header addresses",
+        ),
+        _arg(
+            "--postmaster",
+            level="globals",
+            key="postmaster",
+            metavar="NAME",
+            help="recipient of last resort",
+        ),
+        _switch(
+            "--nobounce",
+            level="globals",
+            key="bouncemail",
+            value=False,
+            help="send bounces to the postmaster, not the sender",
+        ),
+        _switch(
+            "--softbounce",
+            level="globals",
+            key="softbounce",
+            help="keep permanently undeliverable messages on the server (the default)",
+        ),
+        _switch(
+            "--nosoftbounce",
+            level="globals",
+            key="softbounce",
+            value=False,
+            help="delete permanently undeliverable messages",
+        ),
+        _switch(
+            "--invisible", level="globals", key="invisible", help="do not write a Received header"
+        ),
     ],
     "running": [
-        _arg("-d", "--daemon", level="globals", key="poll_interval", convert=_int,
-             metavar="SECONDS", help="run as a daemon, polling every SECONDS"),
-        _arg("-L", "--logfile", level="globals", key="logfile", metavar="FILE",
-             help="log to this file"),
+        _arg(
+            "-d",
+            "--daemon",
+            level="globals",
+            key="poll_interval",
+            convert=_int,
+            metavar="SECONDS",
+            help="run as a daemon, polling every SECONDS",
+        ),
+        _arg(
+            "-L",
+            "--logfile",
+            level="globals",
+            key="logfile",
+            metavar="FILE",
+            help="log to this file",
+        ),
         _switch("--syslog", level="globals", key="syslog", help="log to syslog (facility mail)"),
-        _switch("--nosyslog", level="globals", key="syslog", value=False,
-                help="do not log to syslog"),
-        _arg("-i", "--idfile", level="globals", key="idfile", metavar="FILE",
-             help="fetchmail's UID file, imported on first run"),
+        _switch(
+            "--nosyslog", level="globals", key="syslog", value=False, help="do not log to syslog"
+        ),
+        _arg(
+            "-i",
+            "--idfile",
+            level="globals",
+            key="idfile",
+            metavar="FILE",
+            help="fetchmail's UID file, imported on first run",
+        ),
         _switch("--showdots", level="globals", key="showdots", help="show progress dots"),
     ],
 }
@@ -233,44 +510,75 @@ def _build_parser() -> _Parser:
     )
     general = parser.add_argument_group("general")
     general.add_argument("-?", "-h", "--help", action="help", help="show this help and exit")
-    general.add_argument("-V", "--version", action="store_true",
-                         help="show the version and every account's settings; fetch nothing")
-    general.add_argument("-f", "--fetchmailrc", dest="rcfile", metavar="FILE",
-                         help="run control file ('-' reads standard input)")
-    general.add_argument("-c", "--check", action="store_true",
-                         help="count waiting messages; fetch nothing")
+    general.add_argument(
+        "-V",
+        "--version",
+        action="store_true",
+        help="show the version and every account's settings; fetch nothing",
+    )
+    general.add_argument(
+        "-f",
+        "--fetchmailrc",
+        dest="rcfile",
+        metavar="FILE",
+        help="run control file ('-' reads standard input)",
+    )
+    general.add_argument(
+        "-c", "--check", action="store_true", help="count waiting messages; fetch nothing"
+    )
     general.add_argument("-s", "--silent", action="store_true", help="work silently")
-    general.add_argument("-v", "--verbose", action="count", default=0,
-                         help="work noisily (repeat for more)")
-    general.add_argument("-N", "--nodetach", action="store_true",
-                         help="stay in the foreground in daemon mode")
+    general.add_argument(
+        "-v", "--verbose", action="count", default=0, help="work noisily (repeat for more)"
+    )
+    general.add_argument(
+        "-N", "--nodetach", action="store_true", help="stay in the foreground in daemon mode"
+    )
     general.add_argument("-q", "--quit", action="store_true", help="stop the running daemon")
-    general.add_argument("--configdump", action="store_const", const="python",
-                         help="print the configuration as fetchmailconf reads it; "
-                         "--configdump=json prints it as JSON")
-    general.add_argument("--configdump=json", dest="configdump", action="store_const",
-                         const="json", help=argparse.SUPPRESS)
+    general.add_argument(
+        "--configdump",
+        action="store_const",
+        const="python",
+        help="print the configuration as fetchmailconf reads it; "
+        "--configdump=json prints it as JSON",
+    )
+    general.add_argument(
+        "--configdump=json",
+        dest="configdump",
+        action="store_const",
+        const="json",
+        help=argparse.SUPPRESS,
+    )
     general.add_argument("--pidfile", metavar="FILE", help="accepted for compatibility")
-    general.add_argument("--demo", action="store_true",
-                         help="poll a built-in demo server into a built-in SMTP sink")
+    general.add_argument(
+        "--demo", action="store_true", help="poll a built-in demo server into a built-in SMTP sink"
+    )
     general.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
-    general.add_argument("hosts", nargs="*", metavar="server",
-                         help="poll only these entries of the rc file")
+    general.add_argument(
+        "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
+    )
 
     for title, flags in _GROUPS.items():
         group = parser.add_argument_group(title)
         for flag in flags:
             dest = "override:" + "|".join(flag.flags)
             if flag.convert is None:
-                group.add_argument(*flag.flags, dest=dest, action="store_const",
-                                   const=flag.constant, help=flag.help)
+                group.add_argument(
+                    *flag.flags,
+                    dest=dest,
+                    action="store_const",
+                    const=flag.constant,
+                    help=flag.help,
+                )
             else:
-                group.add_argument(*flag.flags, dest=dest, type=flag.convert,
-                                   metavar=flag.metavar, help=flag.help)
+                group.add_argument(
+                    *flag.flags, dest=dest, type=flag.convert, metavar=flag.metavar, help=flag.help
+                )
     return parser
 
 
-_ALL_FLAGS = {"override:" + "|".join(flag.flags): flag for flags in _GROUPS.values() for flag in flags}
+_ALL_FLAGS = {
+    "override:" + "|".join(flag.flags): flag for flags in _GROUPS.values() for flag in flags
+}
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -310,8 +618,10 @@ def _ordered_overrides(argv: Sequence[str], values: dict[str, object]) -> tuple[
             if _spells(word, flag.flags):
                 position[dest] = index
     chosen = [
-        (position.get(dest, -1), Override(flag.level, flag.key,
-                                          flag.constant if flag.convert is None else values[dest]))
+        (
+            position.get(dest, -1),
+            Override(flag.level, flag.key, flag.constant if flag.convert is None else values[dest]),
+        )
         for dest, flag in _ALL_FLAGS.items()
         if values.get(dest) is not None
     ]
@@ -335,4 +645,3 @@ def help_text() -> str:
 
 def version_line() -> str:
     return f"This is fetchd release {__version__} (fetchmail-compatible mail retriever)."
-

@@ -46,7 +46,85 @@ class Token:
 # Spellings -> canonical keyword. Several keywords have optional suffixes in fetchmail's scanner.
 KEYWORDS: dict[str, str] = {
     word: word
-    for word in ["set", "logfile", "daemon", "syslog", "idfile", "pidfile", "postmaster", "bouncemail", "spambounce", "softbounce", "warnings", "tracepolls", "defaults", "poll", "skip", "via", "aka", "service", "port", "interval", "timeout", "envelope", "qvirtual", "principal", "esmtpname", "esmtppassword", "fetchdomains", "smtpaddress", "smtpname", "antispam", "mda", "bsmtp", "lmtp", "interface", "monitor", "plugin", "plugout", "batchlimit", "fetchlimit", "fetchsizelimit", "fastuidl", "expunge", "properties", "is", "here", "there", "to", "keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "dns", "checkalias", "uidl", "ssl", "sslkey", "sslcert", "sslproto", "sslcertck", "sslcertfile", "sslcertpath", "sslcommonname", "sslfingerprint", "limit", "invisible", "showdots", "no", "bad-header", "retrieve-error"]
+    for word in [
+        "set",
+        "logfile",
+        "daemon",
+        "syslog",
+        "idfile",
+        "pidfile",
+        "postmaster",
+        "bouncemail",
+        "spambounce",
+        "softbounce",
+        "warnings",
+        "tracepolls",
+        "defaults",
+        "poll",
+        "skip",
+        "via",
+        "aka",
+        "service",
+        "port",
+        "interval",
+        "timeout",
+        "envelope",
+        "qvirtual",
+        "principal",
+        "esmtpname",
+        "esmtppassword",
+        "fetchdomains",
+        "smtpaddress",
+        "smtpname",
+        "antispam",
+        "mda",
+        "bsmtp",
+        "lmtp",
+        "interface",
+        "monitor",
+        "plugin",
+        "plugout",
+        "batchlimit",
+        "fetchlimit",
+        "fetchsizelimit",
+        "fastuidl",
+        "expunge",
+        "properties",
+        "is",
+        "here",
+        "there",
+        "to",
+        "keep",
+        "flush",
+        "limitflush",
+        "fetchall",
+        "rewrite",
+        "forcecr",
+        "stripcr",
+        "pass8bits",
+        "dropstatus",
+        "dropdelivered",
+        "mimedecode",
+        "idle",
+        "dns",
+        "checkalias",
+        "uidl",
+        "ssl",
+        "sslkey",
+        "sslcert",
+        "sslproto",
+        "sslcertck",
+        "sslcertfile",
+        "sslcertpath",
+        "sslcommonname",
+        "sslfingerprint",
+        "limit",
+        "invisible",
+        "showdots",
+        "no",
+        "bad-header",
+        "retrieve-error",
+    ]
 }
 KEYWORDS.update(
     {
@@ -78,7 +156,26 @@ KEYWORDS.update(
 # Keywords fetchmail's scanner splits off a glued "no" (nokeep = no keep). Others (nossl,
 # nosyslog...) are ordinary strings there, and so a syntax error where a keyword was expected.
 GLUED_NEGATIONS = frozenset(
-    ["keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "dns", "uidl", "checkalias", "envelope", "bouncemail", "spambounce"]
+    [
+        "keep",
+        "flush",
+        "limitflush",
+        "fetchall",
+        "rewrite",
+        "forcecr",
+        "stripcr",
+        "pass8bits",
+        "dropstatus",
+        "dropdelivered",
+        "mimedecode",
+        "idle",
+        "dns",
+        "uidl",
+        "checkalias",
+        "envelope",
+        "bouncemail",
+        "spambounce",
+    ]
 )
 
 NOISE = frozenset({"and", "with", "has", "wants", "options"})
@@ -140,8 +237,9 @@ def tokenize(text: str, filename: str) -> list[Token]:
             raise RCSyntaxError(filename, line, start_column, f"unterminated string {char}")
         else:
             word = text[start:bare_end]
-            tokens.extend(_classify(word, name_state, filename, start_line, start_column, text,
-                                    bare_end))
+            tokens.extend(
+                _classify(word, name_state, filename, start_line, start_column, text, bare_end)
+            )
         # Line counting for strings that span lines.
         end = quoted_end if quoted_end > 0 and quoted_end >= bare_end else bare_end
         newlines = text.count("\n", start, end)

@@ -93,7 +93,22 @@ USER_OPTIONS: dict[str, tuple[str, str]] = {
     "properties": ("properties", "string"),
 }
 USER_NEGATABLE = frozenset(
-    ["keep", "flush", "limitflush", "fetchall", "rewrite", "forcecr", "stripcr", "pass8bits", "dropstatus", "dropdelivered", "mimedecode", "idle", "ssl", "sslcertck"]
+    [
+        "keep",
+        "flush",
+        "limitflush",
+        "fetchall",
+        "rewrite",
+        "forcecr",
+        "stripcr",
+        "pass8bits",
+        "dropstatus",
+        "dropdelivered",
+        "mimedecode",
+        "idle",
+        "ssl",
+        "sslcertck",
+    ]
 )
 
 # `set` statements: keyword -> (field, kind); flags accept `set no KEYWORD`.
@@ -127,7 +142,19 @@ PROTOCOLS: dict[str, tuple[str, str | None]] = {
 }
 _NO_PASSWORD_AUTH = frozenset({"gssapi", "kerberos_v4", "kerberos_v5", "ssh", "otp"})
 AUTH_TYPES = frozenset(
-    ["any", "password", "kerberos_v5", "kerberos_v4", "gssapi", "cram-md5", "otp", "ntlm", "msn", "ssh", "external"]
+    [
+        "any",
+        "password",
+        "kerberos_v5",
+        "kerberos_v4",
+        "gssapi",
+        "cram-md5",
+        "otp",
+        "ntlm",
+        "msn",
+        "ssh",
+        "external",
+    ]
 )
 
 
@@ -147,9 +174,12 @@ class ParseEnvironment:
 
         entry = pwd.getpwuid(os.getuid())
         home = os.environ.get("HOME") or entry.pw_dir
-        rcdir = os.path.dirname(os.path.abspath(rcfile)) if rcfile and rcfile != "-" else os.getcwd()
-        return cls(entry.pw_name, home, os.environ.get("FETCHMAILHOME"), rcdir,
-                   socket.gethostname())
+        rcdir = (
+            os.path.dirname(os.path.abspath(rcfile)) if rcfile and rcfile != "-" else os.getcwd()
+        )
+        return cls(
+            entry.pw_name, home, os.environ.get("FETCHMAILHOME"), rcdir, socket.gethostname()
+        )
 
 
 # --- raw entries -----------------------------------------------------------------------------
@@ -205,8 +235,9 @@ class _Parser:
     def error(self, expected: str, token: Token | None = None) -> RCSyntaxError:
         token = token or self.token
         found = "end of file" if token.kind is Kind.END else _shown(token)
-        return RCSyntaxError(self.filename, token.line, token.column,
-                             f"syntax error at {found}: expected {expected}")
+        return RCSyntaxError(
+            self.filename, token.line, token.column, f"syntax error at {found}: expected {expected}"
+        )
 
     def expect(self, kind: Kind, what: str) -> Token:
         if self.token.kind is not kind:
@@ -397,8 +428,11 @@ class _Parser:
         token = self.token
         if self.is_keyword("is", "to"):
             self.use(self.advance(), "user")
-            if (self.token.kind is Kind.STRING and self.is_keyword("there", token=self.peek())
-                    and token.value == "is"):
+            if (
+                self.token.kind is Kind.STRING
+                and self.is_keyword("there", token=self.peek())
+                and token.value == "is"
+            ):
                 user.options["remote"] = self.advance().value
                 self.advance()
                 return True
@@ -536,7 +570,9 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
         user_values["stripcr"] = options.get("mda") is not None
     remote = options.get("remote") or env.login
     # fetchmail's placeholder where no password is ever sent (ETRN, Kerberos, GSSAPI, ...).
-    if (raw.get("auth") in _NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN") and user_values.get("password") is None:
+    if (raw.get("auth") in _NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN") and user_values.get(
+        "password"
+    ) is None:
         user_values["password"] = remote
     user = User(
         remote=remote,
@@ -546,9 +582,28 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
         **user_values,
     )
     server_values: dict[str, Any] = {}
-    for name in ("via", "protocol", "service", "interval", "auth", "timeout", "qvirtual", "aka",
-                 "localdomains", "interface", "monitor", "plugin", "plugout", "principal",
-                 "esmtppassword", "dns", "checkalias", "uidl", "tracepolls", "badheader"):
+    for name in (
+        "via",
+        "protocol",
+        "service",
+        "interval",
+        "auth",
+        "timeout",
+        "qvirtual",
+        "aka",
+        "localdomains",
+        "interface",
+        "monitor",
+        "plugin",
+        "plugout",
+        "principal",
+        "esmtppassword",
+        "dns",
+        "checkalias",
+        "uidl",
+        "tracepolls",
+        "badheader",
+    ):
         if name in raw:
             value = raw[name]
             server_values[name] = tuple(value) if isinstance(value, list) else value

@@ -33,7 +33,7 @@ class DemoSMTPSink:
             await self._server.wait_closed()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
 
         def reply(line: str) -> None:
             writer.write(line.encode() + b"\r\n")

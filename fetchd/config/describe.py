@@ -1,0 +1,114 @@
+"""``-V``: every account's settings in plain sentences, in the words fetchmail's -V uses: pure."""
+
+from __future__ import annotations
+
+from fetchd.config.model import Config, Server, User
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def describe(config: Config) -> str:
+    g = config.globals
+    lines = [f"Taking options from command line and {config.filename}"]
+    if g.poll_interval:
+        lines.append(f"Poll interval is {g.poll_interval} seconds")
+    else:
+        lines.append("No poll interval: fetchd polls once and exits.")
+    if g.logfile:
+        lines.append(f"Logfile is {g.logfile}")
+    if g.idfile:
+        lines.append(f"Idfile is {g.idfile} (fetchmail's UIDs, imported once)")
+    lines.append(f"Fetchmail will forward misaddressed multidrop messages to {g.postmaster}.")
+    lines.append(
+        "Fetchmail will direct error mail to the sender."
+        if g.bouncemail
+        else "Fetchmail will direct error mail to the postmaster."
+    )
+    if g.softbounce:
+        lines.append("Fetchmail will treat permanent errors as temporary (keep mail on server).")
+    for server in config.servers:
+        for user in server.users:
+            lines.extend(_account(server, user))
+    return "\n".join(lines) + "\n"
+
+
+def _account(s: Server, u: User) -> list[str]:
+    out = [f"Options for retrieving from {u.remote}@{s.pollname}:"]
+    if not s.active:
+        out.append("  This host will be queried only when named on the command line (skip).")
+    if s.interval:
+        out.append(f"  Poll of this server will occur every {s.interval} intervals.")
+    out.append(f"  True name of server is {s.host}.")
+    service = f" (using service {s.service})" if s.service else ""
+    out.append(f"  Protocol is {s.protocol}{service}.")
+    out.append(
+        "  All available authentication methods will be tried."
+        if s.auth == "any"
+        else f"  {s.auth} authentication will be forced."
+    )
+    if u.ssl:
+        out.append("  SSL encrypted sessions enabled.")
+    elif u.sslproto == "":
+        out.append("  TLS is turned off (sslproto ''): passwords may cross the network in clear.")
+    else:
+        out.append("  STARTTLS will be required before a password is sent to a remote host.")
+    if u.sslproto:
+        out.append(f"  SSL protocol: {u.sslproto}.")
+    out.append(f"  SSL server certificate checking {'enabled' if u.sslcertck else 'disabled'}.")
+    if u.sslcertfile:
+        out.append(f"  SSL trusted certificate file: {u.sslcertfile}")
+    if u.sslcertpath:
+        out.append(f"  SSL trusted certificate directory: {u.sslcertpath}")
+    if u.sslfingerprint:
+        out.append(f"  SSL key fingerprint (checked against the server key): {u.sslfingerprint}")
+    out.append(f"  Server nonresponse timeout is {s.timeout} seconds.")
+    if u.mailboxes:
+        out.append(f"  Selected mailboxes are: {' '.join(u.mailboxes)}")
+    else:
+        out.append("  Default mailbox selected.")
+    out += [
+        "  All messages will be retrieved (--all on)."
+        if u.fetchall
+        else "  Only new messages will be retrieved (--all off).",
+        f"  Fetched messages {'will' if u.keep else 'will not'} be kept on the server "
+        f"(--keep {_on(u.keep)}).",
+        f"  Old messages {'will' if u.flush else 'will not'} be flushed before message "
+        f"retrieval (--flush {_on(u.flush)}).",
+        f"  Oversized messages {'will' if u.limitflush else 'will not'} be flushed before "
+        f"message retrieval (--limitflush {_on(u.limitflush)}).",
+    ]
+    if u.limit:
+        out.append(f"  Message size limit is {u.limit} octets (--limit {u.limit}).")
+    else:
+        out.append("  No message size limit (--limit 0).")
+    if u.fetchlimit:
+        out.append(f"  Received-message limit is {u.fetchlimit} (--fetchlimit {u.fetchlimit}).")
+    else:
+        out.append("  No received-message limit (--fetchlimit 0).")
+    if u.expunge:
+        out.append(f"  Deletion interval between expunges forced to {u.expunge} "
+                   f"(--expunge {u.expunge}).")
+    if u.mda:
+        out.append(f"  Messages will be delivered with \"{u.mda}\".")
+    else:
+        out.append(f"  Messages will be {'LMTP' if u.lmtp else 'SMTP'}-forwarded to: "
+                   f"{' '.join(u.smtphunt)}")
+    if u.smtpaddress:
+        out.append(f"  Host part of MAIL FROM line will be {u.smtpaddress}")
+    if u.antispam:
+        out.append(f"  Listener SMTP reponses {' '.join(map(str, u.antispam))} will be "
+                   "treated as spam.")
+    if u.preconnect:
+        out.append(f"  Server connection will be brought up with \"{u.preconnect}\".")
+    if u.postconnect:
+        out.append(f"  Server connection will be taken down with \"{u.postconnect}\".")
+    if u.multidrop:
+        out.append(f"  Multi-drop mode: {len(u.localnames)} local name(s) recognized.")
+    else:
+        out.append("  Single-drop mode: 1 local name recognized.")
+    names = ", ".join(n if isinstance(n, str) else f"{n[0]} -> {n[1]}" for n in u.localnames)
+    out.append(f"  Local name(s): {names}{' and *' if u.wildcard else ''}.")
+    out.append("  Password: " + ("given in the rc file" if u.password else "will be asked for"))
+    return out

@@ -1,0 +1,93 @@
+"""What fetchd reads from and adds to a message before the MTA sees it: pure.
+
+- every line ending becomes CRLF (a bare CR or LF never reaches the MTA: SMTP smuggling);
+- the envelope sender, chosen from the headers as fetchmail chooses it;
+- the ``Received:`` header fetchmail prepends, naming the server, protocol and recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from email.utils import format_datetime, getaddresses
+
+from fetchd import __version__
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+
+
+def normalize_line_endings(message: bytes) -> bytes:
+    """CRLF everywhere, and a final CRLF."""
+    normalized = _LINE_ENDS.sub(b"\r\n", message)
+    if normalized and not normalized.endswith(b"\r\n"):
+        normalized += b"\r\n"
+    return normalized
+
+
+def header_block(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 2]
+
+
+def headers(message: bytes) -> list[tuple[str, str]]:
+    """The header fields, unfolded, names lower-cased, values decoded leniently."""
+    fields: list[tuple[str, str]] = []
+    for raw in header_block(message).split(b"\r\n"):
+        if not raw:
+            continue
+        if raw[:1] in (b" ", b"\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + " " + raw.strip().decode("utf-8", "replace"))
+            continue
+        key, colon, rest = raw.partition(b":")
+        if colon and key and b" " not in key:
+            fields.append((key.decode("ascii", "replace").lower(),
+                           rest.strip().decode("utf-8", "replace")))
+    return fields
+
+
+# fetchmail's order when there is no Return-Path: the most specific sender first.
+_SENDER_HEADERS = ("resent-sender", "sender", "resent-from", "from", "apparently-from")
+
+
+def _valid(address: str) -> bool:
+    return (
+        len(address) <= 256
+        and not any(c in address for c in "\r\n\0<> \t")
+        and not address.startswith("-")
+    )
+
+
+def envelope_sender(message: bytes) -> str:
+    """MAIL FROM for this message: Return-Path, else the sender headers; "" for none or bad."""
+    fields = headers(message)
+    for name, value in fields:
+        if name == "return-path":
+            address = value.strip().strip("<>").strip()
+            return address if not address or _valid(address) else ""
+    for wanted in _SENDER_HEADERS:
+        for name, value in fields:
+            if name == wanted:
+                for _, address in getaddresses([value]):
+                    if address and _valid(address):
+                        return address
+    return ""
+
+
+def received_header(
+    *, server: str, server_ip: str | None, protocol: str, by: str, recipient: str,
+    multidrop: bool, now: datetime | None = None,
+) -> bytes:
+    """fetchmail's trace header (6.4 layout), naming fetchd."""
+    when = format_datetime(now or datetime.now(timezone.utc).astimezone())
+    origin = f"{server} [{server_ip}]" if server_ip else server
+    mode = "multi-drop" if multidrop else "single-drop"
+    return (
+        f"Received: from {origin}\r\n"
+        f"\tby {by} with {protocol} (fetchd-{__version__})\r\n"
+        f"\tfor <{recipient}> ({mode}); {when}\r\n"
+    ).encode("utf-8", "replace")
+
+
+def needs_8bit(message: bytes) -> bool:
+    return not message.isascii()

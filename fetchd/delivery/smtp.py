@@ -1,0 +1,183 @@
+"""Delivery to the local MTA over SMTP with aiosmtplib: one connection per poll, reused.
+
+Outcomes, as fetchmail decides them (fetchmail(1), softbounce, antispam):
+- 250 after the final dot: delivered; the message may leave the server.
+- 4xx anywhere: kept on the server for the next poll.
+- 5xx to MAIL FROM with an antispam code: a spam-policy block; fetchmail discards the message,
+  and so do we (logged).
+- any other 5xx: softbounce (fetchmail's default) keeps it, with a warning. With `no softbounce`
+  fetchmail bounces the message and deletes it; fetchd cannot bounce yet, and a permanent
+  failure must never delete silently, so it keeps the message and says so.
+- No answer to the final dot (timeout, dropped link): unknown, so kept. This is the one window in
+  which a message may arrive twice, never the one in which it may be lost.
+If no host of the smtphost list can be reached, DeliveryError aborts the poll: nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+
+import aiosmtplib
+import structlog
+
+from fetchd.delivery.headers import (
+    envelope_sender,
+    needs_8bit,
+    normalize_line_endings,
+    received_header,
+)
+from fetchd.errors import DeliveryError
+
+log = structlog.get_logger("fetchd.smtp")
+
+DEFAULT_ANTISPAM = (571, 550, 501, 554)  # fetchmail's default antispam codes
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPOutcome:
+    delivered: bool
+    may_delete: bool
+    reason: str
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPSettings:
+    smtphunt: tuple[str, ...] = ("localhost",)
+    recipients: tuple[str, ...] = ()  # local names; "@smtpaddress" is added unless they have "@"
+    smtpaddress: str | None = None
+    smtpname: str | None = None  # the whole recipient address, when set
+    helo_name: str | None = None  # EHLO name; default this host's name
+    antispam: tuple[int, ...] = ()
+    softbounce: bool = True
+    timeout: float = 300.0
+    # For the Received header:
+    server: str = ""
+    server_ip: str | None = None
+    protocol: str = "POP3"
+    invisible: bool = False
+    multidrop: bool = False
+
+    def rcpt_addresses(self) -> list[str]:
+        if self.smtpname:
+            return [self.smtpname]
+        domain = self.smtpaddress or "localhost"
+        return [r if "@" in r else f"{r}@{domain}" for r in self.recipients]
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, _, port = entry.partition("/")
+    if port and not port.isdigit():
+        raise DeliveryError(f"smtphost {entry!r}: the port after '/' must be a number")
+    return host or "localhost", int(port) if port else 25
+
+
+class SMTPDeliverer:
+    """Implements fetchd.poll.Deliverer for one poll; call ``aclose`` at its end."""
+
+    def __init__(self, settings: SMTPSettings) -> None:
+        self.settings = settings
+        self._smtp: aiosmtplib.SMTP | None = None
+        self._host = ""
+        self._by = settings.helo_name or socket.getfqdn()
+
+    async def deliver(self, message: bytes) -> SMTPOutcome:
+        smtp = await self._connection()
+        data = normalize_line_endings(message)
+        rcpts = self.settings.rcpt_addresses()
+        if not self.settings.invisible:
+            data = received_header(
+                server=self.settings.server, server_ip=self.settings.server_ip,
+                protocol=self.settings.protocol, by=self._by, recipient=rcpts[0],
+                multidrop=self.settings.multidrop,
+            ) + data
+        sender = envelope_sender(data)
+        options = []
+        if needs_8bit(data) and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if not sender.isascii() or not all(r.isascii() for r in rcpts):
+            if not smtp.supports_extension("smtputf8"):
+                return SMTPOutcome(False, False, "the MTA does not accept non-ASCII addresses")
+            options.append("SMTPUTF8")
+        stage = "MAIL FROM"
+        try:
+            await smtp.mail(sender, options=options)
+            stage = "RCPT TO"
+            accepted = 0
+            refusal: aiosmtplib.SMTPResponseException | None = None
+            for rcpt in rcpts:
+                try:
+                    await smtp.rcpt(rcpt)
+                    accepted += 1
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refusal = exc
+            if not accepted:
+                assert refusal is not None
+                raise refusal
+            stage = "end of DATA"
+            await smtp.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(smtp, exc.code, exc.message, stage)
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+            # The state of the message is unknown: keep it, and start over with a new link.
+            await self._drop()
+            what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
+            return SMTPOutcome(False, False, f"SMTP {what} at {stage}; kept")
+        return SMTPOutcome(True, True, "delivered", 250)
+
+    async def _refused(
+        self, smtp: aiosmtplib.SMTP, code: int, text: str, stage: str
+    ) -> SMTPOutcome:
+        reason = f"SMTP {code} at {stage}: {text[:120]}"
+        try:
+            await smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self._drop()
+        antispam = self.settings.antispam or DEFAULT_ANTISPAM
+        if 400 <= code < 500:
+            return SMTPOutcome(False, False, reason + " (temporary; kept)", code)
+        if stage == "MAIL FROM" and code in antispam:
+            log.warning("smtp.spam", text=f"{reason}: discarded as spam (antispam)")
+            return SMTPOutcome(False, True, reason + " (spam; discarded)", code)
+        how = "softbounce" if self.settings.softbounce else "bounces are not implemented yet"
+        log.warning("smtp.refused", text=f"{reason}: kept on the server ({how})")
+        return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        failures = []
+        for entry in self.settings.smtphunt:
+            smtp = self._client(entry)
+            try:
+                await smtp.connect()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                failures.append(f"{entry}: {exc}")
+                continue
+            self._smtp, self._host = smtp, entry
+            return smtp
+        raise DeliveryError("cannot reach any SMTP listener: " + "; ".join(failures))
+
+    def _client(self, entry: str) -> aiosmtplib.SMTP:
+        if entry.startswith("/"):
+            return aiosmtplib.SMTP(socket_path=entry, timeout=self.settings.timeout,
+                                   local_hostname=self._by, start_tls=False)
+        host, port = _host_port(entry)
+        return aiosmtplib.SMTP(hostname=host, port=port, timeout=self.settings.timeout,
+                               local_hostname=self._by, start_tls=False)
+
+    async def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    async def aclose(self) -> None:
+        if self._smtp is not None and self._smtp.is_connected:
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    await self._smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                self._smtp.close()
+        self._smtp = None

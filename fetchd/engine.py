@@ -1,0 +1,285 @@
+"""What one ``fetchd`` run does: read the configuration, then dump it, describe it, or poll.
+
+Each account (one user of one poll entry) is polled in turn, as fetchmail does; an account's
+failure is reported with its name and stage and the others carry on. The exit status combines
+the accounts' outcomes by fetchmail's rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from fetchd import logconfig
+from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
+from fetchd.config.describe import describe
+from fetchd.config.model import RCGlobals, Server, User
+from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
+from fetchd.errors import (
+    AuthError,
+    ConfigError,
+    ExitCode,
+    FetchdError,
+    LockError,
+    SocketError,
+)
+from fetchd.hooks import run_hook
+from fetchd.options import Options, version_line
+from fetchd.outcome import combine_exit_codes
+from fetchd.overrides import apply_overrides, select_entries
+from fetchd.poll import PollResult, PollSettings, poll_account
+from fetchd.selection import SelectionPolicy
+from fetchd.source import MailSource
+from fetchd.state import AccountLock, AccountState, UIDStore
+from fetchd.tls import TLSSettings
+
+log = structlog.get_logger("fetchd")
+
+# Keywords that would change where mail goes if ignored: an account using one is not polled
+# (with a clear error) until fetchd implements it, rather than deliver somewhere else.
+REFUSED_KEYWORDS = {
+    "mda": "delivery through an MDA",
+    "bsmtp": "BSMTP output",
+    "lmtp": "LMTP delivery",
+    "plugin": "connections through a plugin",
+    "plugout": "SMTP connections through a plugout",
+}
+# Keywords fetchd reads but does not act on yet: one warning per keyword and run.
+IGNORED_KEYWORDS = frozenset(
+    "aka localdomains envelope qvirtual dns checkalias interface monitor principal esmtpname "
+    "esmtppassword rewrite stripcr forcecr pass8bits dropstatus dropdelivered mimedecode idle "
+    "batchlimit fetchsizelimit fastuidl warnings fetchdomains uidl tracepolls bad-header "
+    "retrieve-error syslog logfile showdots bouncemail spambounce properties pidfile interval "
+    "no".split()
+)
+
+
+def run(options: Options) -> int:
+    logconfig.configure(verbosity=options.verbose, silent=options.silent,
+                        fmt="console" if options.demo else None)
+    if options.demo:
+        from fetchd.demo.run import run_demo
+
+        return run_demo(options)
+    env = ParseEnvironment.current(options.rcfile)
+    config = apply_overrides(load_rcfile(options.rcfile, env=env), options)
+    if options.configdump == "json":
+        sys.stdout.write(configdump_json(config))
+        return 0
+    if options.configdump:
+        sys.stdout.write(configdump(config))
+        return 0
+    if options.version:
+        print(version_line())
+        print(describe(config), end="")
+        return 0
+    if options.quit:
+        # fetchd has no background daemon yet, so none can be running: fetchmail's answer then.
+        print("fetchd: no other fetchd is running", file=sys.stderr)
+        return int(ExitCode.LOCK)
+    entries = select_entries(config, options.hosts)
+    if not entries:
+        raise ConfigError(f"no mailservers have been specified in {config.filename}")
+    warn_ignored_keywords(config, entries)
+    return _run_loop(lambda: poll_entries(config, entries, options))
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at run time
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def warn_ignored_keywords(config: Config, entries: list[Server]) -> None:
+    names = {server.pollname for server in entries} | {""}
+    warned: set[str] = set()
+    for use in config.keyword_uses:
+        if use.keyword in IGNORED_KEYWORDS and use.keyword != "no" and use.pollname in names:
+            if use.keyword not in warned:
+                warned.add(use.keyword)
+                log.warning(
+                    "config.ignored",
+                    text=f"fetchd: {config.filename}:{use.line}: '{use.keyword}' is read but not "
+                    "acted on yet by fetchd",
+                )
+
+
+async def poll_entries(config: Config, entries: list[Server], options: Options) -> int:
+    """Poll each selected entry, once or (with `set daemon` / -d) for ever."""
+    interval = config.globals.poll_interval
+    store = await asyncio.to_thread(UIDStore.open)
+    try:
+        while True:
+            codes = []
+            for server in entries:
+                for user in server.users:
+                    codes.append(await poll_user(config, server, user, options, store))
+            status = combine_exit_codes(codes)
+            if not interval or options.check:
+                return status
+            log.info("daemon.sleep", text=f"fetchd: sleeping at {time.strftime('%c')} for "
+                     f"{interval} seconds")
+            await asyncio.sleep(interval)
+    finally:
+        store.close()
+
+
+async def poll_user(
+    config: Config, server: Server, user: User, options: Options, store: UIDStore
+) -> int:
+    """One account's poll; every failure becomes one clear line and fetchmail's exit code."""
+    label = f"{user.remote}@{server.pollname}"
+    stage = "configuration"
+    try:
+        _refuse_unsupported(server, user)
+        protocol = _protocol(server)
+        folders = user.mailboxes or ("INBOX",)
+        if protocol == "POP3":
+            folders = ("INBOX",)
+        lock = AccountLock.for_account(server.pollname, user.remote)
+        stage = "locking"
+        with lock:
+            if user.preconnect:
+                stage = "preconnect"
+                await run_hook("preconnect", user.preconnect, label, server.timeout)
+            stage = "password"
+            password = await _password(config, server, user)
+            delivered = 0
+            for folder in folders:
+                stage = f"polling {folder}" if protocol == "IMAP" else "polling"
+                result = await _poll_folder(
+                    config.globals, server, user, password, protocol, folder, options, store
+                )
+                delivered += result.delivered
+                if options.check and result.on_server - result.seen > 0:
+                    delivered += 1
+            if user.postconnect:
+                stage = "postconnect"
+                await run_hook("postconnect", user.postconnect, label, server.timeout)
+        return int(ExitCode.MAIL if delivered else ExitCode.NOMAIL)
+    except LockError as exc:
+        log.error("account.locked", text=f"fetchd: {label}: {exc}")
+        return int(exc.exit_code)
+    except FetchdError as exc:
+        log.error("account.failed", account=label, stage=stage,
+                  text=f"fetchd: {label}: {stage}: {exc}")
+        return int(exc.exit_code)
+
+
+def _refuse_unsupported(server: Server, user: User) -> None:
+    for keyword, what in REFUSED_KEYWORDS.items():
+        value = getattr(server, keyword, None) if keyword.startswith("plug") else getattr(
+            user, keyword)
+        if value:
+            raise ConfigError(f"{what} ({keyword}) is not supported by fetchd yet; this account "
+                              "is not polled, so no mail goes anywhere it should not")
+    if user.multidrop:
+        raise ConfigError("multidrop (several local names or 'is * here') is not supported by "
+                          "fetchd yet; this account is not polled")
+
+
+def _protocol(server: Server) -> str:
+    if server.protocol in ("POP3", "APOP"):
+        return "POP3"
+    if server.protocol in ("IMAP", "auto"):
+        return "IMAP" if server.protocol == "IMAP" else "auto"
+    raise ConfigError(f"protocol {server.protocol} is not supported by fetchd")
+
+
+async def _password(config: Config, server: Server, user: User) -> str:
+    if user.password is not None:
+        return user.password
+    prompt = f"Enter password for {user.remote}@{server.pollname}: "
+    if not sys.stdin.isatty():
+        raise AuthError(
+            f"no password for {user.remote}@{server.pollname} in {config.filename}, and no "
+            "terminal to ask on"
+        )
+    return await asyncio.to_thread(getpass.getpass, prompt)
+
+
+def _tls(user: User) -> TLSSettings:
+    return TLSSettings(
+        ssl=user.ssl, sslproto=user.sslproto, sslcertck=user.sslcertck,
+        sslcertfile=user.sslcertfile, sslcertpath=user.sslcertpath,
+        sslcommonname=user.sslcommonname, sslfingerprint=user.sslfingerprint,
+        sslcert=user.sslcert, sslkey=user.sslkey,
+    )
+
+
+async def _poll_folder(
+    globals_: RCGlobals, server: Server, user: User, password: str, protocol: str,
+    folder: str, options: Options, store: UIDStore,
+) -> PollResult:
+    state = await asyncio.to_thread(store.account, server.pollname, user.remote, folder)
+    if globals_.idfile and protocol in ("POP3", "auto") and Path(globals_.idfile).exists():
+        await asyncio.to_thread(store.import_fetchids, globals_.idfile, server.pollname,
+                                user.remote, folder, fetchids_host=server.host)
+    open_source = _source_opener(server, user, password, protocol, folder, state)
+    deliverer = SMTPDeliverer(SMTPSettings(
+        smtphunt=user.smtphunt, recipients=tuple(str(n) for n in user.localnames[:1]),
+        smtpaddress=user.smtpaddress, smtpname=user.smtpname, antispam=user.antispam,
+        softbounce=globals_.softbounce, timeout=float(server.timeout), server=server.host,
+        protocol="POP3" if protocol == "POP3" else "IMAP", invisible=globals_.invisible,
+    ))
+    settings = PollSettings(
+        selection=SelectionPolicy(
+            keep=user.keep, fetchall=user.fetchall, flush=user.flush, limit=user.limit,
+            limitflush=user.limitflush, fetchlimit=user.fetchlimit,
+        ),
+        expunge=user.expunge,
+        check_only=options.check,
+    )
+    try:
+        return await poll_account(open_source, deliverer, state, settings)
+    finally:
+        await deliverer.aclose()
+
+
+def _source_opener(
+    server: Server, user: User, password: str, protocol: str, folder: str, state: AccountState
+) -> Callable[[], Awaitable[MailSource]]:
+    label = f"{user.remote}@{server.pollname}" + (f"/{folder}" if folder != "INBOX" else "")
+
+    async def open_pop3_source() -> MailSource:
+        from fetchd.pop3.source import POP3Account, open_pop3
+
+        return await open_pop3(POP3Account(
+            host=server.host, port=server.port, user=user.remote, password=password,
+            label=label, tls=_tls(user), timeout=float(server.timeout), auth=server.auth,
+            apop=server.protocol == "APOP",
+        ))
+
+    async def open_imap_source() -> MailSource:
+        from fetchd.imap.connect import open_imap
+
+        source = await open_imap(
+            host=server.host, port=server.port, user=user.remote, password=password,
+            label=label, tls=_tls(user), timeout=float(server.timeout), auth=server.auth,
+            folder=folder, fetchall=user.fetchall, recorded=state.delivered,
+        )
+        if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
+            log.warning("imap.uidvalidity", text=f"fetchd: {label}: UIDVALIDITY changed; "
+                        "UIDs recorded before no longer apply")
+        return source
+
+    async def open_auto_source() -> MailSource:
+        try:
+            return await open_imap_source()
+        except SocketError:
+            return await open_pop3_source()
+
+    if protocol == "POP3":
+        return open_pop3_source
+    if protocol == "IMAP":
+        return open_imap_source
+    return open_auto_source

@@ -1,0 +1,60 @@
+"""Opening an IMAP folder for a poll: TLS as the rc file asks, login as ``auth`` asks, SELECT.
+
+TLS follows the POP3 rules (``fetchd.tls``): ``ssl`` is implicit TLS; otherwise STARTTLS, which a
+remote server must offer (no password crosses the network in clear) unless the user turned TLS
+off with ``sslproto ''``. Only a loopback server may be used in clear without saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from fetchd import sasl
+from fetchd.errors import AuthError, TLSError
+from fetchd.imap.client import IMAPClient, Security
+from fetchd.imap.source import IMAPSource
+from fetchd.pop3.client import is_loopback
+from fetchd.tls import Security as TLSSecurity
+from fetchd.tls import TLSSettings, make_context
+
+
+async def open_imap(
+    *, host: str, port: int | None, user: str, password: str, label: str, tls: TLSSettings,
+    timeout: float, auth: str, folder: str, fetchall: bool,
+    recorded: Callable[[], Collection[str]] | None,
+) -> IMAPSource:
+    client = await _connect(host, port, tls, timeout)
+    try:
+        if not client.preauthenticated:
+            if auth in ("any", "password"):
+                await client.login(user, password)
+            elif auth in ("cram-md5", "xoauth2", "oauthbearer"):
+                mechanism = sasl.mechanism(auth, user, password)
+                await client.authenticate(mechanism, sends_secret=auth != "cram-md5")
+            else:
+                raise AuthError(f"authentication {auth!r} is not supported by fetchd for IMAP")
+        return await IMAPSource.open(client, folder, label=label, fetchall=fetchall,
+                                     recorded=recorded)
+    except BaseException:
+        client.close()
+        raise
+
+
+async def _connect(host: str, port: int | None, tls: TLSSettings, timeout: float) -> IMAPClient:
+    wanted = tls.security()
+    if wanted is TLSSecurity.TLS:
+        return await IMAPClient.connect(host, port or 993, security=Security.TLS,
+                                        ssl_context=make_context(tls), timeout=timeout)
+    if wanted is TLSSecurity.PLAIN:
+        return await IMAPClient.connect(host, port or 143, security=Security.PLAIN,
+                                        timeout=timeout, plaintext_password_allowed=True)
+    try:
+        return await IMAPClient.connect(host, port or 143, security=Security.STARTTLS,
+                                        ssl_context=make_context(tls), timeout=timeout)
+    except TLSError as exc:
+        # A loopback server without STARTTLS is fine in clear (nothing crosses a network);
+        # anything else fails here rather than fall back.
+        if is_loopback(host) and "does not offer STARTTLS" in str(exc):
+            return await IMAPClient.connect(host, port or 143, security=Security.PLAIN,
+                                            timeout=timeout)
+        raise

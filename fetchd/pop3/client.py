@@ -1,0 +1,342 @@
+"""The POP3 client: a thin asyncio-streams loop around ``fetchd.pop3.protocol``.
+
+Every wait has the account's timeout as its deadline, the TLS handshake included. With RFC 2449
+PIPELINING, several RETR and DELE commands are in flight at once; replies still arrive, and are
+read, strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import ipaddress
+import socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import TypeVar
+
+from fetchd import sasl
+from fetchd.errors import (
+    AuthError,
+    DNSError,
+    FetchdError,
+    FetchdTimeoutError,
+    ProtocolError,
+    SocketError,
+    TLSError,
+)
+from fetchd.pop3.protocol import (
+    MAX_LINE,
+    MAX_MESSAGE,
+    MultilineDecoder,
+    Reply,
+    apop_timestamp,
+    encode_command,
+    error_for,
+    parse_capabilities,
+    parse_listing,
+    parse_reply,
+    shown,
+)
+from fetchd.tls import Security, TLSSettings, check_peer, make_context, server_hostname
+
+PIPELINE_WINDOW = 8  # commands in flight with PIPELINING: enough to hide the round trip
+_T = TypeVar("_T")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class POP3Client:
+    """One POP3 session; make it with ``POP3Client.connect``. Not reusable after an error."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
+        timeout: float, *, encrypted: bool,
+    ) -> None:
+        self.host = host
+        self.timeout = timeout
+        self.encrypted = encrypted
+        self.capabilities: dict[str, tuple[str, ...]] = {}
+        self.greeting: Reply | None = None
+        self._reader = reader
+        self._writer = writer
+
+    # --- connecting -----------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int | None, *, tls: TLSSettings, timeout: float = 300.0,
+    ) -> POP3Client:
+        """Connect, read the greeting, set up TLS as ``tls`` asks, learn the capabilities."""
+        security = tls.security()
+        context = make_context(tls) if security is not Security.PLAIN else None
+        if port is None:
+            port = 995 if security is Security.TLS else 110
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, limit=MAX_MESSAGE,
+                    ssl=context if security is Security.TLS else None,
+                    server_hostname=server_hostname(tls, host) if security is Security.TLS else None,
+                    ssl_handshake_timeout=timeout if security is Security.TLS else None,
+                )
+        except TimeoutError:
+            raise FetchdTimeoutError(f"{host}:{port}: no connection within {timeout:g} s") from None
+        except socket.gaierror as exc:
+            raise DNSError(f"cannot resolve {host}: {exc.strerror}") from None
+        except ssl.SSLError as exc:
+            raise TLSError(f"{host}:{port}: TLS handshake failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise SocketError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        client = cls(reader, writer, host, timeout, encrypted=security is Security.TLS)
+        try:
+            if security is Security.TLS:
+                check_peer(writer.get_extra_info("ssl_object"), tls, host)
+            greeting = await client._status()
+            if not greeting.ok:
+                raise error_for(greeting, "connecting", host)
+            client.greeting = greeting
+            await client.capa()
+            if security is Security.STARTTLS:
+                if "STLS" in client.capabilities:
+                    assert context is not None
+                    await client._starttls(context, tls)
+                elif not is_loopback(host):
+                    # No STLS offered. Nothing secret has been sent; login() refuses the password.
+                    pass
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _starttls(self, context: ssl.SSLContext, tls: TLSSettings) -> None:
+        reply = await self.command("STLS")
+        if not reply.ok:
+            raise TLSError(f"{self.host}: STLS refused ({shown(reply.text)}); not continuing "
+                           "without TLS")
+        # Bytes that arrived before the handshake were not protected by it (STARTTLS
+        # injection, CVE-2011-0411 and kin): refuse them rather than read them as a reply.
+        if getattr(self._reader, "_buffer", b""):  # no public way to ask a StreamReader
+            raise TLSError(f"{self.host}: the server sent data before the TLS handshake")
+        try:
+            await self._wait(self._writer.start_tls(
+                context, server_hostname=server_hostname(tls, self.host),
+                ssl_handshake_timeout=self.timeout,
+            ))
+        except ssl.SSLError as exc:
+            raise TLSError(f"{self.host}: TLS handshake failed: {exc.reason or exc}") from None
+        check_peer(self._writer.get_extra_info("ssl_object"), tls, self.host)
+        self.encrypted = True
+        self.capabilities = {}
+        await self.capa()  # what the server offered before TLS means nothing now
+
+    # --- authentication -------------------------------------------------------------------
+
+    async def login(
+        self, user: str, password: str, *, auth: str = "any", apop: bool = False,
+        plaintext_allowed: bool = False,
+    ) -> None:
+        """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism."""
+        if not (self.encrypted or plaintext_allowed or is_loopback(self.host)):
+            raise AuthError(
+                f"{self.host} offers no TLS (no STLS), and fetchd does not send a password in "
+                "clear; use `ssl`, or allow clear text for this server with `sslproto ''`"
+            )
+        offered = {m.upper() for m in self.capabilities.get("SASL", ())}
+        if apop:
+            await self._apop(user, password)
+        elif auth in ("any", "password"):
+            await self._user_pass(user, password)
+        elif auth in ("cram-md5", "xoauth2", "oauthbearer", "plain", "login"):
+            name = auth.upper()
+            if self.capabilities and name not in offered:
+                raise AuthError(f"{self.host} does not offer AUTH {name}, which the rc file "
+                                "asks for; not trying a weaker mechanism")
+            await self.authenticate(sasl.mechanism(auth, user, password))
+        else:
+            raise AuthError(f"authentication {auth!r} is not supported by fetchd for POP3")
+
+    async def _user_pass(self, user: str, password: str) -> None:
+        reply = await self.command("USER", user)
+        if not reply.ok:
+            raise error_for(reply, "USER", self.host)
+        reply = await self.command("PASS", password, secret=True)
+        if not reply.ok:
+            raise error_for(reply, "PASS", self.host)
+
+    async def _apop(self, user: str, password: str) -> None:
+        assert self.greeting is not None
+        stamp = apop_timestamp(self.greeting)
+        if stamp is None:
+            raise AuthError(f"{self.host} did not offer APOP (no timestamp in its greeting)")
+        digest = hashlib.md5((stamp + password).encode(), usedforsecurity=False).hexdigest()
+        reply = await self.command("APOP", user, digest, secret=True)
+        if not reply.ok:
+            raise error_for(reply, "APOP", self.host)
+
+    async def authenticate(self, mechanism: sasl.Mechanism) -> None:
+        initial = mechanism.initial_response()
+        args = [mechanism.name]
+        if initial is not None:
+            args.append(base64.b64encode(initial).decode() if initial else "=")
+        self._send(encode_command("AUTH", *args))
+        while True:
+            line = await self._line()
+            if line.startswith(b"+ ") or line == b"+":
+                try:
+                    challenge = base64.b64decode(line[2:], validate=True)
+                except ValueError:
+                    raise ProtocolError(f"{self.host}: malformed AUTH challenge") from None
+                answer = mechanism.respond(challenge)
+                self._send(base64.b64encode(answer) + b"\r\n")
+                continue
+            reply = parse_reply(line)
+            if not reply.ok:
+                raise error_for(reply, f"AUTH {mechanism.name}", self.host)
+            return
+
+    # --- transaction ----------------------------------------------------------------------
+
+    async def capa(self) -> None:
+        reply = await self.command("CAPA")
+        if reply.ok:
+            self.capabilities = parse_capabilities(await self._multiline())
+
+    async def stat(self) -> tuple[int, int]:
+        reply = await self._checked("STAT")
+        parts = reply.text.split()
+        if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise ProtocolError(f"{self.host}: malformed STAT reply {shown(reply.text)!r}")
+        return int(parts[0]), int(parts[1])
+
+    async def list_sizes(self) -> dict[int, int]:
+        await self._checked("LIST")
+        return {n: int(v) for n, v in parse_listing(await self._multiline(), "LIST").items()}
+
+    async def uidl(self) -> dict[int, str] | None:
+        """Every message's UID, or None when the server has no UIDL."""
+        reply = await self.command("UIDL")
+        if not reply.ok:
+            return None
+        return parse_listing(await self._multiline(), "UIDL")
+
+    async def retrieve(self, numbers: Sequence[int]) -> AsyncIterator[tuple[int, bytes]]:
+        """RETR each message, pipelined when the server allows; yield them in order."""
+        window = PIPELINE_WINDOW if "PIPELINING" in self.capabilities else 1
+        pending: deque[int] = deque()
+        queue = iter(numbers)
+        for number in queue:
+            self._send(encode_command("RETR", str(number)))
+            pending.append(number)
+            if len(pending) >= window:
+                break
+        while pending:
+            number = pending.popleft()
+            reply = await self._status()
+            if not reply.ok:
+                raise error_for(reply, f"RETR {number}", self.host)
+            body = await self._multiline_body()
+            following = next(queue, None)
+            if following is not None:
+                self._send(encode_command("RETR", str(following)))
+                pending.append(following)
+            yield number, body
+
+    async def delete(self, numbers: Iterable[int]) -> None:
+        """DELE each message (pipelined when allowed); nothing is gone before QUIT."""
+        window = PIPELINE_WINDOW if "PIPELINING" in self.capabilities else 1
+        numbers = list(numbers)
+        for start in range(0, len(numbers), window):
+            batch = numbers[start : start + window]
+            for number in batch:
+                self._send(encode_command("DELE", str(number)))
+            for number in batch:
+                reply = await self._status()
+                if not reply.ok:
+                    raise error_for(reply, f"DELE {number}", self.host)
+
+    async def quit(self) -> None:
+        """QUIT, which makes the server perform the deletions; its +OK is the proof."""
+        try:
+            reply = await self.command("QUIT")
+            if not reply.ok:
+                raise error_for(reply, "QUIT", self.host)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the connection; without QUIT the server keeps every message."""
+        transport = self._writer.transport
+        if not transport.is_closing():
+            transport.abort()
+
+    # --- the wire ----------------------------------------------------------------------------
+
+    async def command(self, verb: str, *args: str, secret: bool = False) -> Reply:
+        self._send(encode_command(verb, *args))
+        return await self._status()
+
+    async def _checked(self, verb: str, *args: str) -> Reply:
+        reply = await self.command(verb, *args)
+        if not reply.ok:
+            raise error_for(reply, verb, self.host)
+        return reply
+
+    def _send(self, data: bytes) -> None:
+        if self._writer.transport.is_closing():
+            raise SocketError(f"{self.host}: the connection is closed")
+        self._writer.write(data)
+
+    async def _wait(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await awaitable
+        except TimeoutError:
+            raise FetchdTimeoutError(
+                f"{self.host}: no answer within {self.timeout:g} s"
+            ) from None
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            if isinstance(exc, FetchdError):
+                raise
+            raise SocketError(f"{self.host}: the connection broke") from None
+
+    async def _line(self) -> bytes:
+        try:
+            line = await self._wait(self._reader.readuntil(b"\n"))
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(f"{self.host}: a reply line exceeds every limit") from None
+        if len(line) > MAX_LINE:
+            raise ProtocolError(f"{self.host}: a reply line of {len(line)} octets")
+        return line.rstrip(b"\r\n")
+
+    async def _status(self) -> Reply:
+        return parse_reply(await self._line())
+
+    async def _multiline(self) -> list[bytes]:
+        decoder = MultilineDecoder(limit=MAX_LINE * 1024)
+        while not decoder.done:
+            decoder.feed(await self._wait(self._reader.readuntil(b"\n")))
+        return decoder.lines()
+
+    async def _multiline_body(self) -> bytes:
+        """A message: read to CRLF.CRLF in one C-level search, then unstuff dots."""
+        first = await self._wait(self._reader.readuntil(b"\n"))
+        if first in (b".\r\n", b".\n"):
+            return b""
+        try:
+            rest = await self._wait(self._reader.readuntil(b"\r\n.\r\n"))
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(f"{self.host}: a message larger than {MAX_MESSAGE} octets") from None
+        data = first + rest[:-3]  # keep the last line's CRLF, drop ".\r\n"
+        if data.startswith(b".."):
+            data = data[1:]
+        return data.replace(b"\n..", b"\n.")
