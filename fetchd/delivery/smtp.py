@@ -153,6 +153,12 @@ class SMTPDeliverer:
             smtp = self._client(entry)
             try:
                 await smtp.connect()
+                # EHLO now, so the extensions are known before the first MAIL (8BITMIME...);
+                # HELO when the listener is too old for EHLO, as fetchmail falls back.
+                try:
+                    await smtp.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await smtp.helo()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 failures.append(f"{entry}: {exc}")
                 continue

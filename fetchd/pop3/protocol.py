@@ -56,7 +56,9 @@ def error_for(reply: Reply, during: str, server: str) -> FetchdError:
         error.transient = True
         return error
     if reply.code == "SYS/PERM":
-        return ServerError(what)
+        error = ServerError(what)
+        error.transient = False
+        return error
     if reply.code == "AUTH" or during.startswith(("PASS", "APOP", "AUTH", "USER")):
         return AuthError(what)
     lowered = reply.text.lower()
