@@ -108,7 +108,7 @@ def warn_ignored_keywords(config: Config, entries: list[Server]) -> None:
                 warned.add(use.keyword)
                 log.warning(
                     "config.ignored",
-                    text=f"fetchd: {config.filename}:{use.line}: '{use.keyword}' is read but not "
+                    text=f"{config.filename}:{use.line}: '{use.keyword}' is read but not "
                     "acted on yet by fetchd",
                 )
 
@@ -126,7 +126,7 @@ async def poll_entries(config: Config, entries: list[Server], options: Options) 
             status = combine_exit_codes(codes)
             if not interval or options.check:
                 return status
-            log.info("daemon.sleep", text=f"fetchd: sleeping at {time.strftime('%c')} for "
+            log.info("daemon.sleep", text=f"sleeping at {time.strftime('%c')} for "
                      f"{interval} seconds")
             await asyncio.sleep(interval)
     finally:
@@ -167,11 +167,11 @@ async def poll_user(
                 await run_hook("postconnect", user.postconnect, label, server.timeout)
         return int(ExitCode.MAIL if delivered else ExitCode.NOMAIL)
     except LockError as exc:
-        log.error("account.locked", text=f"fetchd: {label}: {exc}")
+        log.error("account.locked", text=f"{label}: {exc}")
         return int(exc.exit_code)
     except FetchdError as exc:
         log.error("account.failed", account=label, stage=stage,
-                  text=f"fetchd: {label}: {stage}: {exc}")
+                  text=f"{label}: {stage}: {exc}")
         return int(exc.exit_code)
 
 
@@ -268,7 +268,7 @@ def _source_opener(
             folder=folder, fetchall=user.fetchall, recorded=state.delivered,
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
-            log.warning("imap.uidvalidity", text=f"fetchd: {label}: UIDVALIDITY changed; "
+            log.warning("imap.uidvalidity", text=f"{label}: UIDVALIDITY changed; "
                         "UIDs recorded before no longer apply")
         return source
 

@@ -9,6 +9,7 @@ everything. Values that came from a server are capped and escaped before they re
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
@@ -53,13 +54,46 @@ def _keyvalue(event: MutableMapping[str, Any]) -> str:
     return f"{name} {rest}".strip()
 
 
+class _SplitLogger:
+    """Progress to stdout, warnings and errors to stderr, as fetchmail's own output goes."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self._out, self._err = out, err
+
+    def _write(self, stream: TextIO, message: str) -> None:
+        stream.write(message + "\n")
+        stream.flush()
+
+    def msg(self, message: str) -> None:
+        self._write(self._out, message)
+
+    def err(self, message: str) -> None:
+        self._write(self._err, message)
+
+    debug = info = msg
+    warning = error = critical = exception = err
+
+
+def _under_systemd() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
 def configure(
-    *, verbosity: int = 0, silent: bool = False, fmt: Format | None = None, stream: TextIO | None = None
+    *,
+    verbosity: int = 0,
+    silent: bool = False,
+    fmt: Format | None = None,
+    stream: TextIO | None = None,
+    errors: TextIO | None = None,
 ) -> None:
-    """Set up logging for the whole process; call once, from the command line entry point."""
-    stream = stream or sys.stdout
+    """Set up logging for the whole process; call once, from the command line entry point.
+
+    fetchmail-style lines by default (a terminal, a pipe, cron); key=value lines under systemd.
+    """
+    out = stream or sys.stdout
+    err = errors or (stream if stream is not None else sys.stderr)
     if fmt is None:
-        fmt = "console" if stream.isatty() else "keyvalue"
+        fmt = "keyvalue" if _under_systemd() else "console"
     level = logging.WARNING if silent else logging.DEBUG if verbosity > 0 else logging.INFO
     renderer: Any = _ConsoleRenderer() if fmt == "console" else (
         lambda _, __, event: _keyvalue(event)
@@ -72,6 +106,6 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *args: _SplitLogger(out, err),
         cache_logger_on_first_use=False,
     )

@@ -1,0 +1,216 @@
+"""The ``fetchd`` command as a user runs it: a real process, real rc files, real sockets.
+
+The POP3 server (the demo server) and the MTA (aiosmtpd) run in the test's own event loop, so
+they outlive a fetchd killed with SIGKILL, as a real provider and a real MTA would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from fetchd.demo.pop3server import DemoPOP3Server
+
+MESSAGES = [
+    f"Return-Path: <s{i}@example.org>\r\nSubject: message {i}\r\nMessage-ID: <m{i}@example.org>"
+    f"\r\n\r\nbody of {i}\r\n".encode()
+    for i in range(1, 11)
+]
+SECRET = "s3cr3t-Pa55"
+
+
+@dataclass
+class Sink:
+    received: list[bytes] = field(default_factory=list)
+    rcpts: list[list[str]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append(envelope.original_content or b"")
+        self.rcpts.append(list(envelope.rcpt_tos))
+        return "250 queued"
+
+    def subjects(self) -> list[str]:
+        return [
+            next(line for line in m.decode().split("\r\n") if line.startswith("Subject"))
+            for m in self.received
+        ]
+
+
+@dataclass
+class World:
+    home: Path
+    pop: DemoPOP3Server
+    sink: Sink
+    smtp_port: int
+
+    def rcfile(self, text: str, mode: int = 0o600) -> Path:
+        path = self.home / ".fetchmailrc"
+        path.write_text(text)
+        path.chmod(mode)
+        return path
+
+    def standard_rc(self, extra: str = "") -> Path:
+        return self.rcfile(
+            f"poll 127.0.0.1 proto pop3 port {self.pop.port}\n"
+            f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{self.smtp_port}'
+            f" {extra}\n"
+        )
+
+    async def fetchd(self, *args: str, env: dict[str, str] | None = None,
+                     stdin: bytes | None = None) -> tuple[int, str, str]:
+        environment = {
+            "HOME": str(self.home), "XDG_STATE_HOME": str(self.home / "state"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
+        }
+        environment.update(env or {})
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", *args, env=environment,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(stdin or b""), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    pop = DemoPOP3Server("demo", SECRET, list(MESSAGES))
+    await pop.start()
+    sink = Sink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0)
+    yield World(tmp_path, pop, sink, server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+    await pop.stop()
+
+
+async def test_help_and_version(world: World) -> None:
+    code, out, _ = await world.fetchd("--help")
+    assert code == 0 and "selecting messages:" in out and "--sslfingerprint" in out
+    rc = world.standard_rc()
+    code, out, err = await world.fetchd("-V", "-f", str(rc))
+    assert code == 0, err
+    assert out.startswith("This is fetchd release ")
+    assert "Options for retrieving from demo@127.0.0.1:" in out
+    assert SECRET not in out + err
+
+
+async def test_poll_delivers_everything_once_then_finds_nothing(world: World) -> None:
+    rc = world.standard_rc()
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, err
+    assert world.sink.subjects() == [f"Subject: message {i}" for i in range(1, 11)]
+    assert world.sink.rcpts[0] == ["joe@localhost"]
+    assert world.pop.messages == []
+    assert "10 messages for demo at 127.0.0.1" in out
+    world.pop.messages.append(b"Subject: message 11\r\n\r\nnew\r\n")
+    code, out, err = await world.fetchd("-f", str(rc), "-k")
+    assert code == 0, err
+    code, out, err = await world.fetchd("-f", str(rc), "-k")
+    assert code == 1, err  # fetchmail's "no mail": the one kept message is not fetched again
+    assert len(world.sink.received) == 11
+    assert SECRET not in out + err
+
+
+async def test_check_mode_fetches_nothing(world: World) -> None:
+    code, _, err = await world.fetchd("-c", "-f", str(world.standard_rc()))
+    assert code == 0, err
+    assert world.sink.received == [] and len(world.pop.messages) == 10
+
+
+async def test_limit_and_fetchlimit_from_the_command_line(world: World) -> None:
+    code, _, err = await world.fetchd("-f", str(world.standard_rc()), "-B", "3")
+    assert code == 0, err
+    assert len(world.sink.received) == 3 and len(world.pop.messages) == 7
+    code, _, err = await world.fetchd("-f", str(world.standard_rc()), "-l", "10")
+    assert code == 1, err  # every message is over 10 octets: left on the server
+    assert len(world.sink.received) == 3 and len(world.pop.messages) == 7
+
+
+async def test_syntax_error_is_one_line_and_exit_5(world: World) -> None:
+    rc = world.rcfile("poll h user u is l here\n  aka elsewhere.example.org\n")
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 5
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{rc}:" in err and "server option 'aka'" in err
+
+
+async def test_loose_permissions_exit_6(world: World) -> None:
+    rc = world.standard_rc()
+    rc.chmod(0o644)
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code == 6
+    assert "0700" in err and f"chmod 600 {rc}" in err
+    assert world.sink.received == []
+
+
+async def test_configdump_json_and_stdin(world: World) -> None:
+    text = world.standard_rc().read_text()
+    code, out, err = await world.fetchd("-f", "-", "--configdump=json", stdin=text.encode())
+    assert code == 0, err
+    data = json.loads(out)
+    [server] = data["servers"]
+    assert server["pollname"] == "127.0.0.1" and server["service"] == str(world.pop.port)
+    assert server["users"][0]["localnames"] == ["joe"]
+
+
+async def test_no_password_and_no_terminal_is_exit_3(world: World) -> None:
+    rc = world.rcfile(f"poll 127.0.0.1 proto pop3 port {world.pop.port} user demo is joe here\n")
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code == 3
+    assert "no password for demo@127.0.0.1" in err and "no terminal" in err
+
+
+async def test_wrong_password_is_exit_3_and_secret_free(world: World) -> None:
+    rc = world.rcfile(f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+                      f"  user demo password wrong-{SECRET} is joe here\n")
+    code, out, err = await world.fetchd("-v", "-v", "-f", str(rc))
+    assert code == 3
+    assert SECRET not in out + err
+    assert world.pop.messages == MESSAGES
+
+
+async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
+    rc = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+        f'  user demo password "{SECRET}" is joe here preconnect "exit 3"\n'
+        f"poll localhost proto pop3 port {world.pop.port}\n"
+        f'  user demo password "{SECRET}" is joe here mda "/usr/bin/procmail -d %T"\n'
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, out + err  # the third account delivered: fetchmail's rule, 0 wins
+    logged = out + err
+    assert "preconnect" in logged and "failed with status 3" in logged
+    assert "MDA" in logged and "not supported" in logged
+    assert len(world.sink.received) == 10
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "duplicates"),
+    [("delivered:4", 1), ("recorded:4", 0), ("deleted:1", 0), ("before_commit:1", 0)],
+)
+async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: int) -> None:
+    """SIGKILL at each step of the invariant, then a normal poll: every message arrives, once,
+    except the one delivered but not yet recorded when the process died."""
+    rc = world.standard_rc()
+    code, _, _ = await world.fetchd("-f", str(rc), env={"FETCHD_FAILPOINTS": failpoint})
+    assert code == -9
+    assert len(world.pop.messages) == 10  # killed before QUIT: the server rolled back
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code in (0, 1), err
+    subjects = world.sink.subjects()
+    assert sorted(set(subjects)) == sorted(f"Subject: message {i}" for i in range(1, 11))
+    assert len(subjects) == 10 + duplicates
+    assert world.pop.messages == []
