@@ -1,7 +1,8 @@
 """The .fetchmailrc lexer, as fetchmail's flex scanner (rcfile_l.l) reads a file: pure.
 
 What makes it unlike a textbook lexer, and why each rule is here:
-- A quoted string is ``"[^"]*"`` (or with single quotes): a backslash does not protect a quote.
+- A quoted string is ``"[^"]*"`` (or with single quotes): a backslash does not protect a quote,
+  and a quote that is never closed simply starts a bare word, as in flex.
   fetchmail's scanner takes the longest match, so ``"a\\"b"`` is one *bare* word (six characters
   beat the four of ``"a\\"``), escapes and quotes included. We compute both lengths the same way.
 - After ``user``, ``pass``, ``is``, ``to`` and ``=`` the next bare word is a string even if it
@@ -233,8 +234,6 @@ def tokenize(text: str, filename: str) -> list[Token]:
             value = unescape(raw, filename, start_line, start_column)
             written = text[start:quoted_end]
             tokens.append(Token(Kind.STRING, value, start_line, start_column, written))
-        elif char in "\"'" and quoted_end < 0 and bare_end == position + 1:
-            raise RCSyntaxError(filename, line, start_column, f"unterminated string {char}")
         else:
             word = text[start:bare_end]
             tokens.extend(
@@ -247,8 +246,9 @@ def tokenize(text: str, filename: str) -> list[Token]:
             line += newlines
             line_start = text.rfind("\n", start, end) + 1
         position = end
-        last = tokens[-1]
-        name_state = last.kind is Kind.KEYWORD and last.value in _NAME_STATE
+        if tokens:  # a noise word adds no token and leaves the state as it was
+            last = tokens[-1]
+            name_state = last.kind is Kind.KEYWORD and last.value in _NAME_STATE
 
 
 def _bare_word_end(text: str, position: int) -> int:
