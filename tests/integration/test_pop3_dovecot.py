@@ -1,0 +1,133 @@
+"""POP3 end to end against a real Dovecot, delivering into a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
+from fetchd.errors import AuthError, TLSError
+from fetchd.poll import PollResult, PollSettings, poll_account
+from fetchd.pop3.source import POP3Account, open_pop3
+from fetchd.selection import SelectionPolicy
+from fetchd.state import UIDStore
+from fetchd.tls import TLSSettings
+from tests.support.dovecot import Dovecot
+from tests.support.mta import Sink, running_mta
+
+pytestmark = pytest.mark.dovecot
+
+
+def make_messages(count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    messages = []
+    for i in range(count):
+        body = b"".join(
+            rng.choice([b"plain text line\r\n", b".leading dot\r\n", b"..two dots\r\n",
+                        b"\r\n", b"x" * rng.randint(1, 200) + b"\r\n"])
+            for _ in range(rng.randint(1, 50))
+        )
+        messages.append(b"From: s%d@example.org\r\nSubject: m%d\r\n\r\n" % (i, i) + body)
+    return messages
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[UIDStore]:
+    with UIDStore.open(tmp_path / "uids.sqlite3") as opened:
+        yield opened
+
+
+async def poll(dovecot: Dovecot, sink: Sink, store: UIDStore, *, port: int | None = None,
+               tls: TLSSettings | None = None, **selection: object) -> PollResult:
+    account = POP3Account(dovecot.host, port or dovecot.pop3_port, dovecot.user,
+                          dovecot.password, f"{dovecot.user}@dovecot",
+                          tls or TLSSettings(sslcertfile=dovecot.ca_file), timeout=10.0)
+    deliverer = SMTPDeliverer(SMTPSettings(smtphunt=(f"127.0.0.1/{sink.port}",),
+                                           recipients=("joe",), server="dovecot", timeout=10.0))
+    try:
+        return await poll_account(
+            lambda: open_pop3(account), deliverer, store.account("dovecot", dovecot.user),
+            PollSettings(selection=SelectionPolicy(**selection)),  # type: ignore[arg-type]
+        )
+    finally:
+        await deliverer.aclose()
+
+
+async def test_delete_mode_delivers_exact_bytes_and_empties_the_mailbox(
+    dovecot: Dovecot, store: UIDStore
+) -> None:
+    messages = make_messages(30)
+    for message in messages:
+        dovecot.deliver(message)
+    async with running_mta() as sink:
+        result = await poll(dovecot, sink, store)
+        assert (result.delivered, result.deleted) == (30, 30)
+        assert sorted(sink.bodies()) == sorted(messages)
+        assert dovecot.messages() == []
+        again = await poll(dovecot, sink, store)
+        assert (again.on_server, again.delivered) == (0, 0)
+
+
+async def test_keep_mode_fetches_only_new_mail(dovecot: Dovecot, store: UIDStore) -> None:
+    messages = make_messages(5)
+    for message in messages:
+        dovecot.deliver(message)
+    async with running_mta() as sink:
+        assert (await poll(dovecot, sink, store, keep=True)).delivered == 5
+        assert len(dovecot.messages()) == 5
+        second = await poll(dovecot, sink, store, keep=True)
+        assert (second.on_server, second.seen, second.delivered) == (5, 5, 0)
+        dovecot.deliver(b"Subject: new\r\n\r\nnew one\r\n")
+        third = await poll(dovecot, sink, store, keep=True)
+        assert third.delivered == 1
+        assert sink.bodies()[-1] == b"Subject: new\r\n\r\nnew one\r\n"
+        assert len(sink.received) == 6
+
+
+async def test_limit_and_fetchlimit(dovecot: Dovecot, store: UIDStore) -> None:
+    dovecot.deliver(b"Subject: big\r\n\r\n" + b"y" * 5000 + b"\r\n")
+    for message in make_messages(4):
+        dovecot.deliver(message)
+    async with running_mta() as sink:
+        first = await poll(dovecot, sink, store, limit=4000, fetchlimit=2)
+        assert (first.delivered, first.oversized) == (2, 1)
+        second = await poll(dovecot, sink, store, limit=4000)
+        assert second.delivered == 2
+        assert all(b"y" * 5000 not in body for body in sink.bodies())
+        assert len(dovecot.messages()) == 1  # the oversized one stays
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["stls", "pop3s"])
+async def test_tls_with_the_test_ca(dovecot: Dovecot, store: UIDStore, implicit: bool) -> None:
+    dovecot.deliver(b"Subject: tls\r\n\r\nsecret body\r\n")
+    tls = TLSSettings(ssl=implicit, sslcertfile=dovecot.ca_file)
+    port = dovecot.pop3s_port if implicit else dovecot.pop3_port
+    source = await open_pop3(POP3Account(dovecot.host, port, dovecot.user, dovecot.password,
+                                         "t", tls, timeout=10.0))
+    assert source.client.encrypted
+    await source.abort()
+    async with running_mta() as sink:
+        assert (await poll(dovecot, sink, store, port=port, tls=tls)).delivered == 1
+
+
+async def test_unknown_ca_is_refused_before_any_password(dovecot: Dovecot) -> None:
+    with pytest.raises(TLSError):
+        await open_pop3(POP3Account(dovecot.host, dovecot.pop3s_port, dovecot.user,
+                                    dovecot.password, "t", TLSSettings(ssl=True), timeout=10.0))
+
+
+async def test_wrong_password(dovecot: Dovecot) -> None:
+    with pytest.raises(AuthError):
+        await open_pop3(POP3Account(dovecot.host, dovecot.pop3_port, dovecot.user, "wrong",
+                                    "t", TLSSettings(sslcertfile=dovecot.ca_file), timeout=10.0))
+
+
+async def test_sasl_mechanisms(dovecot: Dovecot) -> None:
+    for auth in ("plain", "login", "cram-md5"):
+        source = await open_pop3(POP3Account(
+            dovecot.host, dovecot.pop3_port, dovecot.user, dovecot.password, "t",
+            TLSSettings(sslcertfile=dovecot.ca_file), timeout=10.0, auth=auth))
+        await source.commit()

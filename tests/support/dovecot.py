@@ -1,0 +1,212 @@
+"""A private Dovecot for the test suite: its own config, ports, users, Maildirs and test CA.
+
+It listens on 127.0.0.1 only (IMAP, IMAPS, POP3, POP3S), uses no system configuration, and
+works both as root (mail owned by FETCHD_TEST_USER, default ``fmtest``, as CI runs) and as an
+ordinary user (everything owned by that user). Dovecot 2.3 configuration syntax.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import trustme
+
+DOVECOT = "/usr/sbin/dovecot"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Dovecot:
+    host = "127.0.0.1"
+
+    def __init__(self, user: str = "alice", password: str = "alice-Secret-1") -> None:
+        self.user, self.password = user, password
+        self.root = Path(tempfile.mkdtemp(prefix="fetchd-dovecot-"))
+        self.root.chmod(0o755)  # the mail user and Dovecot's login user must get in
+        self.pop3_port, self.pop3s_port = _free_port(), _free_port()
+        self.imap_port, self.imaps_port = _free_port(), _free_port()
+        self.ca_file = str(self.root / "ca.pem")
+        self._counter = itertools.count()
+        self._process: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(os.environ.get("FETCHD_TEST_USER", "fmtest"))
+            self.uid, self.gid = owner.pw_uid, owner.pw_gid
+            self.login_user, self.internal_user = "dovenull", "dovecot"
+        else:
+            me = pwd.getpwuid(os.geteuid())
+            self.uid, self.gid = me.pw_uid, me.pw_gid
+            self.login_user = self.internal_user = me.pw_name
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "mail" / self.user
+
+    def start(self) -> None:
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(self.ca_file)
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(self.root / "server.pem"))
+        (self.root / "passwd").write_text(
+            f"{self.user}:{{PLAIN}}{self.password}:{self.uid}:{self.gid}::"
+            f"{self.root / 'home' / self.user}::\n"
+        )
+        for sub in ("run", "state", "home", "mail"):
+            (self.root / sub).mkdir(exist_ok=True)
+        self._make_maildir()
+        config = self.root / "dovecot.conf"
+        config.write_text(self._config())
+        self._process = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"dovecot exited: {err}{self.log()}")
+            if all(self._listening(p) for p in (self.pop3_port, self.imap_port,
+                                                 self.pop3s_port, self.imaps_port)):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dovecot did not start listening: {self.log()}")
+
+    def _listening(self, port: int) -> bool:
+        try:
+            with socket.create_connection((self.host, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def _config(self) -> str:
+        root = self.root
+        return f"""
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+instance_name = fetchd-test-{os.getpid()}
+protocols = imap pop3
+listen = 127.0.0.1
+default_login_user = {self.login_user}
+default_internal_user = {self.internal_user}
+first_valid_uid = 1
+ssl = yes
+ssl_cert = <{root}/server.pem
+ssl_key = <{root}/server.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login cram-md5
+mail_location = maildir:{root}/mail/%u
+pop3_uidl_format = %08Xu%08Xv
+mail_fsync = never
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/passwd
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {self.pop3s_port}
+    ssl = yes
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"""
+
+    def _make_maildir(self) -> None:
+        for sub in ("cur", "new", "tmp"):
+            (self.maildir / sub).mkdir(parents=True, exist_ok=True)
+        home = self.root / "home" / self.user
+        home.mkdir(parents=True, exist_ok=True)
+        for path in (self.root / "mail", self.maildir, *(self.maildir / s for s in
+                     ("cur", "new", "tmp")), self.root / "home", home):
+            os.chown(path, self.uid, self.gid) if os.geteuid() == 0 else None
+
+    def deliver(self, message: bytes, folder: str = "INBOX", seen: bool = False) -> None:
+        """Put a message straight into the Maildir, as a local delivery agent would."""
+        base = self.maildir if folder == "INBOX" else self.maildir / f".{folder}"
+        name = f"{time.time_ns()}.{next(self._counter):06d}.fixture"
+        target = base / ("cur" if seen else "new") / (name + (":2,S" if seen else ""))
+        data = message.replace(b"\r\n", b"\n")
+        target.write_bytes(data)
+        if os.geteuid() == 0:
+            os.chown(target, self.uid, self.gid)
+
+    def messages(self, folder: str = "INBOX") -> list[bytes]:
+        """What the folder holds now, oldest first, with CRLF line endings."""
+        base = self.maildir if folder == "INBOX" else self.maildir / f".{folder}"
+        files = sorted((*base.joinpath("new").iterdir(), *base.joinpath("cur").iterdir()),
+                       key=lambda p: p.name)
+        return [f.read_bytes().replace(b"\n", b"\r\n") for f in files]
+
+    def create_folder(self, name: str) -> None:
+        folder = self.maildir / f".{name}"
+        for sub in ("cur", "new", "tmp"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(folder / sub, self.uid, self.gid)
+        if os.geteuid() == 0:
+            os.chown(folder, self.uid, self.gid)
+
+    def reset(self) -> None:
+        """Every folder empty and Dovecot's indexes gone (UIDVALIDITY starts anew)."""
+        shutil.rmtree(self.maildir, ignore_errors=True)
+        self._make_maildir()
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        if self._process is not None and self._process.stderr:
+            self._process.stderr.close()
+        self._process = None
+        shutil.rmtree(self.root, ignore_errors=True)

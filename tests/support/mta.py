@@ -1,0 +1,44 @@
+"""A real SMTP server (aiosmtpd) in the test's event loop, keeping what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Sink:
+    port: int = 0
+    received: list[bytes] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append(envelope.original_content or b"")
+        self.envelopes.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
+        return "250 queued"
+
+    def bodies(self) -> list[bytes]:
+        """What arrived, without the Received header fetchd prepends (two continuation lines)."""
+        out = []
+        for message in self.received:
+            assert message.startswith(b"Received: from "), message[:80]
+            lines = message.split(b"\r\n")
+            out.append(b"\r\n".join(lines[3:]))
+        return out
+
+
+@asynccontextmanager
+async def running_mta() -> AsyncIterator[Sink]:
+    sink = Sink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0)
+    sink.port = server.sockets[0].getsockname()[1]
+    try:
+        yield sink
+    finally:
+        server.close()
+        await server.wait_closed()
