@@ -18,7 +18,11 @@ _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 def normalize_line_endings(message: bytes) -> bytes:
     """CRLF everywhere, and a final CRLF."""
-    normalized = _LINE_ENDS.sub(b"\r\n", message)
+    crlf = message.count(b"\r\n")
+    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:  # the usual case: C speed
+        normalized = message
+    else:
+        normalized = _LINE_ENDS.sub(b"\r\n", message)
     if normalized and not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     return normalized
@@ -87,6 +91,14 @@ def received_header(
         f"\tby {by} with {protocol} (fetchd-{__version__})\r\n"
         f"\tfor <{recipient}> ({mode}); {when}\r\n"
     ).encode("utf-8", "replace")
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2) for a CRLF-normalized message, with the final dot."""
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 def needs_8bit(message: bytes) -> bool:
