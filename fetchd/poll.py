@@ -200,6 +200,7 @@ async def _retrieve_into(
     """Feed the delivery loop; the end marker goes in whatever happens, so it never waits forever."""
     try:
         async for item in source.retrieve(fetch):
+            failpoints.hit("retrieved")
             await queue.put(item)
     finally:
         await queue.put(None)

@@ -1,0 +1,120 @@
+"""The whole ``fetchd`` command against a real Dovecot: POP3 and IMAP, TLS, a 300-message poll
+killed with SIGKILL at several points, and migration from fetchmail's .fetchids."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.dovecot import Dovecot
+from tests.support.mta import Sink, running_mta
+
+pytestmark = pytest.mark.dovecot
+
+
+async def fetchd(home: Path, rc: Path, *args: str,
+                 env: dict[str, str] | None = None) -> tuple[int, str]:
+    environment = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
+                   "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fetchd", "-f", str(rc), *args, env=environment,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+def rcfile(home: Path, dovecot: Dovecot, sink: Sink, protocol: str, extra: str = "") -> Path:
+    port = dovecot.pop3_port if protocol == "pop3" else dovecot.imap_port
+    path = home / "fetchmailrc"
+    path.write_text(
+        f"poll {dovecot.host} proto {protocol} port {port}\n"
+        f'  user {dovecot.user} password "{dovecot.password}" is joe here\n'
+        f'  sslcertfile "{dovecot.ca_file}" smtphost 127.0.0.1/{sink.port} {extra}\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+def message(i: int) -> bytes:
+    filler = (b"x" * 76 + b"\r\n") * (i * 37 % 40)  # RFC 5321 lines: the MTA refuses longer
+    return (f"From: s{i}@example.org\r\nSubject: m{i}\r\nMessage-ID: <{i}@example.org>\r\n\r\n"
+            f"body {i}\r\n.dot line\r\n").encode() + filler
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+async def test_poll_over_starttls(dovecot: Dovecot, tmp_path: Path, protocol: str) -> None:
+    messages = [message(i) for i in range(12)]
+    for item in messages:
+        dovecot.deliver(item)
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, protocol)
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 0, out
+        assert sorted(sink.bodies()) == sorted(messages)
+        assert dovecot.messages() == []
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 1, out
+        assert len(sink.received) == 12
+
+
+async def test_imap_keep_and_folders(dovecot: Dovecot, tmp_path: Path) -> None:
+    dovecot.create_folder("Lists")
+    dovecot.deliver(message(1))
+    dovecot.deliver(message(2), folder="Lists")
+    dovecot.deliver(message(3), seen=True)  # already read: IMAP polls only unseen mail
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "imap", "keep folder INBOX Lists")
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 0, out
+        assert sorted(sink.bodies()) == sorted([message(1), message(2)])
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 1, out  # nothing new: recorded UIDs are not fetched again
+        assert len(dovecot.messages()) == 2 and len(dovecot.messages("Lists")) == 1
+
+
+async def test_fetchids_import_skips_what_fetchmail_kept(dovecot: Dovecot, tmp_path: Path) -> None:
+    for i in range(4):
+        dovecot.deliver(message(i))
+    # What fetchmail would have written after fetching the first two with `keep`.
+    import poplib
+
+    pop = poplib.POP3(dovecot.host, dovecot.pop3_port)
+    pop.user(dovecot.user)
+    pop.pass_(dovecot.password)
+    uids = [line.split()[1].decode() for line in pop.uidl()[1]]
+    pop.quit()
+    ids = tmp_path / ".fetchids"
+    ids.write_text("".join(f"{dovecot.user}@{dovecot.host} {uid}\n" for uid in uids[:2]))
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "pop3", "keep")
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 0, out
+        assert sorted(sink.bodies()) == sorted([message(2), message(3)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "failpoint", ["retrieved:101", "delivered:102", "recorded:103", "deleted:1", "before_commit:1"]
+)
+async def test_kill_9_during_a_300_message_poll(
+    dovecot: Dovecot, tmp_path: Path, failpoint: str
+) -> None:
+    messages = [message(i) for i in range(300)]
+    for item in messages:
+        dovecot.deliver(item)
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "pop3")
+        code, out = await fetchd(tmp_path, rc, env={"FETCHD_FAILPOINTS": failpoint})
+        assert code == -9, out
+        assert len(dovecot.messages()) == 300  # no QUIT: Dovecot rolled every DELE back
+        code, out = await fetchd(tmp_path, rc)
+        assert code in (0, 1), out
+        delivered = sink.bodies()
+        assert sorted(set(delivered)) == sorted(messages)  # none lost
+        assert len(delivered) - 300 <= (1 if failpoint.startswith("delivered") else 0)
+        assert dovecot.messages() == []
