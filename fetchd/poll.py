@@ -53,8 +53,17 @@ class DeliveryResult(Protocol):
 class Deliverer(Protocol):
     """Hands one message to the MTA or MDA."""
 
-    async def deliver(self, message: bytes) -> DeliveryResult:
-        """Deliver one complete message; never raise for a per-message refusal."""
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> DeliveryResult:
+        """Deliver one complete message; never raise for a per-message refusal.
+
+        ``ready``, when given, must be awaited just before the step that commits the delivery
+        (SMTP: the final dot). The engine uses it to finish recording the previous message
+        while this one is already on its way, so the store's fsync is off the critical path
+        and still at most one message is ever delivered but not recorded. If ``ready`` raises,
+        the delivery must be abandoned uncommitted and the error propagated.
+        """
         ...
 
 
@@ -161,16 +170,18 @@ async def _one_session(
 
     queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
     retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))
+    recording = _Recording(state)
     try:
         while (item := await queue.get()) is not None:
             info, data = item
             result.fetched += 1
-            outcome = await deliverer.deliver(data)
+            outcome = await deliverer.deliver(data, ready=recording.wait)
             failpoints.hit("delivered")
+            await recording.wait()  # also when the deliverer stopped before it needed to
             if outcome.delivered or outcome.may_delete:
-                # The invariant's step 3: durable before any delete can be sent.
-                await asyncio.to_thread(state.record_delivered, [info.uid])
-                failpoints.hit("recorded")
+                # The invariant's step 3, started now and finished before the next message
+                # is committed to the MTA and before any delete is sent.
+                recording.start(info.uid)
                 result.delivered += outcome.delivered
                 if deleting:
                     to_delete.append(info)
@@ -178,9 +189,11 @@ async def _one_session(
                 result.kept += 1
                 result.refusals.append(outcome.reason)
             progress.message(source.label, info, deleting and outcome.may_delete, outcome)
+        await recording.wait()
         await retrieval  # re-raises a retrieval failure after what arrived whole was delivered
     finally:
         retrieval.cancel()
+        await recording.abandon()
 
     if to_delete:
         await source.delete(to_delete)
@@ -190,6 +203,34 @@ async def _one_session(
     await source.commit()
     # A session that delivered nothing cannot make progress by reconnecting.
     return _SessionOutcome(result, again=again and result.delivered > 0)
+
+
+class _Recording:
+    """The one record of a delivered message that may be in flight while the next is sent."""
+
+    def __init__(self, state: DeliveryState) -> None:
+        self._state = state
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, uid: str) -> None:
+        assert self._task is None, "the previous record must be finished first"
+        self._task = asyncio.create_task(self._record(uid))
+
+    async def _record(self, uid: str) -> None:
+        await asyncio.to_thread(self._state.record_delivered, [uid])
+        failpoints.hit("recorded")
+
+    async def wait(self) -> None:
+        """Until the record in flight is durable; raises what recording raised."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """On the way out after an error: let a record in flight finish (it is true)."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _retrieve_into(

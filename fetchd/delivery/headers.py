@@ -72,9 +72,28 @@ def envelope_sender(message: bytes) -> str:
     for wanted in _SENDER_HEADERS:
         for name, value in fields:
             if name == wanted:
-                for _, address in getaddresses([value]):
-                    if address and _valid(address):
-                        return address
+                address = _first_address(value)
+                if address and _valid(address):
+                    return address
+    return ""
+
+
+_ANGLE = re.compile(r"<([^<>\s]*)>")
+_BARE = re.compile(r"[^\s<>()\",;:]+@[^\s<>()\",;:]+")
+
+
+def _first_address(value: str) -> str:
+    """The first address of a From-like header: in angle brackets, else a bare addr-spec.
+
+    The common forms only (``Name <a@b>``, ``a@b (Name)``, ``a@b``); a header this does not
+    understand gives no address, and the message then goes out with the null sender.
+    """
+    if (match := _ANGLE.search(value)) is not None:
+        return match.group(1)
+    if (match := _BARE.search(value)) is not None:
+        return match.group(0)
+    if (parsed := getaddresses([value])) and parsed[0][1]:
+        return parsed[0][1]
     return ""
 
 
@@ -94,11 +113,9 @@ def received_header(
 
 
 def dot_stuff(message: bytes) -> bytes:
-    """SMTP transparency (RFC 5321 4.5.2) for a CRLF-normalized message, with the final dot."""
-    stuffed = message.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    return stuffed + b".\r\n"
+    """SMTP transparency (RFC 5321 4.5.2) for a CRLF-normalized message (no final dot)."""
+    stuffed = message.replace(b"\r\n.", b"\r\n..") if b"\r\n." in message else message
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 def needs_8bit(message: bytes) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -84,16 +85,17 @@ class SMTPDeliverer:
         self._host = ""
         self._by = settings.helo_name or socket.getfqdn()
 
-    async def deliver(self, message: bytes) -> SMTPOutcome:
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> SMTPOutcome:
         smtp = await self._connection()
         data = normalize_line_endings(message)
         rcpts = self.settings.rcpt_addresses()
-        if not self.settings.invisible:
-            data = received_header(
-                server=self.settings.server, server_ip=self.settings.server_ip,
-                protocol=self.settings.protocol, by=self._by, recipient=rcpts[0],
-                multidrop=self.settings.multidrop,
-            ) + data
+        trace = b"" if self.settings.invisible else received_header(
+            server=self.settings.server, server_ip=self.settings.server_ip,
+            protocol=self.settings.protocol, by=self._by, recipient=rcpts[0],
+            multidrop=self.settings.multidrop,
+        )
         sender = envelope_sender(data)
         options = []
         if needs_8bit(data) and smtp.supports_extension("8bitmime"):
@@ -120,7 +122,7 @@ class SMTPDeliverer:
             stage = "DATA"
             await self._data_start(smtp)
             stage = "end of DATA"
-            await self._data_send(smtp, data)
+            await self._data_send(smtp, trace, data, ready)
         except aiosmtplib.SMTPResponseException as exc:
             return await self._refused(smtp, exc.code, exc.message, stage)
         except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
@@ -141,12 +143,28 @@ class SMTPDeliverer:
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
 
-    async def _data_send(self, smtp: aiosmtplib.SMTP, data: bytes) -> None:
+    async def _data_send(
+        self, smtp: aiosmtplib.SMTP, trace: bytes, data: bytes,
+        ready: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        """The message, then (once ``ready``) the final dot that commits it; nothing copied
+        more than once, as messages may be megabytes."""
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
         timeout = self.settings.timeout
+        if trace:
+            protocol.write(trace)  # a Received header: no line of it starts with a dot
         protocol.write(dot_stuff(data))
+        if ready is not None:
+            try:
+                await ready()
+            except BaseException:
+                # Without the final dot the MTA discards what it got: nothing is delivered.
+                smtp.close()
+                self._smtp = None
+                raise
+        protocol.write(b".\r\n")
         try:
             reply = await protocol.read_response(timeout=timeout)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):

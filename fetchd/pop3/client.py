@@ -336,7 +336,8 @@ class POP3Client:
             rest = await self._wait(self._reader.readuntil(b"\r\n.\r\n"))
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"{self.host}: a message larger than {MAX_MESSAGE} octets") from None
-        data = first + rest[:-3]  # keep the last line's CRLF, drop ".\r\n"
+        # One copy of a message that may be megabytes: keep the last CRLF, drop ".\r\n".
+        data = b"".join((first, memoryview(rest)[:-3]))
         if data.startswith(b".."):
             data = data[1:]
-        return data.replace(b"\n..", b"\n.")
+        return data.replace(b"\n..", b"\n.") if b"\n.." in data else data

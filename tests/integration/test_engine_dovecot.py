@@ -116,5 +116,6 @@ async def test_kill_9_during_a_300_message_poll(
         assert code in (0, 1), out
         delivered = sink.bodies()
         assert sorted(set(delivered)) == sorted(messages)  # none lost
-        assert len(delivered) - 300 <= (1 if failpoint.startswith("delivered") else 0)
+        # At most one message is ever delivered but not yet recorded: one duplicate per kill.
+        assert len(delivered) - 300 <= 1
         assert dovecot.messages() == []

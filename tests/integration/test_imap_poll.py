@@ -30,7 +30,11 @@ class Sink:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
-    async def deliver(self, message: bytes) -> Delivered:
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> Delivered:
+        if ready is not None:
+            await ready()
         self.messages.append(message)
         return Delivered()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,11 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
-    async def deliver(self, message: bytes) -> object:
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> object:
+        if ready is not None:
+            await ready()
         self.messages.append(message)
 
         class Ok:

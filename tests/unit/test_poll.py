@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -67,11 +67,15 @@ class FakeDeliverer:
     def __init__(self, journal: Journal, refuse: Collection[bytes] = (), crash_on: bytes | None = None):
         self.journal, self.refuse, self.crash_on = journal, refuse, crash_on
 
-    async def deliver(self, message: bytes) -> Result:
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> Result:
         if message == self.crash_on:
             raise DeliveryError("MTA connection lost")
         if message in self.refuse:
             return Result(False, False, "450 try later")
+        if ready is not None:
+            await ready()  # as a real deliverer does before its commit point (the final dot)
         self.journal.append(("deliver", message.decode().split()[0]))
         return Result(True, True)
 
