@@ -14,6 +14,8 @@ Retrieval of message k+1 overlaps delivery of message k through a small bounded 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -179,8 +181,8 @@ async def _one_session(
             failpoints.hit("delivered")
             await recording.wait()  # also when the deliverer stopped before it needed to
             if outcome.delivered or outcome.may_delete:
-                # The invariant's step 3, started now and finished before the next message
-                # is committed to the MTA and before any delete is sent.
+                # The invariant's step 3: durable before the next message is committed to the
+                # MTA (its final dot waits for it) and before any delete is sent.
                 recording.start(info.uid)
                 result.delivered += outcome.delivered
                 if deleting:
@@ -206,31 +208,45 @@ async def _one_session(
 
 
 class _Recording:
-    """The one record of a delivered message that may be in flight while the next is sent."""
+    """The one delivered message whose record may still be pending while the next is sent.
+
+    ``start`` notes the UID; ``wait`` (called by the deliverer just before the next message's
+    commit point, and by the engine before any delete) writes it durably. The write is one
+    small SQLite transaction, done on the event loop: handing it to a thread costs more CPU than
+    the write itself. If a write ever takes longer than ``SLOW_RECORD`` seconds (a slow disk),
+    later ones go to a thread so that other accounts' I/O is not held up.
+    """
+
+    SLOW_RECORD = 0.005
 
     def __init__(self, state: DeliveryState) -> None:
         self._state = state
-        self._task: asyncio.Task[None] | None = None
+        self._pending: str | None = None
+        self._threaded = False
 
     def start(self, uid: str) -> None:
-        assert self._task is None, "the previous record must be finished first"
-        self._task = asyncio.create_task(self._record(uid))
-
-    async def _record(self, uid: str) -> None:
-        await asyncio.to_thread(self._state.record_delivered, [uid])
-        failpoints.hit("recorded")
+        assert self._pending is None, "the previous record must be finished first"
+        self._pending = uid
 
     async def wait(self) -> None:
-        """Until the record in flight is durable; raises what recording raised."""
-        task, self._task = self._task, None
-        if task is not None:
-            await task
+        """Until the pending record is durable; raises what recording raised."""
+        uid, self._pending = self._pending, None
+        if uid is None:
+            return
+        if self._threaded:
+            await asyncio.to_thread(self._state.record_delivered, [uid])
+        else:
+            began = time.perf_counter()
+            self._state.record_delivered([uid])
+            self._threaded = time.perf_counter() - began > self.SLOW_RECORD
+        failpoints.hit("recorded")
 
     async def abandon(self) -> None:
-        """On the way out after an error: let a record in flight finish (it is true)."""
-        task, self._task = self._task, None
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        """On the way out after an error: the pending message was delivered, so record it if
+        the store lets us; the error already on its way out is the one to report."""
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                await self.wait()
 
 
 async def _retrieve_into(
