@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib.protocol import SMTPProtocol
 
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import DeliveryError
@@ -126,21 +126,30 @@ async def test_8bit_body_is_announced(
     mta: tuple[Handler, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler, port = mta
-    sent: list[list[str]] = []
-    original = aiosmtplib.SMTP.mail
+    sent: list[tuple[bytes, ...]] = []
+    original = SMTPProtocol.execute_command
 
-    async def mail(self: aiosmtplib.SMTP, sender: str, *, options: list[str], **kw: object) -> object:
-        sent.append(list(options))  # aiosmtpd consumes BODY= itself; look on our side
-        return await original(self, sender, options=options)
+    async def execute(self: SMTPProtocol, *args: bytes, timeout: float | None = None) -> object:
+        if args[0] == b"MAIL":
+            sent.append(args[2:])  # aiosmtpd consumes BODY= itself; look on our side
+        return await original(self, *args, timeout=timeout)
 
-    monkeypatch.setattr(aiosmtplib.SMTP, "mail", mail)
+    monkeypatch.setattr(SMTPProtocol, "execute_command", execute)
     deliverer = SMTPDeliverer(settings(port, invisible=True))
     body = "Subject: é\r\n\r\ncafé\r\n".encode()
     assert (await deliverer.deliver(body)).delivered
     assert (await deliverer.deliver(b"Subject: ascii\r\n\r\nx\r\n")).delivered
     await deliverer.aclose()
-    assert sent == [["BODY=8BITMIME"], []]
+    assert sent == [(b"BODY=8BITMIME",), ()]
     assert handler.received[0][2] == body
+
+
+async def test_a_recipient_that_could_inject_is_refused(mta: tuple[Handler, int]) -> None:
+    _, port = mta
+    deliverer = SMTPDeliverer(settings(port, recipients=("joe>\r\nRCPT TO:<evil",)))
+    with pytest.raises(DeliveryError, match="not a usable address"):
+        await deliverer.deliver(MESSAGE)
+    await deliverer.aclose()
 
 
 @pytest.mark.parametrize("stage", ["mail_reply", "rcpt_reply", "data_reply"])
