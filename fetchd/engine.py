@@ -53,17 +53,21 @@ REFUSED_KEYWORDS = {
 }
 # Keywords fetchd reads but does not act on yet: one warning per keyword and run.
 IGNORED_KEYWORDS = frozenset(
-    "aka localdomains envelope qvirtual dns checkalias interface monitor principal esmtpname "
-    "esmtppassword rewrite stripcr forcecr pass8bits dropstatus dropdelivered mimedecode idle "
-    "batchlimit fetchsizelimit fastuidl warnings fetchdomains uidl tracepolls bad-header "
-    "retrieve-error syslog logfile showdots bouncemail spambounce properties pidfile interval "
-    "no".split()
+    {
+     "aka", "localdomains", "envelope", "qvirtual", "dns", "checkalias", "interface", "monitor",
+     "principal", "esmtpname", "esmtppassword", "rewrite", "stripcr", "forcecr", "pass8bits",
+     "dropstatus", "dropdelivered", "mimedecode", "idle", "batchlimit", "fetchsizelimit",
+     "fastuidl", "warnings", "fetchdomains", "uidl", "tracepolls", "bad-header", "retrieve-error",
+     "syslog", "logfile", "showdots", "bouncemail", "spambounce", "properties", "pidfile",
+     "interval",
+    }
 )
 
 
 def run(options: Options) -> int:
-    logconfig.configure(verbosity=options.verbose, silent=options.silent,
-                        fmt="console" if options.demo else None)
+    logconfig.configure(
+        verbosity=options.verbose, silent=options.silent, fmt="console" if options.demo else None
+    )
     if options.demo:
         from fetchd.demo.run import run_demo
 
@@ -84,7 +88,7 @@ def run(options: Options) -> int:
         # fetchd has no background daemon yet, so none can be running: fetchmail's answer then.
         print("fetchd: no other fetchd is running", file=sys.stderr)
         return int(ExitCode.LOCK)
-    entries = select_entries(config, options.hosts)
+    entries = select_entries(config, options.hosts, options, env)
     if not entries:
         raise ConfigError(f"no mailservers have been specified in {config.filename}")
     warn_ignored_keywords(config, entries)
@@ -103,14 +107,14 @@ def warn_ignored_keywords(config: Config, entries: list[Server]) -> None:
     names = {server.pollname for server in entries} | {""}
     warned: set[str] = set()
     for use in config.keyword_uses:
-        if use.keyword in IGNORED_KEYWORDS and use.keyword != "no" and use.pollname in names:
-            if use.keyword not in warned:
-                warned.add(use.keyword)
-                log.warning(
-                    "config.ignored",
-                    text=f"{config.filename}:{use.line}: '{use.keyword}' is read but not "
-                    "acted on yet by fetchd",
-                )
+        known = use.keyword in IGNORED_KEYWORDS and use.pollname in names
+        if known and use.keyword not in warned:
+            warned.add(use.keyword)
+            log.warning(
+                "config.ignored",
+                text=f"{config.filename}:{use.line}: '{use.keyword}' is read but not "
+                "acted on yet by fetchd",
+            )
 
 
 async def poll_entries(config: Config, entries: list[Server], options: Options) -> int:
@@ -126,8 +130,9 @@ async def poll_entries(config: Config, entries: list[Server], options: Options) 
             status = combine_exit_codes(codes)
             if not interval or options.check:
                 return status
-            log.info("daemon.sleep", text=f"sleeping at {time.strftime('%c')} for "
-                     f"{interval} seconds")
+            log.info(
+                "daemon.sleep", text=f"sleeping at {time.strftime('%c')} for {interval} seconds"
+            )
             await asyncio.sleep(interval)
     finally:
         store.close()
@@ -170,21 +175,25 @@ async def poll_user(
         log.error("account.locked", text=f"{label}: {exc}")
         return int(exc.exit_code)
     except FetchdError as exc:
-        log.error("account.failed", account=label, stage=stage,
-                  text=f"{label}: {stage}: {exc}")
+        log.error("account.failed", account=label, stage=stage, text=f"{label}: {stage}: {exc}")
         return int(exc.exit_code)
 
 
 def _refuse_unsupported(server: Server, user: User) -> None:
     for keyword, what in REFUSED_KEYWORDS.items():
-        value = getattr(server, keyword, None) if keyword.startswith("plug") else getattr(
-            user, keyword)
+        value = (
+            getattr(server, keyword, None) if keyword.startswith("plug") else getattr(user, keyword)
+        )
         if value:
-            raise ConfigError(f"{what} ({keyword}) is not supported by fetchd yet; this account "
-                              "is not polled, so no mail goes anywhere it should not")
+            raise ConfigError(
+                f"{what} ({keyword}) is not supported by fetchd yet; this account "
+                "is not polled, so no mail goes anywhere it should not"
+            )
     if user.multidrop:
-        raise ConfigError("multidrop (several local names or 'is * here') is not supported by "
-                          "fetchd yet; this account is not polled")
+        raise ConfigError(
+            "multidrop (several local names or 'is * here') is not supported by "
+            "fetchd yet; this account is not polled"
+        )
 
 
 def _protocol(server: Server) -> str:
@@ -209,32 +218,61 @@ async def _password(config: Config, server: Server, user: User) -> str:
 
 def _tls(user: User) -> TLSSettings:
     return TLSSettings(
-        ssl=user.ssl, sslproto=user.sslproto, sslcertck=user.sslcertck,
-        sslcertfile=user.sslcertfile, sslcertpath=user.sslcertpath,
-        sslcommonname=user.sslcommonname, sslfingerprint=user.sslfingerprint,
-        sslcert=user.sslcert, sslkey=user.sslkey,
+        ssl=user.ssl,
+        sslproto=user.sslproto,
+        sslcertck=user.sslcertck,
+        sslcertfile=user.sslcertfile,
+        sslcertpath=user.sslcertpath,
+        sslcommonname=user.sslcommonname,
+        sslfingerprint=user.sslfingerprint,
+        sslcert=user.sslcert,
+        sslkey=user.sslkey,
     )
 
 
 async def _poll_folder(
-    globals_: RCGlobals, server: Server, user: User, password: str, protocol: str,
-    folder: str, options: Options, store: UIDStore,
+    globals_: RCGlobals,
+    server: Server,
+    user: User,
+    password: str,
+    protocol: str,
+    folder: str,
+    options: Options,
+    store: UIDStore,
 ) -> PollResult:
     state = await asyncio.to_thread(store.account, server.pollname, user.remote, folder)
     if globals_.idfile and protocol in ("POP3", "auto") and Path(globals_.idfile).exists():
-        await asyncio.to_thread(store.import_fetchids, globals_.idfile, server.pollname,
-                                user.remote, folder, fetchids_host=server.host)
+        await asyncio.to_thread(
+            store.import_fetchids,
+            globals_.idfile,
+            server.pollname,
+            user.remote,
+            folder,
+            fetchids_host=server.host,
+        )
     open_source = _source_opener(server, user, password, protocol, folder, state)
-    deliverer = SMTPDeliverer(SMTPSettings(
-        smtphunt=user.smtphunt, recipients=tuple(str(n) for n in user.localnames[:1]),
-        smtpaddress=user.smtpaddress, smtpname=user.smtpname, antispam=user.antispam,
-        softbounce=globals_.softbounce, timeout=float(server.timeout), server=server.host,
-        protocol="POP3" if protocol == "POP3" else "IMAP", invisible=globals_.invisible,
-    ))
+    deliverer = SMTPDeliverer(
+        SMTPSettings(
+            smtphunt=user.smtphunt,
+            recipients=tuple(str(n) for n in user.localnames[:1]),
+            smtpaddress=user.smtpaddress,
+            smtpname=user.smtpname,
+            antispam=user.antispam,
+            softbounce=globals_.softbounce,
+            timeout=float(server.timeout),
+            server=server.host,
+            protocol="POP3" if protocol == "POP3" else "IMAP",
+            invisible=globals_.invisible,
+        )
+    )
     settings = PollSettings(
         selection=SelectionPolicy(
-            keep=user.keep, fetchall=user.fetchall, flush=user.flush, limit=user.limit,
-            limitflush=user.limitflush, fetchlimit=user.fetchlimit,
+            keep=user.keep,
+            fetchall=user.fetchall,
+            flush=user.flush,
+            limit=user.limit,
+            limitflush=user.limitflush,
+            fetchlimit=user.fetchlimit,
         ),
         expunge=user.expunge,
         check_only=options.check,
@@ -253,23 +291,41 @@ def _source_opener(
     async def open_pop3_source() -> MailSource:
         from fetchd.pop3.source import POP3Account, open_pop3
 
-        return await open_pop3(POP3Account(
-            host=server.host, port=server.port, user=user.remote, password=password,
-            label=label, tls=_tls(user), timeout=float(server.timeout), auth=server.auth,
-            apop=server.protocol == "APOP",
-        ))
+        return await open_pop3(
+            POP3Account(
+                host=server.host,
+                port=server.port,
+                user=user.remote,
+                password=password,
+                label=label,
+                tls=_tls(user),
+                timeout=float(server.timeout),
+                auth=server.auth,
+                apop=server.protocol == "APOP",
+            )
+        )
 
     async def open_imap_source() -> MailSource:
         from fetchd.imap.connect import open_imap
 
         source = await open_imap(
-            host=server.host, port=server.port, user=user.remote, password=password,
-            label=label, tls=_tls(user), timeout=float(server.timeout), auth=server.auth,
-            folder=folder, fetchall=user.fetchall, recorded=state.delivered,
+            host=server.host,
+            port=server.port,
+            user=user.remote,
+            password=password,
+            label=label,
+            tls=_tls(user),
+            timeout=float(server.timeout),
+            auth=server.auth,
+            folder=folder,
+            fetchall=user.fetchall,
+            recorded=state.delivered,
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
-            log.warning("imap.uidvalidity", text=f"{label}: UIDVALIDITY changed; "
-                        "UIDs recorded before no longer apply")
+            log.warning(
+                "imap.uidvalidity",
+                text=f"{label}: UIDVALIDITY changed; UIDs recorded before no longer apply",
+            )
         return source
 
     async def open_auto_source() -> MailSource:

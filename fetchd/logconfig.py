@@ -95,8 +95,8 @@ def configure(
     if fmt is None:
         fmt = "keyvalue" if _under_systemd() else "console"
     level = logging.WARNING if silent else logging.DEBUG if verbosity > 0 else logging.INFO
-    renderer: Any = _ConsoleRenderer() if fmt == "console" else (
-        lambda _, __, event: _keyvalue(event)
+    renderer: Any = (
+        _ConsoleRenderer() if fmt == "console" else (lambda _, __, event: _keyvalue(event))
     )
     structlog.configure(
         processors=[

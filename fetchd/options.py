@@ -1,9 +1,9 @@
 """fetchmail's command line, parsed into frozen options that override the rc file.
 
-Each flag that mirrors an rc-file keyword becomes an ``Override`` naming the same key the rc file and
-``--configdump`` use (``keep``, ``limit``, ``protocol``...), so one mapping serves the parser, the
-dump and the command line. Flags that only steer this run (``-c``, ``-v``, ``--quit``...) are plain
-fields of ``Options``.
+Each flag that mirrors an rc-file keyword becomes an ``Override`` naming the same key the rc
+file and ``--configdump`` use (``keep``, ``limit``, ``protocol``...), so one mapping serves the
+parser, the dump and the command line. Flags that only steer this run (``-c``, ``-v``,
+``--quit``...) are plain fields of ``Options``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fetchd.config.model import Config, Server, User
+from fetchd.config.parser import ParseEnvironment, parse
 from fetchd.errors import ConfigError
 from fetchd.options import Options, Override
 
@@ -49,20 +50,36 @@ def _port_of(service: str, fields: set[str]) -> dict[str, object]:
     return {"port": int(service)} if "port" in fields and service.isdigit() else {}
 
 
-def select_entries(config: Config, hosts: Sequence[str]) -> list[Server]:
-    """The entries to poll: every active one, or those named (by poll name or ``via``)."""
+def select_entries(
+    config: Config, hosts: Sequence[str], options: Options | None = None,
+    env: ParseEnvironment | None = None,
+) -> list[Server]:
+    """The entries to poll: every active one, or those named (by poll name or ``via``).
+
+    A name the rc file does not know becomes an entry of its own, made of fetchmail's defaults
+    and the command line's options (``fetchd -p pop3 -u joe pop.example.org``), as fetchmail
+    does it. ``skip`` entries run only when named.
+    """
     if not hosts:
         return [server for server in config.servers if server.active]
     chosen: list[Server] = []
     for host in hosts:
         named = [s for s in config.servers if host in (s.pollname, s.via)]
         if not named:
-            raise ConfigError(
-                f"{host} is not a poll entry of {config.filename}; "
-                "fetchd polls only servers its rc file describes"
-            )
+            named = [_entry_from_command_line(host, options, env)]
         chosen.extend(s for s in named if s not in chosen)
     return chosen
+
+
+def _entry_from_command_line(
+    host: str, options: Options | None, env: ParseEnvironment | None
+) -> Server:
+    if not host or any(c in host for c in " \t\r\n\"'#=;:,"):
+        raise ConfigError(f"command line: {host!r} is not a server name")
+    entry = parse(f'poll "{host}"\n', "command line", env)
+    if options is not None:
+        entry = apply_overrides(entry, options)
+    return entry.servers[0]
 
 
 __all__ = ["User", "apply_overrides", "select_entries"]

@@ -106,7 +106,7 @@ class PollResult:
 class PollSettings:
     """How one poll behaves beyond selection."""
 
-    selection: SelectionPolicy = SelectionPolicy()
+    selection: SelectionPolicy = field(default_factory=SelectionPolicy)
     expunge: int = 0  # commit (QUIT) and reconnect after this many deletions; 0 = at the end
     check_only: bool = False  # -c: count only, retrieve nothing
 
@@ -168,7 +168,9 @@ async def _one_session(
     progress = _Progress(result, total)
     deleting = not settings.selection.keep
     for info in selection.delete_unread:
-        log.info("message.flushed", text=f"flushing message {source.label}:{info.number} of {total}")
+        log.info(
+            "message.flushed", text=f"flushing message {source.label}:{info.number} of {total}"
+        )
 
     queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
     retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))
@@ -254,7 +256,7 @@ async def _retrieve_into(
     fetch: Sequence[MessageInfo],
     queue: asyncio.Queue[tuple[MessageInfo, bytes] | None],
 ) -> None:
-    """Feed the delivery loop; the end marker goes in whatever happens, so it never waits forever."""
+    """Feed the delivery loop; the end marker always goes in, so the loop never waits forever."""
     try:
         async for item in source.retrieve(fetch):
             failpoints.hit("retrieved")

@@ -34,7 +34,9 @@ class Selection:
     """The outcome of selection for one mailbox listing."""
 
     fetch: tuple[MessageInfo, ...]  # retrieve and deliver, in this order
-    delete_unread: tuple[MessageInfo, ...]  # delete without retrieving (already delivered; limitflush)
+    delete_unread: tuple[
+        MessageInfo, ...
+    ]  # delete without retrieving (already delivered; limitflush)
     oversized: tuple[MessageInfo, ...]  # over `limit`, left on the server
     seen: int  # messages on the server already recorded as delivered
     deferred: int  # new messages left for a later poll because of fetchlimit

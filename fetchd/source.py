@@ -1,4 +1,4 @@
-"""The MailSource interface that POP3 and IMAP implement (fetchmail's ``struct method``, made small).
+"""The MailSource interface that POP3 and IMAP implement (fetchmail's ``struct method``, small).
 
 The poll engine (``fetchd.poll``) drives a source through one session: list, retrieve, delete,
 commit. A source never decides what to delete: it only does what the engine asks, after the engine

@@ -66,9 +66,11 @@ _MINIMUM = {
 
 def make_context(settings: TLSSettings) -> ssl.SSLContext:
     """A client context for these settings; a bad option is a ConfigError naming it."""
-    context = ssl.create_default_context(
-        cafile=settings.sslcertfile, capath=settings.sslcertpath
-    ) if (settings.sslcertfile or settings.sslcertpath) else ssl.create_default_context()
+    context = (
+        ssl.create_default_context(cafile=settings.sslcertfile, capath=settings.sslcertpath)
+        if (settings.sslcertfile or settings.sslcertpath)
+        else ssl.create_default_context()
+    )
     proto = (settings.sslproto or "auto").lower()
     if proto not in _MINIMUM:
         raise ConfigError(
@@ -113,8 +115,9 @@ def fingerprint_bytes(pin: str) -> bytes:
     return raw
 
 
-def check_peer(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, settings: TLSSettings,
-               host: str) -> None:
+def check_peer(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket | None, settings: TLSSettings, host: str
+) -> None:
     """After the handshake: enforce the fingerprint pin, if any."""
     if not settings.sslfingerprint:
         return

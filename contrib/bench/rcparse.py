@@ -19,7 +19,7 @@ def rcfile(entries: int) -> str:
         lines.append(
             f"poll pop{i}.example.org with proto {'imap' if i % 2 else 'pop3'} port {1100 + i}\n"
             f'  user "user{i}" there with password "pw{i}\\t#x" is local{i} here\n'
-            f"  options keep fetchall limit {i * 1000} smtphost mx1 \"mx2/2525\" ssl sslcertck"
+            f'  options keep fetchall limit {i * 1000} smtphost mx1 "mx2/2525" ssl sslcertck'
             f"  folder INBOX Archive{i}  # comment {i}"
         )
     return "\n".join(lines) + "\n"
@@ -42,8 +42,10 @@ def main() -> None:
     assert len(config.servers) == entries
     parse_only = best(lambda: parse(text, "bench.rc", env))
     with_dump = best(lambda: configdump(parse(text, "bench.rc", env)))
-    print(f"{entries} entries, {len(text)} bytes: parse {parse_only:.3f} s, "
-          f"parse + configdump {with_dump:.3f} s")
+    print(
+        f"{entries} entries, {len(text)} bytes: parse {parse_only:.3f} s, "
+        f"parse + configdump {with_dump:.3f} s"
+    )
 
 
 if __name__ == "__main__":

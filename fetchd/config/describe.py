@@ -88,22 +88,26 @@ def _account(s: Server, u: User) -> list[str]:
     else:
         out.append("  No received-message limit (--fetchlimit 0).")
     if u.expunge:
-        out.append(f"  Deletion interval between expunges forced to {u.expunge} "
-                   f"(--expunge {u.expunge}).")
+        out.append(
+            f"  Deletion interval between expunges forced to {u.expunge} (--expunge {u.expunge})."
+        )
     if u.mda:
-        out.append(f"  Messages will be delivered with \"{u.mda}\".")
+        out.append(f'  Messages will be delivered with "{u.mda}".')
     else:
-        out.append(f"  Messages will be {'LMTP' if u.lmtp else 'SMTP'}-forwarded to: "
-                   f"{' '.join(u.smtphunt)}")
+        out.append(
+            f"  Messages will be {'LMTP' if u.lmtp else 'SMTP'}-forwarded to: "
+            f"{' '.join(u.smtphunt)}"
+        )
     if u.smtpaddress:
         out.append(f"  Host part of MAIL FROM line will be {u.smtpaddress}")
     if u.antispam:
-        out.append(f"  Listener SMTP reponses {' '.join(map(str, u.antispam))} will be "
-                   "treated as spam.")
+        out.append(
+            f"  Listener SMTP reponses {' '.join(map(str, u.antispam))} will be treated as spam."
+        )
     if u.preconnect:
-        out.append(f"  Server connection will be brought up with \"{u.preconnect}\".")
+        out.append(f'  Server connection will be brought up with "{u.preconnect}".')
     if u.postconnect:
-        out.append(f"  Server connection will be taken down with \"{u.postconnect}\".")
+        out.append(f'  Server connection will be taken down with "{u.postconnect}".')
     if u.multidrop:
         out.append(f"  Multi-drop mode: {len(u.localnames)} local name(s) recognized.")
     else:

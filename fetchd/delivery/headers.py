@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, getaddresses
 
 from fetchd import __version__
@@ -45,8 +45,9 @@ def headers(message: bytes) -> list[tuple[str, str]]:
             continue
         key, colon, rest = raw.partition(b":")
         if colon and key and b" " not in key:
-            fields.append((key.decode("ascii", "replace").lower(),
-                           rest.strip().decode("utf-8", "replace")))
+            fields.append(
+                (key.decode("ascii", "replace").lower(), rest.strip().decode("utf-8", "replace"))
+            )
     return fields
 
 
@@ -98,11 +99,17 @@ def _first_address(value: str) -> str:
 
 
 def received_header(
-    *, server: str, server_ip: str | None, protocol: str, by: str, recipient: str,
-    multidrop: bool, now: datetime | None = None,
+    *,
+    server: str,
+    server_ip: str | None,
+    protocol: str,
+    by: str,
+    recipient: str,
+    multidrop: bool,
+    now: datetime | None = None,
 ) -> bytes:
     """fetchmail's trace header (6.4 layout), naming fetchd."""
-    when = format_datetime(now or datetime.now(timezone.utc).astimezone())
+    when = format_datetime(now or datetime.now(UTC).astimezone())
     origin = f"{server} [{server_ip}]" if server_ip else server
     mode = "multi-drop" if multidrop else "single-drop"
     return (

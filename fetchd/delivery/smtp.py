@@ -94,10 +94,17 @@ class SMTPDeliverer:
         for rcpt in rcpts:
             if any(c in rcpt for c in "\r\n\0<> \t") or not rcpt.isprintable():
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)
-        trace = b"" if self.settings.invisible else received_header(
-            server=self.settings.server, server_ip=self.settings.server_ip,
-            protocol=self.settings.protocol, by=self._by, recipient=rcpts[0],
-            multidrop=self.settings.multidrop,
+        trace = (
+            b""
+            if self.settings.invisible
+            else received_header(
+                server=self.settings.server,
+                server_ip=self.settings.server_ip,
+                protocol=self.settings.protocol,
+                by=self._by,
+                recipient=rcpts[0],
+                multidrop=self.settings.multidrop,
+            )
         )
         sender = envelope_sender(data)
         options = []
@@ -109,8 +116,13 @@ class SMTPDeliverer:
             options.append("SMTPUTF8")
         stage = "MAIL FROM"
         try:
-            await self._command(smtp, 250, b"MAIL", b"FROM:<" + sender.encode() + b">",
-                                *(o.encode() for o in options))
+            await self._command(
+                smtp,
+                250,
+                b"MAIL",
+                b"FROM:<" + sender.encode() + b">",
+                *(o.encode() for o in options),
+            )
             stage = "RCPT TO"
             accepted = 0
             refusal: aiosmtplib.SMTPResponseException | None = None
@@ -159,7 +171,10 @@ class SMTPDeliverer:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
 
     async def _data_send(
-        self, smtp: aiosmtplib.SMTP, trace: bytes, data: bytes,
+        self,
+        smtp: aiosmtplib.SMTP,
+        trace: bytes,
+        data: bytes,
         ready: Callable[[], Awaitable[None]] | None,
     ) -> None:
         """The message, then (once ``ready``) the final dot that commits it; nothing copied
@@ -229,11 +244,20 @@ class SMTPDeliverer:
 
     def _client(self, entry: str) -> aiosmtplib.SMTP:
         if entry.startswith("/"):
-            return aiosmtplib.SMTP(socket_path=entry, timeout=self.settings.timeout,
-                                   local_hostname=self._by, start_tls=False)
+            return aiosmtplib.SMTP(
+                socket_path=entry,
+                timeout=self.settings.timeout,
+                local_hostname=self._by,
+                start_tls=False,
+            )
         host, port = _host_port(entry)
-        return aiosmtplib.SMTP(hostname=host, port=port, timeout=self.settings.timeout,
-                               local_hostname=self._by, start_tls=False)
+        return aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            timeout=self.settings.timeout,
+            local_hostname=self._by,
+            start_tls=False,
+        )
 
     async def _drop(self) -> None:
         if self._smtp is not None:

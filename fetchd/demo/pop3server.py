@@ -44,7 +44,9 @@ class DemoPOP3Server:
                 verb = verb.upper()
                 if verb == "QUIT":
                     if authorized:
-                        self.messages = [m for i, m in enumerate(self.messages, 1) if i not in marked]
+                        self.messages = [
+                            m for i, m in enumerate(self.messages, 1) if i not in marked
+                        ]
                     reply("+OK bye")
                     break
                 if verb == "CAPA":
@@ -71,8 +73,10 @@ class DemoPOP3Server:
         if verb == "STAT":
             return f"+OK {len(live)} {sum(map(len, live.values()))}"
         if verb in ("LIST", "UIDL"):
+
             def item(i: int) -> str:
                 return str(len(live[i])) if verb == "LIST" else hashlib.sha1(live[i]).hexdigest()
+
             return "+OK\r\n" + "".join(f"{i} {item(i)}\r\n" for i in live) + "."
         if verb in ("NOOP", "RSET"):
             if verb == "RSET":
@@ -89,7 +93,8 @@ class DemoPOP3Server:
             if lines and lines[-1] == b"":
                 lines.pop()
             body = "\r\n".join(
-                ("." + ln if ln.startswith(".") else ln) for ln in (x.decode("latin-1") for x in lines)
+                ("." + ln if ln.startswith(".") else ln)
+                for ln in (x.decode("latin-1") for x in lines)
             )
             return f"+OK {len(live[number])} octets\r\n{body}\r\n."
         return "-ERR unknown command"

@@ -51,8 +51,10 @@ async def _demo(home: Path, options: Options) -> int:
         )
         env = ParseEnvironment(login="demo", home=str(home), rcdir=str(home))
         config = parse(rcfile.read_text(), str(rcfile), env)
-        print(f"fetchd demo: POP3 server on 127.0.0.1:{server.port} with {len(_MESSAGES)} "
-              f"messages, SMTP sink on 127.0.0.1:{sink.port}")
+        print(
+            f"fetchd demo: POP3 server on 127.0.0.1:{server.port} with {len(_MESSAGES)} "
+            f"messages, SMTP sink on 127.0.0.1:{sink.port}"
+        )
         print(f"fetchd demo: rc file {rcfile}:\n{rcfile.read_text()}")
         print("fetchd demo: poll 1, keep: every message is delivered and left on the server")
         first = await poll_entries(config, list(config.servers), options)
@@ -61,8 +63,9 @@ async def _demo(home: Path, options: Options) -> int:
         nokeep = dataclasses.replace(
             config,
             servers=tuple(
-                dataclasses.replace(s, users=tuple(dataclasses.replace(u, keep=False)
-                                                   for u in s.users))
+                dataclasses.replace(
+                    s, users=tuple(dataclasses.replace(u, keep=False) for u in s.users)
+                )
                 for s in config.servers
             ),
         )
@@ -73,12 +76,15 @@ async def _demo(home: Path, options: Options) -> int:
         await sink.stop()
     print(f"fetchd demo: the SMTP sink received {len(sink.received)} messages:")
     for item in sink.received:
-        subject = next((line for line in item.data.split(b"\r\n") if line.startswith(b"Subject")),
-                       b"")
-        print(f"  MAIL FROM {item.sender} RCPT TO {', '.join(item.recipients)}: "
-              f"{subject.decode()}")
+        subject = next(
+            (line for line in item.data.split(b"\r\n") if line.startswith(b"Subject")), b""
+        )
+        print(f"  MAIL FROM {item.sender} RCPT TO {', '.join(item.recipients)}: {subject.decode()}")
     print(f"fetchd demo: {len(server.messages)} messages left on the POP3 server")
-    ok = (first, second, third) == (0, 1, 1) and len(sink.received) == len(_MESSAGES) \
+    ok = (
+        (first, second, third) == (0, 1, 1)
+        and len(sink.received) == len(_MESSAGES)
         and not server.messages
+    )
     print("fetchd demo: " + ("every message delivered exactly once; done." if ok else "FAILED"))
     return 0 if ok else 1

@@ -56,7 +56,9 @@ class DemoSMTPSink:
                 elif verb == "DATA":
                     reply("354 end with <CRLF>.<CRLF>")
                     await writer.drain()
-                    self.received.append(Received(sender, tuple(recipients), await _read_data(reader)))
+                    self.received.append(
+                        Received(sender, tuple(recipients), await _read_data(reader))
+                    )
                     reply("250 OK queued")
                 elif verb == "QUIT":
                     reply("221 bye")

@@ -204,7 +204,12 @@ class IMAPClient:
     """One IMAP connection, made by ``IMAPClient.connect``; never reused after an error."""
 
     def __init__(
-        self, protocol: _Protocol, host: str, timeout: float, *, encrypted: bool,
+        self,
+        protocol: _Protocol,
+        host: str,
+        timeout: float,
+        *,
+        encrypted: bool,
         plaintext_allowed: bool,
     ) -> None:
         self.host = host
@@ -247,7 +252,9 @@ class IMAPClient:
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(
-                    lambda: protocol, host, port,
+                    lambda: protocol,
+                    host,
+                    port,
                     ssl=ssl_context if implicit else None,
                     server_hostname=host if implicit else None,
                     ssl_handshake_timeout=timeout if implicit else None,
@@ -255,7 +262,10 @@ class IMAPClient:
         except OSError as exc:  # refused, DNS, TLS, timeout: all OSError subclasses
             raise _connect_error(exc, host, port) from exc
         client = cls(
-            protocol, host, timeout, encrypted=implicit,
+            protocol,
+            host,
+            timeout,
+            encrypted=implicit,
             plaintext_allowed=plaintext_password_allowed and security is Security.PLAIN,
         )
         try:
@@ -303,7 +313,10 @@ class IMAPClient:
         try:
             async with asyncio.timeout(self.timeout):
                 protocol.transport = await asyncio.get_running_loop().start_tls(
-                    transport, protocol, context, server_hostname=self.host,
+                    transport,
+                    protocol,
+                    context,
+                    server_hostname=self.host,
                     ssl_handshake_timeout=self.timeout,
                 )
         except OSError as exc:
@@ -383,7 +396,10 @@ class IMAPClient:
         if not 1 <= found.get("UIDVALIDITY", 0) < 2**32:
             raise ProtocolError(f"SELECT {folder}: the server sent no valid UIDVALIDITY")
         self.selected = SelectedMailbox(
-            folder, found["UIDVALIDITY"], found.get("EXISTS", 0), found.get("UIDNEXT"),
+            folder,
+            found["UIDVALIDITY"],
+            found.get("EXISTS", 0),
+            found.get("UIDNEXT"),
             read_only=(tagged.code or "").upper() == "READ-ONLY",
         )
         return self.selected
@@ -633,9 +649,7 @@ class _SASLState:
         return base64.b64encode(self._mechanism.respond(decoded))
 
 
-def _check(
-    tagged: Tagged, what: str, refusal: type[FetchdError] | None = None
-) -> None:
+def _check(tagged: Tagged, what: str, refusal: type[FetchdError] | None = None) -> None:
     """OK passes; NO raises ``refusal`` (or ServerError/ServerBusyError); BAD is ProtocolError."""
     if tagged.status == "OK":
         return

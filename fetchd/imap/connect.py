@@ -19,8 +19,17 @@ from fetchd.tls import TLSSettings, make_context
 
 
 async def open_imap(
-    *, host: str, port: int | None, user: str, password: str, label: str, tls: TLSSettings,
-    timeout: float, auth: str, folder: str, fetchall: bool,
+    *,
+    host: str,
+    port: int | None,
+    user: str,
+    password: str,
+    label: str,
+    tls: TLSSettings,
+    timeout: float,
+    auth: str,
+    folder: str,
+    fetchall: bool,
     recorded: Callable[[], Collection[str]] | None,
 ) -> IMAPSource:
     client = await _connect(host, port, tls, timeout)
@@ -33,8 +42,9 @@ async def open_imap(
                 await client.authenticate(mechanism, sends_secret=auth != "cram-md5")
             else:
                 raise AuthError(f"authentication {auth!r} is not supported by fetchd for IMAP")
-        return await IMAPSource.open(client, folder, label=label, fetchall=fetchall,
-                                     recorded=recorded)
+        return await IMAPSource.open(
+            client, folder, label=label, fetchall=fetchall, recorded=recorded
+        )
     except BaseException:
         client.close()
         raise
@@ -43,18 +53,30 @@ async def open_imap(
 async def _connect(host: str, port: int | None, tls: TLSSettings, timeout: float) -> IMAPClient:
     wanted = tls.security()
     if wanted is TLSSecurity.TLS:
-        return await IMAPClient.connect(host, port or 993, security=Security.TLS,
-                                        ssl_context=make_context(tls), timeout=timeout)
+        return await IMAPClient.connect(
+            host, port or 993, security=Security.TLS, ssl_context=make_context(tls), timeout=timeout
+        )
     if wanted is TLSSecurity.PLAIN:
-        return await IMAPClient.connect(host, port or 143, security=Security.PLAIN,
-                                        timeout=timeout, plaintext_password_allowed=True)
+        return await IMAPClient.connect(
+            host,
+            port or 143,
+            security=Security.PLAIN,
+            timeout=timeout,
+            plaintext_password_allowed=True,
+        )
     try:
-        return await IMAPClient.connect(host, port or 143, security=Security.STARTTLS,
-                                        ssl_context=make_context(tls), timeout=timeout)
+        return await IMAPClient.connect(
+            host,
+            port or 143,
+            security=Security.STARTTLS,
+            ssl_context=make_context(tls),
+            timeout=timeout,
+        )
     except TLSError as exc:
         # A loopback server without STARTTLS is fine in clear (nothing crosses a network);
         # anything else fails here rather than fall back.
         if is_loopback(host) and "does not offer STARTTLS" in str(exc):
-            return await IMAPClient.connect(host, port or 143, security=Security.PLAIN,
-                                            timeout=timeout)
+            return await IMAPClient.connect(
+                host, port or 143, security=Security.PLAIN, timeout=timeout
+            )
         raise

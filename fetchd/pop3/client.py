@@ -59,8 +59,13 @@ class POP3Client:
     """One POP3 session; make it with ``POP3Client.connect``. Not reusable after an error."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str,
-        timeout: float, *, encrypted: bool,
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        timeout: float,
+        *,
+        encrypted: bool,
     ) -> None:
         self.host = host
         self.timeout = timeout
@@ -74,7 +79,12 @@ class POP3Client:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int | None, *, tls: TLSSettings, timeout: float = 300.0,
+        cls,
+        host: str,
+        port: int | None,
+        *,
+        tls: TLSSettings,
+        timeout: float = 300.0,
     ) -> POP3Client:
         """Connect, read the greeting, set up TLS as ``tls`` asks, learn the capabilities."""
         security = tls.security()
@@ -84,9 +94,13 @@ class POP3Client:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, limit=MAX_MESSAGE,
+                    host,
+                    port,
+                    limit=MAX_MESSAGE,
                     ssl=context if security is Security.TLS else None,
-                    server_hostname=server_hostname(tls, host) if security is Security.TLS else None,
+                    server_hostname=server_hostname(tls, host)
+                    if security is Security.TLS
+                    else None,
                     ssl_handshake_timeout=timeout if security is Security.TLS else None,
                 )
         except TimeoutError:
@@ -121,17 +135,21 @@ class POP3Client:
     async def _starttls(self, context: ssl.SSLContext, tls: TLSSettings) -> None:
         reply = await self.command("STLS")
         if not reply.ok:
-            raise TLSError(f"{self.host}: STLS refused ({shown(reply.text)}); not continuing "
-                           "without TLS")
+            raise TLSError(
+                f"{self.host}: STLS refused ({shown(reply.text)}); not continuing without TLS"
+            )
         # Bytes that arrived before the handshake were not protected by it (STARTTLS
         # injection, CVE-2011-0411 and kin): refuse them rather than read them as a reply.
         if getattr(self._reader, "_buffer", b""):  # no public way to ask a StreamReader
             raise TLSError(f"{self.host}: the server sent data before the TLS handshake")
         try:
-            await self._wait(self._writer.start_tls(
-                context, server_hostname=server_hostname(tls, self.host),
-                ssl_handshake_timeout=self.timeout,
-            ))
+            await self._wait(
+                self._writer.start_tls(
+                    context,
+                    server_hostname=server_hostname(tls, self.host),
+                    ssl_handshake_timeout=self.timeout,
+                )
+            )
         except ssl.SSLError as exc:
             raise TLSError(f"{self.host}: TLS handshake failed: {exc.reason or exc}") from None
         check_peer(self._writer.get_extra_info("ssl_object"), tls, self.host)
@@ -142,7 +160,12 @@ class POP3Client:
     # --- authentication -------------------------------------------------------------------
 
     async def login(
-        self, user: str, password: str, *, auth: str = "any", apop: bool = False,
+        self,
+        user: str,
+        password: str,
+        *,
+        auth: str = "any",
+        apop: bool = False,
         plaintext_allowed: bool = False,
     ) -> None:
         """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism."""
@@ -159,8 +182,10 @@ class POP3Client:
         elif auth in ("cram-md5", "xoauth2", "oauthbearer", "plain", "login"):
             name = auth.upper()
             if self.capabilities and name not in offered:
-                raise AuthError(f"{self.host} does not offer AUTH {name}, which the rc file "
-                                "asks for; not trying a weaker mechanism")
+                raise AuthError(
+                    f"{self.host} does not offer AUTH {name}, which the rc file "
+                    "asks for; not trying a weaker mechanism"
+                )
             await self.authenticate(sasl.mechanism(auth, user, password))
         else:
             raise AuthError(f"authentication {auth!r} is not supported by fetchd for POP3")
@@ -301,9 +326,7 @@ class POP3Client:
             async with asyncio.timeout(self.timeout):
                 return await awaitable
         except TimeoutError:
-            raise FetchdTimeoutError(
-                f"{self.host}: no answer within {self.timeout:g} s"
-            ) from None
+            raise FetchdTimeoutError(f"{self.host}: no answer within {self.timeout:g} s") from None
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             if isinstance(exc, FetchdError):
                 raise
@@ -335,7 +358,9 @@ class POP3Client:
         try:
             rest = await self._wait(self._reader.readuntil(b"\r\n.\r\n"))
         except asyncio.LimitOverrunError:
-            raise ProtocolError(f"{self.host}: a message larger than {MAX_MESSAGE} octets") from None
+            raise ProtocolError(
+                f"{self.host}: a message larger than {MAX_MESSAGE} octets"
+            ) from None
         # One copy of a message that may be megabytes: keep the last CRLF, drop ".\r\n".
         data = b"".join((first, memoryview(rest)[:-3]))
         if data.startswith(b".."):

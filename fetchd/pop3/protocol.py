@@ -102,7 +102,9 @@ def parse_listing(lines: list[bytes], what: str) -> dict[int, str]:
         value = parts[1].decode("ascii", "replace")
         if what == "LIST" and not value.isdigit():
             raise ProtocolError(f"malformed LIST size from the server: {shown(line)!r}")
-        if what == "UIDL" and not (1 <= len(value) <= 70 and all(0x21 <= b <= 0x7E for b in parts[1])):
+        if what == "UIDL" and not (
+            1 <= len(value) <= 70 and all(0x21 <= b <= 0x7E for b in parts[1])
+        ):
             raise ProtocolError(f"malformed UIDL from the server: {shown(line)!r}")
         result[number] = value
     return result

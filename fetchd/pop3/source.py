@@ -26,7 +26,7 @@ class POP3Account:
     user: str
     password: str = field(repr=False)
     label: str
-    tls: TLSSettings = TLSSettings()
+    tls: TLSSettings = field(default_factory=TLSSettings)
     timeout: float = 300.0
     auth: str = "any"
     apop: bool = False
@@ -75,7 +75,10 @@ async def open_pop3(account: POP3Account) -> POP3Source:
     )
     try:
         await client.login(
-            account.user, account.password, auth=account.auth, apop=account.apop,
+            account.user,
+            account.password,
+            auth=account.auth,
+            apop=account.apop,
             plaintext_allowed=account.tls.disabled,
         )
     except BaseException:

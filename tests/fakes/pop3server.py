@@ -29,8 +29,13 @@ class Faults:
 
 
 class FakePOP3Server:
-    def __init__(self, messages: list[bytes], user: str = "u", password: str = "p",
-                 faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        messages: list[bytes],
+        user: str = "u",
+        password: str = "p",
+        faults: Faults | None = None,
+    ) -> None:
         self.messages = list(messages)
         self.user, self.password = user, password
         self.faults = faults or Faults()
@@ -87,8 +92,10 @@ class FakePOP3Server:
                     if faults.refuse_stls:
                         send(b"-ERR not now")
                         continue
-                    send(b"+OK Begin TLS" + (b"\r\n" + faults.inject_after_stls
-                                             if faults.inject_after_stls else b""))
+                    send(
+                        b"+OK Begin TLS"
+                        + (b"\r\n" + faults.inject_after_stls if faults.inject_after_stls else b"")
+                    )
                     await writer.drain()
                     await writer.start_tls(faults.stls)
                 elif verb == "USER":
@@ -99,8 +106,9 @@ class FakePOP3Server:
                     send(b"+OK" if authorized else b"-ERR [AUTH] invalid login")
                 elif verb == "QUIT":
                     if authorized:
-                        self.messages = [m for i, m in enumerate(self.messages, 1)
-                                         if i not in marked]
+                        self.messages = [
+                            m for i, m in enumerate(self.messages, 1) if i not in marked
+                        ]
                     send(b"+OK bye")
                     await writer.drain()
                     break
@@ -131,8 +139,10 @@ class FakePOP3Server:
                 send(b"\r\n".join([b"+OK", *lines, b"."]))
         elif verb == "RETR" and arg.isdigit() and int(arg) in live:
             number = int(arg)
-            body = b"\r\n".join(b"." + ln if ln.startswith(b".") else ln
-                                for ln in live[number].removesuffix(b"\r\n").split(b"\r\n"))
+            body = b"\r\n".join(
+                b"." + ln if ln.startswith(b".") else ln
+                for ln in live[number].removesuffix(b"\r\n").split(b"\r\n")
+            )
             data = b"+OK\r\n" + body + b"\r\n."
             if self.faults.cut_retr == number:
                 writer.write(data[: len(data) // 2])

@@ -64,16 +64,24 @@ class World:
             f" {extra}\n"
         )
 
-    async def fetchd(self, *args: str, env: dict[str, str] | None = None,
-                     stdin: bytes | None = None) -> tuple[int, str, str]:
+    async def fetchd(
+        self, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+    ) -> tuple[int, str, str]:
         environment = {
-            "HOME": str(self.home), "XDG_STATE_HOME": str(self.home / "state"),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8",
+            "HOME": str(self.home),
+            "XDG_STATE_HOME": str(self.home / "state"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C.UTF-8",
         }
         environment.update(env or {})
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fetchd", *args, env=environment,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "fetchd",
+            *args,
+            env=environment,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(stdin or b""), 60)
@@ -87,7 +95,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await pop.start()
     sink = Sink()
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0)
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
+    )
     yield World(tmp_path, pop, sink, server.sockets[0].getsockname()[1])
     server.close()
     await server.wait_closed()
@@ -139,7 +148,7 @@ async def test_limit_and_fetchlimit_from_the_command_line(world: World) -> None:
 
 async def test_syntax_error_is_one_line_and_exit_5(world: World) -> None:
     rc = world.rcfile("poll h user u is l here\n  aka elsewhere.example.org\n")
-    code, out, err = await world.fetchd("-f", str(rc))
+    code, _out, err = await world.fetchd("-f", str(rc))
     assert code == 5
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{rc}:" in err and "server option 'aka'" in err
@@ -172,8 +181,10 @@ async def test_no_password_and_no_terminal_is_exit_3(world: World) -> None:
 
 
 async def test_wrong_password_is_exit_3_and_secret_free(world: World) -> None:
-    rc = world.rcfile(f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
-                      f"  user demo password wrong-{SECRET} is joe here\n")
+    rc = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+        f"  user demo password wrong-{SECRET} is joe here\n"
+    )
     code, out, err = await world.fetchd("-v", "-v", "-f", str(rc))
     assert code == 3
     assert SECRET not in out + err
@@ -214,3 +225,17 @@ async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: in
     assert sorted(set(subjects)) == sorted(f"Subject: message {i}" for i in range(1, 11))
     assert len(subjects) == 10 + duplicates
     assert world.pop.messages == []
+
+
+async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World) -> None:
+    rc = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} aka mail.example.org\n"
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+        f"  dropstatus\n"
+        f"  dropstatus\n"
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, err
+    assert err.count(f"fetchd: {rc}:3: 'dropstatus' is read but not acted on yet by fetchd") == 1
+    assert f"fetchd: {rc}:1: 'aka' is read but not acted on yet" in err
+    assert len(world.sink.received) == 10

@@ -16,13 +16,26 @@ from tests.support.mta import Sink, running_mta
 pytestmark = pytest.mark.dovecot
 
 
-async def fetchd(home: Path, rc: Path, *args: str,
-                 env: dict[str, str] | None = None) -> tuple[int, str]:
-    environment = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
-                   "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+async def fetchd(
+    home: Path, rc: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    environment = {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / "state"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        **(env or {}),
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fetchd", "-f", str(rc), *args, env=environment,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "fetchd",
+        "-f",
+        str(rc),
+        *args,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, out.decode()
@@ -42,8 +55,10 @@ def rcfile(home: Path, dovecot: Dovecot, sink: Sink, protocol: str, extra: str =
 
 def message(i: int) -> bytes:
     filler = (b"x" * 76 + b"\r\n") * (i * 37 % 40)  # RFC 5321 lines: the MTA refuses longer
-    return (f"From: s{i}@example.org\r\nSubject: m{i}\r\nMessage-ID: <{i}@example.org>\r\n\r\n"
-            f"body {i}\r\n.dot line\r\n").encode() + filler
+    return (
+        f"From: s{i}@example.org\r\nSubject: m{i}\r\nMessage-ID: <{i}@example.org>\r\n\r\n"
+        f"body {i}\r\n.dot line\r\n"
+    ).encode() + filler
 
 
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])

@@ -274,7 +274,9 @@ async def test_starttls_upgrades_and_asks_capability_again(
         client = await _connect(fake, Security.STARTTLS, ssl_context=client_context)
         assert client.encrypted and "STARTTLS" not in client.capabilities
         assert [line.split(b" ", 1)[1] for line in fake.received] == [
-            b"CAPABILITY", b"STARTTLS", b"CAPABILITY"
+            b"CAPABILITY",
+            b"STARTTLS",
+            b"CAPABILITY",
         ]
         await client.login("alice", "secret")
         source = await IMAPSource.open(client, "INBOX", label="x")
@@ -352,8 +354,11 @@ async def test_implicit_tls_and_untrusted_certificate(
         (b"* 1 FETCH (UID 1 BODY[] {50}\r\nshort", SocketError, "inside a literal"),
         (b"* 1 FETCH (UID 1 BODY[] {2}\r\nab)\r\nZZZ9 OK done\r\n", ProtocolError, "unknown tag"),
         (b"* BYE going down\r\n", ServerError, "going down"),
-        (b"* 1 FETCH (UID 1 BODY[] {2}\r\nab)\r\n* OK [UIDVALIDITY 7] new\r\n{tag} OK\r\n",
-         ProtocolError, "UIDVALIDITY"),
+        (
+            b"* 1 FETCH (UID 1 BODY[] {2}\r\nab)\r\n* OK [UIDVALIDITY 7] new\r\n{tag} OK\r\n",
+            ProtocolError,
+            "UIDVALIDITY",
+        ),
     ],
     ids=["huge-literal", "literal-overrun", "eof-in-literal", "unknown-tag", "bye", "uidvalidity"],
 )

@@ -42,7 +42,8 @@ async def test_fake_speaks_imap_to_imaplib() -> None:
     fetched = seen["fetch"]
     assert isinstance(fetched, list)
     assert fetched[0] == (
-        b"1 (UID 1 RFC822.SIZE 26 BODY[] {26}", b"Subject: one\r\n\r\nbody one\r\n"
+        b"1 (UID 1 RFC822.SIZE 26 BODY[] {26}",
+        b"Subject: one\r\n\r\nbody one\r\n",
     )
     assert fetched[2][1] == b"Subject: two\r\n\r\nbody two\r\n"
     assert seen["store"] == "OK"

@@ -48,8 +48,15 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
 
 
 def account(port: int, **tls: object) -> POP3Account:
-    return POP3Account("127.0.0.1", port, "u", "p", "u@fake", TLSSettings(**tls),  # type: ignore[arg-type]
-                       timeout=2.0)
+    return POP3Account(
+        "127.0.0.1",
+        port,
+        "u",
+        "p",
+        "u@fake",
+        TLSSettings(**tls),  # type: ignore[arg-type]
+        timeout=2.0,
+    )
 
 
 class Recorder:
@@ -150,8 +157,9 @@ async def test_fingerprint_pin(server_tls: ssl.SSLContext, ca_file: str) -> None
         with pytest.raises(TLSError, match="does not match"):
             await open_pop3(account(server.port, sslcertfile=ca_file, sslfingerprint=wrong))
         with pytest.raises(ConfigError, match="MD5"):
-            await open_pop3(account(server.port, sslcertfile=ca_file,
-                                    sslfingerprint=":".join(["AB"] * 16)))
+            await open_pop3(
+                account(server.port, sslcertfile=ca_file, sslfingerprint=":".join(["AB"] * 16))
+            )
         assert "PASS" not in server.commands
 
 
@@ -169,8 +177,9 @@ async def test_no_password_in_clear_to_a_remote_host(monkeypatch: pytest.MonkeyP
 
 async def test_asked_mechanism_not_offered_is_not_replaced() -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(sasl=("PLAIN",))) as server:
-        acct = POP3Account("127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0,
-                           auth="cram-md5")
+        acct = POP3Account(
+            "127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, auth="cram-md5"
+        )
         with pytest.raises(AuthError, match="CRAM-MD5"):
             await open_pop3(acct)
         assert "PASS" not in server.commands and "AUTH" not in server.commands
@@ -211,15 +220,17 @@ async def test_a_message_cut_by_eof_is_never_delivered_nor_deleted(store: UIDSto
     state = store.account("fake", "u")
     async with FakePOP3Server(MESSAGES, faults=Faults(cut_retr=3)) as server:
         with pytest.raises(SocketError):
-            await poll_account(lambda: open_pop3(account(server.port)), deliverer, state,
-                               PollSettings())
+            await poll_account(
+                lambda: open_pop3(account(server.port)), deliverer, state, PollSettings()
+            )
         assert deliverer.messages == MESSAGES[:2]  # 1 and 2 whole; 3 cut: not delivered
         assert server.messages == MESSAGES  # nothing deleted: the session was never committed
         assert len(state.delivered()) == 2
         # The next poll deletes 1 and 2 unread and delivers the rest: each message once.
         server.faults.cut_retr = None
-        result = await poll_account(lambda: open_pop3(account(server.port)), deliverer, state,
-                                    PollSettings())
+        result = await poll_account(
+            lambda: open_pop3(account(server.port)), deliverer, state, PollSettings()
+        )
         assert deliverer.messages == MESSAGES
         assert result.delivered == 3 and result.deleted == 5
         assert server.messages == []

@@ -26,8 +26,15 @@ def make_messages(count: int, seed: int = 1) -> list[bytes]:
     messages = []
     for i in range(count):
         body = b"".join(
-            rng.choice([b"plain text line\r\n", b".leading dot\r\n", b"..two dots\r\n",
-                        b"\r\n", b"x" * rng.randint(1, 200) + b"\r\n"])
+            rng.choice(
+                [
+                    b"plain text line\r\n",
+                    b".leading dot\r\n",
+                    b"..two dots\r\n",
+                    b"\r\n",
+                    b"x" * rng.randint(1, 200) + b"\r\n",
+                ]
+            )
             for _ in range(rng.randint(1, 50))
         )
         messages.append(b"From: s%d@example.org\r\nSubject: m%d\r\n\r\n" % (i, i) + body)
@@ -40,16 +47,37 @@ def store(tmp_path: Path) -> Iterator[UIDStore]:
         yield opened
 
 
-async def poll(dovecot: Dovecot, sink: Sink, store: UIDStore, *, port: int | None = None,
-               tls: TLSSettings | None = None, **selection: object) -> PollResult:
-    account = POP3Account(dovecot.host, port or dovecot.pop3_port, dovecot.user,
-                          dovecot.password, f"{dovecot.user}@dovecot",
-                          tls or TLSSettings(sslcertfile=dovecot.ca_file), timeout=10.0)
-    deliverer = SMTPDeliverer(SMTPSettings(smtphunt=(f"127.0.0.1/{sink.port}",),
-                                           recipients=("joe",), server="dovecot", timeout=10.0))
+async def poll(
+    dovecot: Dovecot,
+    sink: Sink,
+    store: UIDStore,
+    *,
+    port: int | None = None,
+    tls: TLSSettings | None = None,
+    **selection: object,
+) -> PollResult:
+    account = POP3Account(
+        dovecot.host,
+        port or dovecot.pop3_port,
+        dovecot.user,
+        dovecot.password,
+        f"{dovecot.user}@dovecot",
+        tls or TLSSettings(sslcertfile=dovecot.ca_file),
+        timeout=10.0,
+    )
+    deliverer = SMTPDeliverer(
+        SMTPSettings(
+            smtphunt=(f"127.0.0.1/{sink.port}",),
+            recipients=("joe",),
+            server="dovecot",
+            timeout=10.0,
+        )
+    )
     try:
         return await poll_account(
-            lambda: open_pop3(account), deliverer, store.account("dovecot", dovecot.user),
+            lambda: open_pop3(account),
+            deliverer,
+            store.account("dovecot", dovecot.user),
             PollSettings(selection=SelectionPolicy(**selection)),  # type: ignore[arg-type]
         )
     finally:
@@ -105,8 +133,9 @@ async def test_tls_with_the_test_ca(dovecot: Dovecot, store: UIDStore, implicit:
     dovecot.deliver(b"Subject: tls\r\n\r\nsecret body\r\n")
     tls = TLSSettings(ssl=implicit, sslcertfile=dovecot.ca_file)
     port = dovecot.pop3s_port if implicit else dovecot.pop3_port
-    source = await open_pop3(POP3Account(dovecot.host, port, dovecot.user, dovecot.password,
-                                         "t", tls, timeout=10.0))
+    source = await open_pop3(
+        POP3Account(dovecot.host, port, dovecot.user, dovecot.password, "t", tls, timeout=10.0)
+    )
     assert source.client.encrypted
     await source.abort()
     async with running_mta() as sink:
@@ -115,8 +144,17 @@ async def test_tls_with_the_test_ca(dovecot: Dovecot, store: UIDStore, implicit:
 
 async def test_unknown_ca_is_refused_before_any_password(dovecot: Dovecot) -> None:
     with pytest.raises(TLSError):
-        await open_pop3(POP3Account(dovecot.host, dovecot.pop3s_port, dovecot.user,
-                                    dovecot.password, "t", TLSSettings(ssl=True), timeout=10.0))
+        await open_pop3(
+            POP3Account(
+                dovecot.host,
+                dovecot.pop3s_port,
+                dovecot.user,
+                dovecot.password,
+                "t",
+                TLSSettings(ssl=True),
+                timeout=10.0,
+            )
+        )
 
 
 async def test_wrong_password() -> None:
@@ -126,16 +164,33 @@ async def test_wrong_password() -> None:
     dovecot.start()
     try:
         with pytest.raises(AuthError):
-            await open_pop3(POP3Account(dovecot.host, dovecot.pop3_port, dovecot.user, "wrong",
-                                        "t", TLSSettings(sslcertfile=dovecot.ca_file),
-                                        timeout=10.0))
+            await open_pop3(
+                POP3Account(
+                    dovecot.host,
+                    dovecot.pop3_port,
+                    dovecot.user,
+                    "wrong",
+                    "t",
+                    TLSSettings(sslcertfile=dovecot.ca_file),
+                    timeout=10.0,
+                )
+            )
     finally:
         dovecot.stop()
 
 
 async def test_sasl_mechanisms(dovecot: Dovecot) -> None:
     for auth in ("plain", "login", "cram-md5"):
-        source = await open_pop3(POP3Account(
-            dovecot.host, dovecot.pop3_port, dovecot.user, dovecot.password, "t",
-            TLSSettings(sslcertfile=dovecot.ca_file), timeout=10.0, auth=auth))
+        source = await open_pop3(
+            POP3Account(
+                dovecot.host,
+                dovecot.pop3_port,
+                dovecot.user,
+                dovecot.password,
+                "t",
+                TLSSettings(sslcertfile=dovecot.ca_file),
+                timeout=10.0,
+                auth=auth,
+            )
+        )
         await source.commit()

@@ -1,4 +1,4 @@
-"""Differential test: fetchd reads every rc file in tests/rcfiles exactly as the real fetchmail does.
+"""Differential test: fetchd reads each rc file in tests/rcfiles exactly as the real fetchmail does.
 
 fetchmail (the Debian package) is the oracle: ``fetchmail --configdump -f FILE`` prints how it
 read a file. It refuses some things as root, so as root we run it as an ordinary user
@@ -68,7 +68,9 @@ def _place(source: Path, home: Path, user: pwd.struct_passwd) -> Path:
     return target
 
 
-def _run_fetchmail(rcfile: Path, home: Path, user: pwd.struct_passwd) -> subprocess.CompletedProcess[str]:
+def _run_fetchmail(
+    rcfile: Path, home: Path, user: pwd.struct_passwd
+) -> subprocess.CompletedProcess[str]:
     command = [_fetchmail(), "--configdump", "-f", str(rcfile)]
     if os.geteuid() == 0:
         # runuser sets HOME to the user's own: set ours again inside.

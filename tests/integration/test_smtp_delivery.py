@@ -23,22 +23,30 @@ class Handler:
     data_reply: str | None = None
     data_stall: float = 0.0
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         self.greetings += 1
         session.host_name = hostname
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
@@ -50,8 +58,14 @@ class Handler:
         if self.data_reply:
             return self.data_reply
         content = envelope.original_content or b""
-        self.received.append((envelope.mail_from or "", list(envelope.rcpt_tos), content,
-                              list(envelope.mail_options)))
+        self.received.append(
+            (
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                content,
+                list(envelope.mail_options),
+            )
+        )
         return "250 queued"
 
 
@@ -61,7 +75,8 @@ async def mta() -> AsyncIterator[tuple[Handler, int]]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(handler, decode_data=False, enable_SMTPUTF8=True, hostname="mta.test"),
-        "127.0.0.1", 0,
+        "127.0.0.1",
+        0,
     )
     port = server.sockets[0].getsockname()[1]
     yield handler, port
@@ -71,14 +86,19 @@ async def mta() -> AsyncIterator[tuple[Handler, int]]:
 
 def settings(port: int, **extra: object) -> SMTPSettings:
     values: dict[str, object] = {
-        "smtphunt": (f"127.0.0.1/{port}",), "recipients": ("joe",), "server": "pop.example.org",
-        "helo_name": "fetchd.test", "timeout": 5.0,
+        "smtphunt": (f"127.0.0.1/{port}",),
+        "recipients": ("joe",),
+        "server": "pop.example.org",
+        "helo_name": "fetchd.test",
+        "timeout": 5.0,
     }
     values.update(extra)
     return SMTPSettings(**values)  # type: ignore[arg-type]
 
 
-MESSAGE = b"Return-Path: <alice@example.org>\r\nFrom: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+MESSAGE = (
+    b"Return-Path: <alice@example.org>\r\nFrom: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+)
 
 
 async def test_delivered_with_received_header_and_envelope(mta: tuple[Handler, int]) -> None:
@@ -90,7 +110,9 @@ async def test_delivered_with_received_header_and_envelope(mta: tuple[Handler, i
     [(sender, rcpts, content, _)] = handler.received
     assert sender == "alice@example.org"
     assert rcpts == ["joe@localhost"]
-    assert content.startswith(b"Received: from pop.example.org\r\n\tby fetchd.test with POP3 (fetchd-")
+    assert content.startswith(
+        b"Received: from pop.example.org\r\n\tby fetchd.test with POP3 (fetchd-"
+    )
     assert b"\tfor <joe@localhost> (single-drop); " in content
     assert content.endswith(MESSAGE)
 
@@ -109,8 +131,10 @@ async def test_one_connection_for_many_messages(mta: tuple[Handler, int]) -> Non
 
 async def test_bare_line_endings_and_smuggling_attempts(mta: tuple[Handler, int]) -> None:
     handler, port = mta
-    hostile = (b"From: x@example.org\nSubject: s\r\n\r\nline\rnext\n.\nMAIL FROM:<evil@x>\n"
-               b"\r\n.\rRCPT TO:<victim@x>\r\n.\r\nDATA\r\n")
+    hostile = (
+        b"From: x@example.org\nSubject: s\r\n\r\nline\rnext\n.\nMAIL FROM:<evil@x>\n"
+        b"\r\n.\rRCPT TO:<victim@x>\r\n.\r\nDATA\r\n"
+    )
     deliverer = SMTPDeliverer(settings(port, invisible=True))
     assert (await deliverer.deliver(hostile)).delivered
     await deliverer.aclose()
@@ -118,8 +142,10 @@ async def test_bare_line_endings_and_smuggling_attempts(mta: tuple[Handler, int]
     content = handler.received[0][2]
     assert b"\r" not in content.replace(b"\r\n", b"")
     assert b"\n" not in content.replace(b"\r\n", b"")
-    assert content == (b"From: x@example.org\r\nSubject: s\r\n\r\nline\r\nnext\r\n.\r\n"
-                       b"MAIL FROM:<evil@x>\r\n\r\n.\r\nRCPT TO:<victim@x>\r\n.\r\nDATA\r\n")
+    assert content == (
+        b"From: x@example.org\r\nSubject: s\r\n\r\nline\r\nnext\r\n.\r\n"
+        b"MAIL FROM:<evil@x>\r\n\r\n.\r\nRCPT TO:<victim@x>\r\n.\r\nDATA\r\n"
+    )
 
 
 async def test_8bit_body_is_announced(
@@ -166,7 +192,9 @@ async def test_temporary_refusal_keeps_the_message(mta: tuple[Handler, int], sta
 
 
 @pytest.mark.parametrize("stage", ["rcpt_reply", "data_reply"])
-async def test_permanent_refusal_keeps_under_softbounce(mta: tuple[Handler, int], stage: str) -> None:
+async def test_permanent_refusal_keeps_under_softbounce(
+    mta: tuple[Handler, int], stage: str
+) -> None:
     handler, port = mta
     setattr(handler, stage, "550 no such user")
     deliverer = SMTPDeliverer(settings(port))
@@ -207,7 +235,7 @@ async def test_no_answer_to_the_final_dot_keeps_the_message(mta: tuple[Handler, 
 
 
 async def test_smtphunt_tries_hosts_in_order(mta: tuple[Handler, int]) -> None:
-    handler, port = mta
+    _handler, port = mta
     deliverer = SMTPDeliverer(settings(port, smtphunt=("127.0.0.1/1", f"127.0.0.1/{port}")))
     assert (await deliverer.deliver(MESSAGE)).delivered
     await deliverer.aclose()

@@ -69,16 +69,20 @@ class Dovecot:
         config = self.root / "dovecot.conf"
         config.write_text(self._config())
         self._process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
+            [DOVECOT, "-F", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RuntimeError(f"dovecot exited: {err}{self.log()}")
-            if all(self._listening(p) for p in (self.pop3_port, self.imap_port,
-                                                 self.pop3s_port, self.imaps_port)):
+            if all(
+                self._listening(p)
+                for p in (self.pop3_port, self.imap_port, self.pop3s_port, self.imaps_port)
+            ):
                 return
             time.sleep(0.05)
         self.stop()
@@ -159,8 +163,13 @@ service stats {{
             (self.maildir / sub).mkdir(parents=True, exist_ok=True)
         home = self.root / "home" / self.user
         home.mkdir(parents=True, exist_ok=True)
-        for path in (self.root / "mail", self.maildir, *(self.maildir / s for s in
-                     ("cur", "new", "tmp")), self.root / "home", home):
+        for path in (
+            self.root / "mail",
+            self.maildir,
+            *(self.maildir / s for s in ("cur", "new", "tmp")),
+            self.root / "home",
+            home,
+        ):
             os.chown(path, self.uid, self.gid) if os.geteuid() == 0 else None
 
     def deliver(self, message: bytes, folder: str = "INBOX", seen: bool = False) -> None:
@@ -176,8 +185,9 @@ service stats {{
     def messages(self, folder: str = "INBOX") -> list[bytes]:
         """What the folder holds now, oldest first, with CRLF line endings."""
         base = self.maildir if folder == "INBOX" else self.maildir / f".{folder}"
-        files = sorted((*base.joinpath("new").iterdir(), *base.joinpath("cur").iterdir()),
-                       key=lambda p: p.name)
+        files = sorted(
+            (*base.joinpath("new").iterdir(), *base.joinpath("cur").iterdir()), key=lambda p: p.name
+        )
         return [f.read_bytes().replace(b"\n", b"\r\n") for f in files]
 
     def create_folder(self, name: str) -> None:

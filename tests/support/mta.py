@@ -35,7 +35,8 @@ class Sink:
 async def running_mta() -> AsyncIterator[Sink]:
     sink = Sink()
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0)
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
+    )
     sink.port = server.sockets[0].getsockname()[1]
     try:
         yield sink

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fetchd.config import ParseEnvironment, parse
 from fetchd.errors import ConfigError, ExitCode
 from fetchd.options import Override, help_text, parse_args
+from fetchd.overrides import apply_overrides, select_entries
 
 
 @pytest.mark.parametrize(
@@ -119,6 +121,46 @@ def test_a_bad_command_line_is_a_syntax_error(argv: list[str], fragment: str) ->
 
 def test_help_groups_the_flags() -> None:
     text = help_text()
-    for heading in ("general:", "selecting messages:", "the server:", "TLS:", "delivery:", "running:"):
+    for heading in (
+        "general:",
+        "selecting messages:",
+        "the server:",
+        "TLS:",
+        "delivery:",
+        "running:",
+    ):
         assert heading in text
     assert "--sslfingerprint" in text and "-K, --nokeep" in text
+
+
+# --- choosing entries ------------------------------------------------------------------------
+
+ENV = ParseEnvironment(login="me", home="/home/me", rcdir="/home/me")
+RC = "poll a.example user x\nskip b.example user y\npoll c via a.example user z\n"
+
+
+def test_no_names_polls_every_active_entry() -> None:
+    config = parse(RC, "rc", ENV)
+    assert [s.pollname for s in select_entries(config, ())] == ["a.example", "c"]
+
+
+def test_a_skip_entry_runs_when_named_and_via_names_count() -> None:
+    config = parse(RC, "rc", ENV)
+    assert [s.pollname for s in select_entries(config, ("b.example",))] == ["b.example"]
+    assert [s.pollname for s in select_entries(config, ("a.example",))] == ["a.example", "c"]
+
+
+def test_an_unknown_name_becomes_an_entry_from_the_command_line() -> None:
+    options = parse_args(["-p", "pop3", "-u", "joe", "-k", "pop.example.org"])
+    config = apply_overrides(parse(RC, "rc", ENV), options)
+    [server] = select_entries(config, options.hosts, options, ENV)
+    assert (server.pollname, server.protocol) == ("pop.example.org", "POP3")
+    assert (server.users[0].remote, server.users[0].keep) == ("joe", True)
+    with pytest.raises(ConfigError):
+        select_entries(config, ('bad"name',), options, ENV)
+
+
+def test_overrides_apply_to_every_entry() -> None:
+    config = apply_overrides(parse(RC, "rc", ENV), parse_args(["-l", "500", "-t", "9"]))
+    assert {u.limit for s in config.servers for u in s.users} == {500}
+    assert {s.timeout for s in config.servers} == {9}

@@ -1,4 +1,4 @@
-"""The poll engine keeps the delivery invariant: deliver, record durably, then delete, then commit."""
+"""The poll engine keeps the delivery invariant: deliver, record durably, delete, then commit."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ class FakeSource:
         self.marked: list[str] = []
 
     async def list_messages(self) -> Sequence[MessageInfo]:
-        return [MessageInfo(n, uid, len(body)) for n, (uid, body) in
-                enumerate(self.mailbox.items(), start=1)]
+        return [
+            MessageInfo(n, uid, len(body))
+            for n, (uid, body) in enumerate(self.mailbox.items(), start=1)
+        ]
 
-    async def retrieve(self, messages: Sequence[MessageInfo]) -> AsyncIterator[tuple[MessageInfo, bytes]]:
+    async def retrieve(
+        self, messages: Sequence[MessageInfo]
+    ) -> AsyncIterator[tuple[MessageInfo, bytes]]:
         for info in messages:
             if info.number == self.fail_at:
                 raise SocketError(f"connection lost during RETR {info.number}")
@@ -64,7 +68,9 @@ class Result:
 
 
 class FakeDeliverer:
-    def __init__(self, journal: Journal, refuse: Collection[bytes] = (), crash_on: bytes | None = None):
+    def __init__(
+        self, journal: Journal, refuse: Collection[bytes] = (), crash_on: bytes | None = None
+    ):
         self.journal, self.refuse, self.crash_on = journal, refuse, crash_on
 
     async def deliver(
@@ -103,13 +109,15 @@ def mailbox(n: int) -> dict[str, bytes]:
 async def run(source, deliverer, state, **policy):
     async def open_source():
         return source
+
     expunge = policy.pop("expunge", 0)
-    return await poll_account(open_source, deliverer, state,
-                              PollSettings(SelectionPolicy(**policy), expunge=expunge))
+    return await poll_account(
+        open_source, deliverer, state, PollSettings(SelectionPolicy(**policy), expunge=expunge)
+    )
 
 
 async def test_each_message_is_recorded_before_its_delete():
-    """Every delete comes after that message's delivery and durable record, and commit comes last."""
+    """Every delete follows that message's delivery and durable record; commit comes last."""
     journal = Journal()
     source = FakeSource(journal, mailbox(5))
     result = await run(source, FakeDeliverer(journal), FakeState(journal))

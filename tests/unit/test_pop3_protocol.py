@@ -125,8 +125,9 @@ def test_decoder_refuses_oversize() -> None:
         decoder.feed(b"0123456789abc\r\n")
 
 
-_LINES = st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
-                  max_size=8)
+_LINES = st.lists(
+    st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), max_size=8
+)
 
 
 @given(_LINES, st.integers(min_value=1, max_value=7))

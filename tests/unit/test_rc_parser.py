@@ -44,7 +44,7 @@ def one_user(text: str):  # type: ignore[no-untyped-def]
         ("auth password", [(Kind.KEYWORD, "authenticate"), (Kind.STRING, "password")]),
         ("is a=b", [(Kind.KEYWORD, "is"), (Kind.STRING, "a"), (Kind.MAP, "="), (Kind.STRING, "b")]),
         ("is *", [(Kind.KEYWORD, "is"), (Kind.WILDCARD, "*")]),
-        ('"a b" \'c d\'', [(Kind.STRING, "a b"), (Kind.STRING, "c d")]),
+        ("\"a b\" 'c d'", [(Kind.STRING, "a b"), (Kind.STRING, "c d")]),
         ('"q\\"x"', [(Kind.STRING, '"q"x"')]),  # flex's longest match: one bare word
         ("# comment\nkeep # more", [(Kind.KEYWORD, "keep")]),
         ("POLL", [(Kind.STRING, "POLL")]),  # keywords are case-sensitive
@@ -64,7 +64,10 @@ def test_tokens(text: str, expected: list[tuple[Kind, str]]) -> None:
 def test_positions_count_lines_inside_strings() -> None:
     tokens = tokenize('mda "a\nb" keep\n  fetchall', "rc")
     assert [(t.value, t.line, t.column) for t in tokens[:-1]] == [
-        ("mda", 1, 1), ("a\nb", 1, 5), ("keep", 2, 4), ("fetchall", 3, 3)
+        ("mda", 1, 1),
+        ("a\nb", 1, 5),
+        ("keep", 2, 4),
+        ("fetchall", 3, 3),
     ]
 
 
@@ -88,14 +91,22 @@ def test_fetchmail_escapes(raw: str, value: str) -> None:
 def test_an_unclosed_quote_starts_a_bare_word_as_in_flex() -> None:
     tokens = tokenize('poll "h x\n', "rc")
     assert [(t.kind, t.value) for t in tokens[:-1]] == [
-        (Kind.KEYWORD, "poll"), (Kind.STRING, '"h'), (Kind.STRING, "x")
+        (Kind.KEYWORD, "poll"),
+        (Kind.STRING, '"h'),
+        (Kind.STRING, "x"),
     ]
 
 
-# --- every keyword ---------------------------------------------------------------------------------
+# --- every keyword -------------------------------------------------------------------------
 
-_USER_VALUES = {"string": ('"v"', "v"), "path": ('"/p"', "/p"), "count": ("7", 7),
-                "list": ("a b", ("a", "b")), "numbers": ("571 550", (571, 550)), "flag": ("", True)}
+_USER_VALUES = {
+    "string": ('"v"', "v"),
+    "path": ('"/p"', "/p"),
+    "count": ("7", 7),
+    "list": ("a b", ("a", "b")),
+    "numbers": ("571 550", (571, 550)),
+    "flag": ("", True),
+}
 
 
 @pytest.mark.parametrize("keyword", sorted(USER_OPTIONS))
@@ -106,18 +117,26 @@ def test_every_user_keyword(keyword: str) -> None:
     assert getattr(user, name) == value
 
 
-@pytest.mark.parametrize("keyword", sorted(k for k, (_, kind) in USER_OPTIONS.items()
-                                           if kind == "flag" and k != "lmtp"))
+@pytest.mark.parametrize(
+    "keyword", sorted(k for k, (_, kind) in USER_OPTIONS.items() if kind == "flag" and k != "lmtp")
+)
 def test_every_user_flag_can_be_negated(keyword: str) -> None:
     name, _ = USER_OPTIONS[keyword]
     _, user = one_user(f"poll h user u is l here {keyword} no {keyword}\n")
     assert getattr(user, name) is False
 
 
-_SERVER_VALUES = {"string": ('"v"', "v"), "number": ("9", 9), "flag": ("", True),
-                  "list": ("a b", ("a", "b")), "proto": ("imap", "IMAP"), "service": ("995", "995"),
-                  "auth": ("cram-md5", "cram-md5"), "envelope": ('2 "X-To"', "X-To"),
-                  "badheader": ("accept", True)}
+_SERVER_VALUES = {
+    "string": ('"v"', "v"),
+    "number": ("9", 9),
+    "flag": ("", True),
+    "list": ("a b", ("a", "b")),
+    "proto": ("imap", "IMAP"),
+    "service": ("995", "995"),
+    "auth": ("cram-md5", "cram-md5"),
+    "envelope": ('2 "X-To"', "X-To"),
+    "badheader": ("accept", True),
+}
 
 
 @pytest.mark.parametrize("keyword", sorted(k for k in SERVER_OPTIONS if k != "retrieve-error"))
@@ -131,8 +150,12 @@ def test_every_server_keyword(keyword: str) -> None:
 @pytest.mark.parametrize("keyword", sorted(GLOBAL_OPTIONS))
 def test_every_global_keyword(keyword: str) -> None:
     name, kind = GLOBAL_OPTIONS[keyword]
-    written, value = {"path": ('"/x"', "/x"), "number": ("60", 60), "string": ('"v"', "v"),
-                      "flag": ("", True)}[kind]
+    written, value = {
+        "path": ('"/x"', "/x"),
+        "number": ("60", 60),
+        "string": ('"v"', "v"),
+        "flag": ("", True),
+    }[kind]
     config = parse(f"set {keyword} {written}\n", "rc", ENV)
     assert getattr(config.globals, name) == value
     if kind == "flag":
@@ -156,27 +179,50 @@ def test_user_forms() -> None:
 def test_several_users_and_servers() -> None:
     config = parse("poll a user x\nuser y\npoll b user z\nskip c\n", "rc", ENV)
     assert [(s.pollname, s.active, [u.remote for u in s.users]) for s in config.servers] == [
-        ("a", True, ["x", "y"]), ("b", True, ["z"]), ("c", False, ["me"])
+        ("a", True, ["x", "y"]),
+        ("b", True, ["z"]),
+        ("c", False, ["me"]),
     ]
 
 
 def test_defaults_fill_only_what_an_entry_leaves_unset() -> None:
-    config = parse("defaults proto pop3 timeout 60 aka x keep limit 5 smtphost mx\n"
-                   "poll a timeout 0 user u no keep\npoll b proto imap user v limit 0\n",
-                   "rc", ENV)
+    config = parse(
+        "defaults proto pop3 timeout 60 aka x keep limit 5 smtphost mx\n"
+        "poll a timeout 0 user u no keep\npoll b proto imap user v limit 0\n",
+        "rc",
+        ENV,
+    )
     a, b = config.servers
     assert (a.protocol, a.timeout, a.users[0].keep, a.users[0].limit, a.aka) == (
-        "POP3", 60, False, 5, ())
+        "POP3",
+        60,
+        False,
+        5,
+        (),
+    )
     assert (b.protocol, b.users[0].keep, b.users[0].limit, b.users[0].smtphunt) == (
-        "IMAP", True, 0, ("mx",))
+        "IMAP",
+        True,
+        0,
+        ("mx",),
+    )
 
 
 def test_fetchmail_defaults() -> None:
     server, user = one_user("poll h user u\n")
     assert (server.protocol, server.timeout, server.envelope, server.auth) == (
-        "auto", 300, "Received", "any")
+        "auto",
+        300,
+        "Received",
+        "any",
+    )
     assert (user.keep, user.rewrite, user.sslcertck, user.smtphunt, user.warnings) == (
-        False, True, True, ("localhost",), 3600)
+        False,
+        True,
+        True,
+        ("localhost",),
+        3600,
+    )
     assert one_user("poll h user u mda x\n")[1].stripcr is True
 
 
@@ -217,8 +263,12 @@ def test_the_password_is_not_in_repr() -> None:
         ("poll h user u is\n", 2, 1, "expected a local name or '*'"),
         ("poll h user u no frob\n", 1, 18, "expected a keyword that 'no' can negate"),
         ("poll h user u frob\n", 2, 1, "expected 'here' after a list of local names"),
-        ("poll h user u is l here frob\n", 1, 25,
-         "expected a user option, 'user', 'poll', 'skip' or 'set'"),
+        (
+            "poll h user u is l here frob\n",
+            1,
+            25,
+            "expected a user option, 'user', 'poll', 'skip' or 'set'",
+        ),
         ("poll h user u aka x\n", 2, 1, "server option 'aka' at line 1, column 15"),
         ("poll h user a b\n", 2, 1, "expected 'here' after a list of local names"),
         ("poll h user u is a = \n", 2, 1, "expected a local name after '='"),
@@ -247,10 +297,44 @@ def test_errors_never_quote_a_whole_secret() -> None:
 
 # --- properties --------------------------------------------------------------------------------
 
-_WORDS = st.sampled_from(["poll", "skip", "user", "is", "here", "there", "keep", "no", "limit",
-                          "5", "-3", "proto", "pop3", "imap", "set", "daemon", "defaults", "*",
-                          "=", '"q s"', "'x'", "a", "b.example", ",", ";", "#c\n", "\n",
-                          "folder", "smtphost", "envelope", "aka", "mda", "ssl", "nokeep"])
+_WORDS = st.sampled_from(
+    [
+        "poll",
+        "skip",
+        "user",
+        "is",
+        "here",
+        "there",
+        "keep",
+        "no",
+        "limit",
+        "5",
+        "-3",
+        "proto",
+        "pop3",
+        "imap",
+        "set",
+        "daemon",
+        "defaults",
+        "*",
+        "=",
+        '"q s"',
+        "'x'",
+        "a",
+        "b.example",
+        ",",
+        ";",
+        "#c\n",
+        "\n",
+        "folder",
+        "smtphost",
+        "envelope",
+        "aka",
+        "mda",
+        "ssl",
+        "nokeep",
+    ]
+)
 
 
 @given(st.lists(_WORDS, max_size=30))
