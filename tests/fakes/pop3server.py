@@ -20,7 +20,11 @@ class Faults:
     inject_after_stls: bytes = b""  # sent right after "+OK Begin TLS"
     refuse_stls: bool = False
     stall_on: str | None = None  # verb after which the server goes silent
-    cut_retr: int | None = None  # close the connection halfway through RETR of this message
+    cut_retr: int | None = None  # close the connection in the middle of RETR of this message
+    cut_at: int | None = None  # ... after this many bytes of the reply (default: half)
+    uidl_skips: int | None = None  # leave this message out of UIDL
+    size_lies: int = 0  # add this to every size LIST reports
+    long_line: bool = False  # answer STAT with a line longer than any limit
     errors: dict[str, str] = field(default_factory=dict)  # verb -> "-ERR ..." line
     no_uidl: bool = False
     bad_list_line: bytes | None = None
@@ -125,9 +129,12 @@ class FakePOP3Server:
     async def _transaction(self, verb: str, arg: str, marked: set[int], send, writer) -> None:  # type: ignore[no-untyped-def]
         live = {i: m for i, m in enumerate(self.messages, 1) if i not in marked}
         if verb == "STAT":
+            if self.faults.long_line:
+                send(b"+OK " + b"9" * 100_000)
+                return
             send(f"+OK {len(live)} {sum(map(len, live.values()))}".encode())
         elif verb == "LIST":
-            lines = [f"{i} {len(m)}".encode() for i, m in live.items()]
+            lines = [f"{i} {len(m) + self.faults.size_lies}".encode() for i, m in live.items()]
             if self.faults.bad_list_line is not None:
                 lines.append(self.faults.bad_list_line)
             send(b"\r\n".join([b"+OK", *lines, b"."]))
@@ -135,7 +142,11 @@ class FakePOP3Server:
             if self.faults.no_uidl:
                 send(b"-ERR no UIDL here")
             else:
-                lines = [f"{i} {self.uid(m)}".encode() for i, m in live.items()]
+                lines = [
+                    f"{i} {self.uid(m)}".encode()
+                    for i, m in live.items()
+                    if i != self.faults.uidl_skips
+                ]
                 send(b"\r\n".join([b"+OK", *lines, b"."]))
         elif verb == "RETR" and arg.isdigit() and int(arg) in live:
             number = int(arg)
@@ -145,7 +156,8 @@ class FakePOP3Server:
             )
             data = b"+OK\r\n" + body + b"\r\n."
             if self.faults.cut_retr == number:
-                writer.write(data[: len(data) // 2])
+                cut = len(data) // 2 if self.faults.cut_at is None else self.faults.cut_at
+                writer.write(data[:cut])
                 await writer.drain()
                 writer.transport.abort()
                 raise ConnectionError("cut on purpose")

@@ -15,6 +15,7 @@ from fetchd.errors import (
     FetchdTimeoutError,
     ProtocolError,
     ServerBusyError,
+    ServerError,
     SocketError,
     TLSError,
 )
@@ -234,3 +235,62 @@ async def test_a_message_cut_by_eof_is_never_delivered_nor_deleted(store: UIDSto
         assert deliverer.messages == MESSAGES
         assert result.delivered == 3 and result.deleted == 5
         assert server.messages == []
+
+
+@pytest.mark.parametrize("cut_at", [0, 1, 5, 30])
+async def test_a_drop_at_any_byte_of_a_retr_loses_nothing(store: UIDStore, cut_at: int) -> None:
+    deliverer = Recorder()
+    state = store.account("fake", "u")
+    async with FakePOP3Server(MESSAGES, faults=Faults(cut_retr=2, cut_at=cut_at)) as server:
+        with pytest.raises(SocketError):
+            await poll_account(
+                lambda: open_pop3(account(server.port)), deliverer, state, PollSettings()
+            )
+        assert deliverer.messages == MESSAGES[:1]
+        assert server.messages == MESSAGES
+
+
+async def test_listings_that_disagree_are_refused() -> None:
+    async with FakePOP3Server(MESSAGES, faults=Faults(uidl_skips=3)) as server:
+        source = await open_pop3(account(server.port))
+        with pytest.raises(ProtocolError, match="LIST and UIDL"):
+            await source.list_messages()
+        await source.abort()
+
+
+async def test_a_size_that_lies_does_not_change_what_is_delivered() -> None:
+    async with FakePOP3Server(MESSAGES, faults=Faults(size_lies=-10)) as server:
+        source = await open_pop3(account(server.port))
+        listing = await source.list_messages()
+        assert listing[0].size == len(MESSAGES[0]) - 10
+        assert [body async for _, body in source.retrieve(listing)] == MESSAGES
+        await source.abort()
+
+
+async def test_an_endless_line_is_a_protocol_error() -> None:
+    async with FakePOP3Server(MESSAGES, faults=Faults(long_line=True)) as server:
+        source = await open_pop3(account(server.port))
+        with pytest.raises(ProtocolError, match="reply line"):
+            await source.client.stat()
+        await source.abort()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("-ERR [SYS/TEMP] disk trouble", ServerError),
+        ("-ERR [SYS/PERM] mailbox gone", ServerError),
+        ("-ERR [IN-USE] locked", ServerBusyError),
+        ("-ERR [LOGIN-DELAY] wait 600", ServerBusyError),
+        ("-ERR [AUTH] bad credentials", AuthError),
+        ("-ERR something else", ProtocolError),
+    ],
+)
+async def test_each_err_code_during_retr(reply: str, error: type[Exception]) -> None:
+    async with FakePOP3Server(MESSAGES, faults=Faults(errors={"RETR": reply})) as server:
+        source = await open_pop3(account(server.port))
+        with pytest.raises(error):
+            async for _ in source.retrieve(await source.list_messages()):
+                pass
+        await source.abort()
+        assert server.messages == MESSAGES
