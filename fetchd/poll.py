@@ -215,16 +215,17 @@ class _Recording:
     ``start`` notes the UID; ``wait`` (called by the deliverer just before the next message's
     commit point, and by the engine before any delete) writes it durably. The write is one
     small SQLite transaction, done on the event loop: handing it to a thread costs more CPU than
-    the write itself. If a write ever takes longer than ``SLOW_RECORD`` seconds (a slow disk),
-    later ones go to a thread so that other accounts' I/O is not held up.
+    the write itself. If writes keep taking longer than ``SLOW_RECORD`` seconds (a slow disk;
+    ``SLOW_LIMIT`` of them), later ones go to a thread so other accounts' I/O is not held up.
     """
 
     SLOW_RECORD = 0.005
+    SLOW_LIMIT = 3
 
     def __init__(self, state: DeliveryState) -> None:
         self._state = state
         self._pending: str | None = None
-        self._threaded = False
+        self._slow = 0
 
     def start(self, uid: str) -> None:
         assert self._pending is None, "the previous record must be finished first"
@@ -235,12 +236,12 @@ class _Recording:
         uid, self._pending = self._pending, None
         if uid is None:
             return
-        if self._threaded:
+        if self._slow >= self.SLOW_LIMIT:
             await asyncio.to_thread(self._state.record_delivered, [uid])
         else:
             began = time.perf_counter()
             self._state.record_delivered([uid])
-            self._threaded = time.perf_counter() - began > self.SLOW_RECORD
+            self._slow += time.perf_counter() - began > self.SLOW_RECORD
         failpoints.hit("recorded")
 
     async def abandon(self) -> None:

@@ -14,7 +14,7 @@ import ipaddress
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from fetchd import sasl
@@ -43,6 +43,7 @@ from fetchd.pop3.protocol import (
 from fetchd.tls import Security, TLSSettings, check_peer, make_context, server_hostname
 
 PIPELINE_WINDOW = 8  # commands in flight with PIPELINING: enough to hide the round trip
+PIPELINE_BYTES = 1 << 20  # ... and about this much mail, by the sizes LIST gave
 _T = TypeVar("_T")
 
 
@@ -254,26 +255,37 @@ class POP3Client:
             return None
         return parse_listing(await self._multiline(), "UIDL")
 
-    async def retrieve(self, numbers: Sequence[int]) -> AsyncIterator[tuple[int, bytes]]:
-        """RETR each message, pipelined when the server allows; yield them in order."""
+    async def retrieve(
+        self, numbers: Sequence[int], sizes: Mapping[int, int] | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """RETR each message, pipelined when the server allows; yield them in order.
+
+        At most PIPELINE_WINDOW commands and (by the listed ``sizes``) about PIPELINE_BYTES
+        of replies are in flight, so memory stays bounded when the mail is large.
+        """
         window = PIPELINE_WINDOW if "PIPELINING" in self.capabilities else 1
+        sizes = sizes or {}
         pending: deque[int] = deque()
-        queue = iter(numbers)
-        for number in queue:
-            self._send(encode_command("RETR", str(number)))
-            pending.append(number)
-            if len(pending) >= window:
-                break
+        in_flight = 0
+        queue = deque(numbers)
+
+        def send_more() -> None:
+            nonlocal in_flight
+            while queue and len(pending) < window and (not pending or in_flight < PIPELINE_BYTES):
+                number = queue.popleft()
+                self._send(encode_command("RETR", str(number)))
+                pending.append(number)
+                in_flight += max(sizes.get(number, 0), 0)
+
+        send_more()
         while pending:
             number = pending.popleft()
+            in_flight -= max(sizes.get(number, 0), 0)
             reply = await self._status()
             if not reply.ok:
                 raise error_for(reply, f"RETR {number}", self.host)
             body = await self._multiline_body()
-            following = next(queue, None)
-            if following is not None:
-                self._send(encode_command("RETR", str(following)))
-                pending.append(following)
+            send_more()
             yield number, body
 
     async def delete(self, numbers: Iterable[int]) -> None:

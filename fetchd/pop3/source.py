@@ -55,7 +55,8 @@ class POP3Source:
         self, messages: Sequence[MessageInfo]
     ) -> AsyncIterator[tuple[MessageInfo, bytes]]:
         by_number = {m.number: m for m in messages}
-        async for number, body in self.client.retrieve([m.number for m in messages]):
+        sizes = {m.number: m.size for m in messages}
+        async for number, body in self.client.retrieve([m.number for m in messages], sizes):
             yield by_number[number], body
 
     async def delete(self, messages: Sequence[MessageInfo]) -> None:
