@@ -171,6 +171,12 @@ async def _one_session(
         log.info(
             "message.flushed", text=f"flushing message {source.label}:{info.number} of {total}"
         )
+    for info in selection.oversized:
+        log.info(
+            "message.oversized",
+            text=f"skipping message {source.label}:{info.number} ({info.size} octets): "
+            "over the size limit, left on the server",
+        )
 
     queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
     retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))

@@ -16,6 +16,7 @@ If no host of the smtphost list can be reached, DeliveryError aborts the poll: n
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,7 +156,12 @@ class SMTPDeliverer:
         aiosmtplib still refuses control characters in any command."""
         if smtp.protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
+        debug = log.is_enabled_for(logging.DEBUG)
+        if debug:
+            log.debug("smtp.send", text="SMTP> " + b" ".join(words).decode("utf-8", "replace"))
         reply = await smtp.protocol.execute_command(*words, timeout=self.settings.timeout)
+        if debug:
+            log.debug("smtp.recv", text=f"SMTP< {reply.code} {reply.message[:200]!r}")
         if reply.code != expected and not (words[0] == b"RCPT" and reply.code == 251):
             raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
 

@@ -11,11 +11,14 @@ import asyncio
 import base64
 import hashlib
 import ipaddress
+import logging
 import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import TypeVar
+
+import structlog
 
 from fetchd import sasl
 from fetchd.errors import (
@@ -41,6 +44,8 @@ from fetchd.pop3.protocol import (
     shown,
 )
 from fetchd.tls import Security, TLSSettings, check_peer, make_context, server_hostname
+
+log = structlog.get_logger("fetchd.pop3")
 
 PIPELINE_WINDOW = 8  # commands in flight with PIPELINING: enough to hide the round trip
 PIPELINE_BYTES = 1 << 20  # ... and about this much mail, by the sizes LIST gave
@@ -214,7 +219,10 @@ class POP3Client:
         args = [mechanism.name]
         if initial is not None:
             args.append(base64.b64encode(initial).decode() if initial else "=")
-        self._send(encode_command("AUTH", *args))
+        self._send(
+            encode_command("AUTH", *args),
+            f"AUTH {mechanism.name}" + (" *" if initial is not None else ""),
+        )
         while True:
             line = await self._line()
             if line.startswith(b"+ ") or line == b"+":
@@ -223,7 +231,7 @@ class POP3Client:
                 except ValueError:
                     raise ProtocolError(f"{self.host}: malformed AUTH challenge") from None
                 answer = mechanism.respond(challenge)
-                self._send(base64.b64encode(answer) + b"\r\n")
+                self._send(base64.b64encode(answer) + b"\r\n", "*")
                 continue
             reply = parse_reply(line)
             if not reply.ok:
@@ -319,7 +327,13 @@ class POP3Client:
     # --- the wire ----------------------------------------------------------------------------
 
     async def command(self, verb: str, *args: str, secret: bool = False) -> Reply:
-        self._send(encode_command(verb, *args))
+        # A secret argument is shown as "*" in the dialogue (-v): PASS, APOP's digest.
+        shown_as = (
+            f"{verb} {args[0]} *"
+            if secret and verb == "APOP"
+            else (f"{verb} *" if secret else None)
+        )
+        self._send(encode_command(verb, *args), shown_as)
         return await self._status()
 
     async def _checked(self, verb: str, *args: str) -> Reply:
@@ -328,9 +342,13 @@ class POP3Client:
             raise error_for(reply, verb, self.host)
         return reply
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, shown_as: str | None = None) -> None:
+        """Write a command; ``shown_as`` replaces it in the -v dialogue when it holds a secret."""
         if self._writer.transport.is_closing():
             raise SocketError(f"{self.host}: the connection is closed")
+        if log.is_enabled_for(logging.DEBUG):
+            text = shown_as if shown_as is not None else shown(data.rstrip(b"\r\n"))
+            log.debug("pop3.send", text=f"POP3> {text}")
         self._writer.write(data)
 
     async def _wait(self, awaitable: Awaitable[_T]) -> _T:
@@ -351,7 +369,10 @@ class POP3Client:
             raise ProtocolError(f"{self.host}: a reply line exceeds every limit") from None
         if len(line) > MAX_LINE:
             raise ProtocolError(f"{self.host}: a reply line of {len(line)} octets")
-        return line.rstrip(b"\r\n")
+        line = line.rstrip(b"\r\n")
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug("pop3.recv", text=f"POP3< {shown(line)}")
+        return line
 
     async def _status(self) -> Reply:
         return parse_reply(await self._line())

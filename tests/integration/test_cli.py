@@ -239,3 +239,18 @@ async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World)
     assert err.count(f"fetchd: {rc}:3: 'dropstatus' is read but not acted on yet by fetchd") == 1
     assert f"fetchd: {rc}:1: 'aka' is read but not acted on yet" in err
     assert len(world.sink.received) == 10
+
+
+async def test_verbose_shows_the_dialogue_with_secrets_masked(world: World) -> None:
+    code, out, err = await world.fetchd("-v", "-f", str(world.standard_rc()), "-l", "95")
+    assert code == 0, err
+    assert "POP3> USER demo" in out and "POP3> PASS *" in out and "POP3< +OK logged in" in out
+    assert "SMTP> MAIL FROM:<s1@example.org>" in out and "SMTP< 250" in out
+    assert "skipping message demo@127.0.0.1:10 (98 octets)" in out
+    assert SECRET not in out + err
+
+
+async def test_silent_prints_nothing_on_success(world: World) -> None:
+    code, out, err = await world.fetchd("-s", "-f", str(world.standard_rc()))
+    assert code == 0, err
+    assert out == "" and err == ""
