@@ -56,7 +56,7 @@ IGNORED_KEYWORDS = frozenset(
     {
      "aka", "localdomains", "envelope", "qvirtual", "dns", "checkalias", "interface", "monitor",
      "principal", "esmtpname", "esmtppassword", "rewrite", "stripcr", "forcecr", "pass8bits",
-     "dropstatus", "dropdelivered", "mimedecode", "idle", "batchlimit", "fetchsizelimit",
+     "dropstatus", "dropdelivered", "mimedecode", "idle", "fetchsizelimit",
      "fastuidl", "warnings", "fetchdomains", "uidl", "tracepolls", "bad-header", "retrieve-error",
      "syslog", "logfile", "showdots", "bouncemail", "spambounce", "properties", "pidfile",
      "interval",
@@ -259,6 +259,7 @@ async def _poll_folder(
             smtpname=user.smtpname,
             antispam=user.antispam,
             softbounce=globals_.softbounce,
+        batchlimit=user.batchlimit,
             timeout=float(server.timeout),
             server=server.host,
             protocol="POP3" if protocol == "POP3" else "IMAP",

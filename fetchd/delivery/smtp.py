@@ -55,6 +55,7 @@ class SMTPSettings:
     helo_name: str | None = None  # EHLO name; default this host's name
     antispam: tuple[int, ...] = ()
     softbounce: bool = True
+    batchlimit: int = 0  # messages per SMTP connection; 0 = no limit (fetchmail's batchlimit)
     timeout: float = 300.0
     # For the Received header:
     server: str = ""
@@ -84,6 +85,7 @@ class SMTPDeliverer:
         self.settings = settings
         self._smtp: aiosmtplib.SMTP | None = None
         self._host = ""
+        self._sent = 0  # messages on the current connection, for batchlimit
         self._by = settings.helo_name or socket.getfqdn()
 
     async def deliver(
@@ -228,8 +230,13 @@ class SMTPDeliverer:
         return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
 
     async def _connection(self) -> aiosmtplib.SMTP:
+        limit = self.settings.batchlimit
+        if self._smtp is not None and limit and self._sent >= limit:
+            await self.aclose()  # fetchmail's batchlimit: a fresh connection every N messages
         if self._smtp is not None and self._smtp.is_connected:
+            self._sent += 1
             return self._smtp
+        self._sent = 1
         failures = []
         for entry in self.settings.smtphunt:
             smtp = self._client(entry)

@@ -245,3 +245,13 @@ async def test_no_reachable_mta_is_a_delivery_error() -> None:
     deliverer = SMTPDeliverer(settings(1, smtphunt=("127.0.0.1/1",)))
     with pytest.raises(DeliveryError, match="cannot reach any SMTP listener"):
         await deliverer.deliver(MESSAGE)
+
+
+async def test_batchlimit_opens_a_new_connection_every_n_messages(mta: tuple[Handler, int]) -> None:
+    handler, port = mta
+    deliverer = SMTPDeliverer(settings(port, invisible=True, batchlimit=3))
+    for i in range(7):
+        assert (await deliverer.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)).delivered
+    await deliverer.aclose()
+    assert handler.greetings == 3  # 3 + 3 + 1
+    assert len(handler.received) == 7
