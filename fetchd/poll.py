@@ -152,8 +152,11 @@ async def _one_session(
     if first_session:
         _announce(result, source)
         # Records of messages the server no longer has are garbage; drop them so the store stays
-        # as large as the mailbox. Only after a full listing, so nothing present is forgotten.
-        await asyncio.to_thread(state.forget_absent, [m.uid for m in listing])
+        # as large as the mailbox. Only after a full listing, so nothing present is forgotten:
+        # an IMAP listing of unseen mail is not one (a message flagged \Deleted before a crash
+        # is not listed, and its record is what lets commit expunge it).
+        if getattr(source, "complete_listing", True):
+            await asyncio.to_thread(state.forget_absent, [m.uid for m in listing])
     if settings.check_only:
         await source.commit()
         return _SessionOutcome(result, again=False)
@@ -164,6 +167,7 @@ async def _one_session(
         fetch, again = fetch[: settings.expunge], True
 
     to_delete = list(selection.delete_unread)
+    delivered_kept: list[MessageInfo] = []
     total = len(listing)
     progress = _Progress(result, total)
     deleting = not settings.selection.keep
@@ -195,6 +199,8 @@ async def _one_session(
                 result.delivered += outcome.delivered
                 if deleting:
                     to_delete.append(info)
+                else:
+                    delivered_kept.append(info)
             else:
                 result.kept += 1
                 result.refusals.append(outcome.reason)
@@ -205,6 +211,9 @@ async def _one_session(
         retrieval.cancel()
         await recording.abandon()
 
+    mark_seen = getattr(source, "mark_seen", None)
+    if settings.selection.keep and delivered_kept and mark_seen is not None:
+        await mark_seen(delivered_kept)  # IMAP: \Seen only after delivery (fetchmail's keep)
     if to_delete:
         await source.delete(to_delete)
         result.deleted += len(to_delete)

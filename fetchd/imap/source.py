@@ -90,6 +90,11 @@ class IMAPSource:
         return cls(client, mailbox, label=label, fetchall=fetchall, recorded=recorded)
 
     @property
+    def complete_listing(self) -> bool:
+        """Whether ``list_messages`` shows every message (fetchall) or only unseen ones."""
+        return self.fetchall
+
+    @property
     def uidvalidity(self) -> int:
         """The folder's UIDVALIDITY: store it before comparing UIDs with the UID store."""
         return self.mailbox.uidvalidity

@@ -134,3 +134,20 @@ async def test_kill_9_during_a_300_message_poll(
         # At most one message is ever delivered but not yet recorded: one duplicate per kill.
         assert len(delivered) - 300 <= 1
         assert dovecot.messages() == []
+
+
+async def test_imap_keep_marks_delivered_mail_seen(dovecot: Dovecot, tmp_path: Path) -> None:
+    import imaplib
+
+    for i in range(3):
+        dovecot.deliver(message(i))
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "imap", "keep")
+        code, out = await fetchd(tmp_path, rc)
+        assert code == 0, out
+    client = imaplib.IMAP4(dovecot.host, dovecot.imap_port)
+    client.login(dovecot.user, dovecot.password)
+    client.select("INBOX", readonly=True)
+    assert client.search(None, "UNSEEN")[1] == [b""]
+    assert len(client.search(None, "SEEN")[1][0].split()) == 3
+    client.logout()

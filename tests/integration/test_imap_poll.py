@@ -114,11 +114,14 @@ async def test_connection_lost_mid_retrieval_deletes_nothing_undelivered(
 async def test_uidvalidity_change_redelivers_rather_than_skips(
     server: FakeIMAPServer, state: AccountState
 ) -> None:
-    """After UIDVALIDITY changes, kept messages are delivered again, never silently skipped."""
+    """After UIDVALIDITY changes, unseen messages are delivered again, never silently skipped."""
     sink = Sink()
     settings = PollSettings(selection=SelectionPolicy(keep=True))
     await poll_account(_opener(server, state), sink, state, settings)
-    server.uidvalidity = 43
+    assert all("\\Seen" in m.flags for m in server.messages)  # keep marks them read
+    server.uidvalidity = 43  # the folder was recreated: same UIDs, flags lost
+    for m in server.messages:
+        m.flags.discard("\\Seen")
     await poll_account(_opener(server, state), sink, state, settings)
     assert sink.messages == BODIES + BODIES
     assert state.uidvalidity == 43
