@@ -234,7 +234,7 @@ async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World)
         f"  dropstatus\n"
         f"  dropstatus\n"
     )
-    code, out, err = await world.fetchd("-f", str(rc))
+    code, _out, err = await world.fetchd("-f", str(rc))
     assert code == 0, err
     assert err.count(f"fetchd: {rc}:3: 'dropstatus' is read but not acted on yet by fetchd") == 1
     assert f"fetchd: {rc}:1: 'aka' is read but not acted on yet" in err
