@@ -1,6 +1,9 @@
-"""Benchmark: POP3 delete mode, 2,000 messages (~100 MB), Dovecot -> MTA, side by side.
+"""Benchmark: delete mode, 2,000 messages (~100 MB), Dovecot -> MTA, side by side.
 
-    python contrib/bench/pop3.py [MESSAGES]      (from the project root, as root or not)
+    python contrib/bench/mailbench.py [MESSAGES]      (from the project root, as root or not)
+    BENCH_PROTO=imap python contrib/bench/mailbench.py    the same over IMAP
+    BENCH_NO_FETCHMAIL=1 ...                         leave out fetchmail (it takes ~90 s)
+    BENCH_ROUNDS=N ...                               runs per contender (default 3)
 
 Starts a private Dovecot (the test suite's) and Postfix's smtp-sink on loopback, then for each
 contender refills the same mailbox and measures one poll that empties it: wall time, CPU seconds
@@ -98,24 +101,35 @@ def main() -> None:
     as_user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses root
     sink = subprocess.Popen([SMTP_SINK, *as_user, f"127.0.0.1:{sink_port}", "100"])
     time.sleep(0.3)
+    proto = os.environ.get("BENCH_PROTO", "pop3")
+    port = dovecot.pop3_port if proto == "pop3" else dovecot.imap_port
     rc = work / "fetchmailrc"
     rc.write_text(
-        f"poll 127.0.0.1 proto pop3 port {dovecot.pop3_port}\n"
+        f"poll 127.0.0.1 proto {proto} port {port}\n"
         f"  user bench password bench-pw is bench here nokeep sslproto ''\n"
         f"  smtphost 127.0.0.1/{sink_port}\n"
     )
     rc.chmod(0o600)
     env = {**os.environ, "HOME": str(work), "XDG_STATE_HOME": str(work / "state")}
     references = str(Path(__file__).with_name("references.py"))
-    pop = ["127.0.0.1", str(dovecot.pop3_port), "bench", "bench-pw"]
+    server = ["127.0.0.1", str(port), "bench", "bench-pw"]
+    prefix = "" if proto == "pop3" else "imap-"
     contenders = {
-        "read-and-discard": [sys.executable, references, "discard", *pop],
-        "naive relay": [sys.executable, references, "relay", *pop, "127.0.0.1", str(sink_port)],
+        "read-and-discard": [sys.executable, references, prefix + "discard", *server],
+        "naive relay": [
+            sys.executable,
+            references,
+            prefix + "relay",
+            *server,
+            "127.0.0.1",
+            str(sink_port),
+        ],
         "fetchd": [sys.executable, "-m", "fetchd", "-f", str(rc)],
         "fetchmail": ["fetchmail", "-f", str(rc), "--nosyslog", "-i", str(work / "fetchids")],
     }
     print(
-        f"{count} messages, {total / 1e6:.1f} MB, POP3 delete mode, Dovecot -> smtp-sink; "
+        f"{count} messages, {total / 1e6:.1f} MB, {proto.upper()} delete mode, "
+        "Dovecot -> smtp-sink; "
         f"median of {ROUNDS} runs (fetchmail: 1)"
     )
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
