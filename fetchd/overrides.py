@@ -51,7 +51,9 @@ def _port_of(service: str, fields: set[str]) -> dict[str, object]:
 
 
 def select_entries(
-    config: Config, hosts: Sequence[str], options: Options | None = None,
+    config: Config,
+    hosts: Sequence[str],
+    options: Options | None = None,
     env: ParseEnvironment | None = None,
 ) -> list[Server]:
     """The entries to poll: every active one, or those named (by poll name or ``via``).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fetchd.errors import DeliveryError
 
 log = structlog.get_logger("fetchd.smtp")
 
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 DEFAULT_ANTISPAM = (571, 550, 501, 554)  # fetchmail's default antispam codes
 
 
@@ -151,17 +153,36 @@ class SMTPDeliverer:
             return SMTPOutcome(False, False, f"SMTP {what} at {stage}; kept")
         return SMTPOutcome(True, True, "delivered", 250)
 
-    async def _command(self, smtp: aiosmtplib.SMTP, expected: int, *words: bytes) -> None:
+    async def _command(
+        self,
+        smtp: aiosmtplib.SMTP,
+        expected: int,
+        *words: bytes,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         """One command on aiosmtplib's protocol. Its ``mail()``/``rcpt()`` would parse our
         addresses again with the email package, which costs more than the whole exchange;
-        ours were checked when chosen (no CR, LF, NUL or spaces: see headers._valid), and
-        aiosmtplib still refuses control characters in any command."""
-        if smtp.protocol is None:
+        ours were checked when chosen (no CR, LF, NUL or spaces: see headers._valid).
+
+        ``meanwhile`` runs, without yielding to the event loop, between sending the command
+        and reading its reply: the engine writes the previous message's record there, while
+        the MTA works on the command. Nothing can read the reply before ``read_response``,
+        which is what aiosmtplib's own ``execute_command`` relies on too.
+        """
+        protocol = smtp.protocol
+        if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
+        if any(_CONTROL.search(word) for word in words):
+            raise DeliveryError("refusing an SMTP command with a control character", permanent=True)
         debug = log.is_enabled_for(logging.DEBUG)
         if debug:
             log.debug("smtp.send", text="SMTP> " + b" ".join(words).decode("utf-8", "replace"))
-        reply = await smtp.protocol.execute_command(*words, timeout=self.settings.timeout)
+        if meanwhile is None:
+            reply = await protocol.execute_command(*words, timeout=self.settings.timeout)
+        else:
+            protocol.write(b" ".join(words) + b"\r\n")
+            meanwhile()
+            reply = await protocol.read_response(timeout=self.settings.timeout)
         if debug:
             log.debug("smtp.recv", text=f"SMTP< {reply.code} {reply.message[:200]!r}")
         if reply.code != expected and not (words[0] == b"RCPT" and reply.code == 251):
