@@ -75,7 +75,7 @@ IGNORED_KEYWORDS = frozenset(
         "idle",
         "fetchsizelimit",
         "fastuidl",
-        "warnings",
+       
         "fetchdomains",
         "uidl",
         "tracepolls",
@@ -306,6 +306,7 @@ async def _poll_folder(
         ),
         expunge=user.expunge,
         check_only=options.check,
+        warnings=float(user.warnings),
     )
     try:
         return await poll_account(open_source, deliverer, state, settings)

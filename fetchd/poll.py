@@ -109,6 +109,12 @@ class PollSettings:
     selection: SelectionPolicy = field(default_factory=SelectionPolicy)
     expunge: int = 0  # commit (QUIT) and reconnect after this many deletions; 0 = at the end
     check_only: bool = False  # -c: count only, retrieve nothing
+    warnings: float = 3600.0  # seconds between two warnings about one oversized message
+
+
+# When each oversized message was last warned about, by (account, UID): fetchmail's `warnings`
+# interval. In memory, as fetchmail keeps it: a daemon warns once an interval, a new run anew.
+_oversized_warned: dict[tuple[str, str], float] = {}
 
 
 async def poll_account(
@@ -175,8 +181,13 @@ async def _one_session(
         log.info(
             "message.flushed", text=f"flushing message {source.label}:{info.number} of {total}"
         )
+    now = time.monotonic()
     for info in selection.oversized:
-        log.info(
+        last = _oversized_warned.get((source.label, info.uid))
+        if last is not None and now - last < settings.warnings:
+            continue
+        _oversized_warned[(source.label, info.uid)] = now
+        log.warning(
             "message.oversized",
             text=f"skipping message {source.label}:{info.number} ({info.size} octets): "
             "over the size limit, left on the server",

@@ -246,7 +246,7 @@ async def test_verbose_shows_the_dialogue_with_secrets_masked(world: World) -> N
     assert code == 0, err
     assert "POP3> USER demo" in out and "POP3> PASS *" in out and "POP3< +OK logged in" in out
     assert "SMTP> MAIL FROM:<s1@example.org>" in out and "SMTP< 250" in out
-    assert "skipping message demo@127.0.0.1:10 (98 octets)" in out
+    assert "fetchd: skipping message demo@127.0.0.1:10 (98 octets)" in err
     assert SECRET not in out + err
 
 

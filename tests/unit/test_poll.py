@@ -191,3 +191,26 @@ async def test_expunge_commits_every_n_deletions():
     assert [k for k, _ in journal].count("commit") == 3
     assert result.delivered == result.deleted == 5
     assert source.mailbox == {}
+
+
+async def test_an_oversized_message_is_warned_about_once_per_interval(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import structlog
+
+    from fetchd import logconfig
+
+    logconfig.configure(fmt="console")
+    try:
+        journal: Journal = []
+        source = FakeSource(journal, {"big": b"x" * 100})
+        settings = PollSettings(selection=SelectionPolicy(limit=10, keep=True), warnings=3600)
+        async def open_source() -> FakeSource:
+            return source
+
+        for _ in range(2):
+            await poll_account(open_source, FakeDeliverer(journal), FakeState(journal), settings)
+        warned = capsys.readouterr().err.count("skipping message")
+        assert warned == 1
+    finally:
+        structlog.reset_defaults()
