@@ -75,7 +75,6 @@ IGNORED_KEYWORDS = frozenset(
         "idle",
         "fetchsizelimit",
         "fastuidl",
-       
         "fetchdomains",
         "uidl",
         "tracepolls",
