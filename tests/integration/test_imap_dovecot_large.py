@@ -36,9 +36,17 @@ async def test_fifty_thousand_seen_messages(dovecot: Dovecot, tmp_path: Path) ->
 
     async def listing(fetchall: bool) -> tuple[int, float]:
         source = await open_imap(
-            host=dovecot.host, port=dovecot.imap_port, user=dovecot.user,
-            password=dovecot.password, label="big", tls=tls, timeout=120.0, auth="any",
-            folder="INBOX", fetchall=fetchall, recorded=None,
+            host=dovecot.host,
+            port=dovecot.imap_port,
+            user=dovecot.user,
+            password=dovecot.password,
+            label="big",
+            tls=tls,
+            timeout=120.0,
+            auth="any",
+            folder="INBOX",
+            fetchall=fetchall,
+            recorded=None,
         )
         began = time.perf_counter()
         found = await source.list_messages()

@@ -205,6 +205,7 @@ async def test_an_oversized_message_is_warned_about_once_per_interval(
         journal: Journal = []
         source = FakeSource(journal, {"big": b"x" * 100})
         settings = PollSettings(selection=SelectionPolicy(limit=10, keep=True), warnings=3600)
+
         async def open_source() -> FakeSource:
             return source
 
