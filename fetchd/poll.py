@@ -112,6 +112,22 @@ class PollSettings:
     warnings: float = 3600.0  # seconds between two warnings about one oversized message
 
 
+# Messages whose permanent refusal (5xx, kept by softbounce) was already reported by this process.
+_refusals_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once_about_refusal(label: str, info: MessageInfo, outcome: DeliveryResult) -> None:
+    code = getattr(outcome, "code", None)
+    if not isinstance(code, int) or code < 500 or (label, info.uid) in _refusals_warned:
+        return
+    _refusals_warned.add((label, info.uid))
+    log.warning(
+        "message.refused",
+        text=f"message {label}:{info.number} was refused: {outcome.reason}; it stays on the "
+        "server, and this is said once, not at every poll",
+    )
+
+
 # When each oversized message was last warned about, by (account, UID): fetchmail's `warnings`
 # interval. In memory, as fetchmail keeps it: a daemon warns once an interval, a new run anew.
 _oversized_warned: dict[tuple[str, str], float] = {}
@@ -215,6 +231,7 @@ async def _one_session(
             else:
                 result.kept += 1
                 result.refusals.append(outcome.reason)
+                _warn_once_about_refusal(source.label, info, outcome)
             progress.message(source.label, info, deleting and outcome.may_delete, outcome)
         await recording.wait()
         await retrieval  # re-raises a retrieval failure after what arrived whole was delivered

@@ -246,8 +246,8 @@ class SMTPDeliverer:
         if stage == "MAIL FROM" and code in antispam:
             log.warning("smtp.spam", text=f"{reason}: discarded as spam (antispam)")
             return SMTPOutcome(False, True, reason + " (spam; discarded)", code)
+        # The poll engine warns about a permanent refusal once per message, not once per poll.
         how = "softbounce" if self.settings.softbounce else "bounces are not implemented yet"
-        log.warning("smtp.refused", text=f"{reason}: kept on the server ({how})")
         return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
 
     async def _connection(self) -> aiosmtplib.SMTP:

@@ -105,6 +105,12 @@ class FakePOP3Server:
                 elif verb == "USER":
                     user = arg
                     send(b"+OK")
+                elif verb == "APOP":
+                    name, _, digest = arg.partition(" ")
+                    stamp = faults.greeting.decode().split()[-1]
+                    good = hashlib.md5((stamp + self.password).encode()).hexdigest()
+                    authorized = name == self.user and digest == good
+                    send(b"+OK" if authorized else b"-ERR [AUTH] APOP failed")
                 elif verb == "PASS":
                     authorized = user == self.user and arg == self.password
                     send(b"+OK" if authorized else b"-ERR [AUTH] invalid login")

@@ -294,3 +294,16 @@ async def test_each_err_code_during_retr(reply: str, error: type[Exception]) -> 
                 pass
         await source.abort()
         assert server.messages == MESSAGES
+
+
+async def test_apop_sends_the_digest_not_the_password() -> None:
+    async with FakePOP3Server(MESSAGES) as server:
+        acct = POP3Account("127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, apop=True)
+        source = await open_pop3(acct)
+        await source.commit()
+        assert "APOP" in server.commands and "PASS" not in server.commands
+    async with FakePOP3Server(MESSAGES, faults=Faults(greeting=b"+OK no stamp")) as server:
+        with pytest.raises(AuthError, match="APOP"):
+            await open_pop3(
+                POP3Account("127.0.0.1", server.port, "u", "p", "u", timeout=2.0, apop=True)
+            )

@@ -215,3 +215,34 @@ async def test_an_oversized_message_is_warned_about_once_per_interval(
         assert warned == 1
     finally:
         structlog.reset_defaults()
+
+
+async def test_a_permanent_refusal_is_warned_about_once(capsys: pytest.CaptureFixture[str]) -> None:
+    import structlog
+
+    from fetchd import logconfig
+
+    class Refuser:
+        async def deliver(self, message: bytes, *, ready: object = None) -> object:
+            class Refused:
+                delivered = False
+                may_delete = False
+                reason = "SMTP 550 at RCPT TO: no such user (softbounce; kept)"
+                code = 550
+
+            return Refused()
+
+    logconfig.configure(fmt="console")
+    try:
+        journal: Journal = []
+        source = FakeSource(journal, {"u1": b"u1 body\r\n"})
+
+        async def open_source() -> FakeSource:
+            return source
+
+        for _ in range(3):
+            result = await poll_account(open_source, Refuser(), FakeState(journal), PollSettings())
+            assert result.kept == 1 and "u1" in source.mailbox
+        assert capsys.readouterr().err.count("was refused") == 1
+    finally:
+        structlog.reset_defaults()
