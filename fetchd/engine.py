@@ -73,7 +73,6 @@ IGNORED_KEYWORDS = frozenset(
         "dropdelivered",
         "mimedecode",
         "idle",
-        "fetchsizelimit",
         "fastuidl",
         "fetchdomains",
         "uidl",
@@ -350,6 +349,7 @@ def _source_opener(
             folder=folder,
             fetchall=user.fetchall,
             recorded=state.delivered,
+            size_chunk=user.fetchsizelimit,
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
             log.warning(

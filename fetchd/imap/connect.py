@@ -31,6 +31,7 @@ async def open_imap(
     folder: str,
     fetchall: bool,
     recorded: Callable[[], Collection[str]] | None,
+    size_chunk: int = 0,
 ) -> IMAPSource:
     client = await _connect(host, port, tls, timeout)
     try:
@@ -43,7 +44,12 @@ async def open_imap(
             else:
                 raise AuthError(f"authentication {auth!r} is not supported by fetchd for IMAP")
         return await IMAPSource.open(
-            client, folder, label=label, fetchall=fetchall, recorded=recorded
+            client,
+            folder,
+            label=label,
+            fetchall=fetchall,
+            recorded=recorded,
+            size_chunk=size_chunk,
         )
     except BaseException:
         client.close()

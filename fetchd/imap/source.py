@@ -82,12 +82,23 @@ class IMAPSource:
         label: str,
         fetchall: bool = False,
         recorded: Callable[[], Collection[str]] | None = None,
+        size_chunk: int = SIZE_CHUNK,
     ) -> IMAPSource:
-        """SELECT ``folder`` (read-write: we set flags) and wrap it."""
+        """SELECT ``folder`` (read-write: we set flags) and wrap it.
+
+        ``size_chunk``: message sizes asked per UID FETCH (fetchmail's ``fetchsizelimit``).
+        """
         mailbox = await client.select(folder)
         if mailbox.read_only:
             log.warning("imap.read_only", folder=folder, label=label)
-        return cls(client, mailbox, label=label, fetchall=fetchall, recorded=recorded)
+        return cls(
+            client,
+            mailbox,
+            label=label,
+            fetchall=fetchall,
+            recorded=recorded,
+            size_chunk=size_chunk if size_chunk > 0 else SIZE_CHUNK,
+        )
 
     @property
     def complete_listing(self) -> bool:
