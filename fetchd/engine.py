@@ -72,7 +72,6 @@ IGNORED_KEYWORDS = frozenset(
         "dropstatus",
         "dropdelivered",
         "mimedecode",
-        "idle",
         "fastuidl",
         "fetchdomains",
         "uidl",
@@ -144,9 +143,14 @@ def warn_ignored_keywords(config: Config, entries: list[Server]) -> None:
             )
 
 
+# IDLE is renewed before servers drop it (RFC 2177: 30 minutes).
+IDLE_RENEW = 28 * 60.0
+
+
 async def poll_entries(config: Config, entries: list[Server], options: Options) -> int:
     """Poll each selected entry, once or (with `set daemon` / -d) for ever."""
     interval = config.globals.poll_interval
+    idler = _idle_account(entries) if interval and not options.check else None
     store = await asyncio.to_thread(UIDStore.open)
     try:
         while True:
@@ -157,12 +161,60 @@ async def poll_entries(config: Config, entries: list[Server], options: Options) 
             status = combine_exit_codes(codes)
             if not interval or options.check:
                 return status
+            if idler is not None and codes[0] in (ExitCode.MAIL, ExitCode.NOMAIL):
+                await _idle_until_mail(config, *idler)
+                continue
             log.info(
                 "daemon.sleep", text=f"sleeping at {time.strftime('%c')} for {interval} seconds"
             )
             await asyncio.sleep(interval)
     finally:
         store.close()
+
+
+def _idle_account(entries: list[Server]) -> tuple[Server, User] | None:
+    """The account to IDLE on: fetchmail allows it for one IMAP account with one folder."""
+    accounts = [(server, user) for server in entries for user in server.users]
+    wanted = [(s, u) for s, u in accounts if u.idle]
+    if not wanted:
+        return None
+    server, user = wanted[0]
+    if len(accounts) == 1 and server.protocol == "IMAP" and len(user.mailboxes) <= 1:
+        return server, user
+    log.warning(
+        "idle.refused",
+        text="idle works for a single IMAP account with a single folder, as in fetchmail; "
+        "polling at the daemon interval instead",
+    )
+    return None
+
+
+async def _idle_until_mail(config: Config, server: Server, user: User) -> None:
+    """Wait in IDLE until the folder changes; the caller then polls (a fresh search, so nothing
+    that arrived between the poll and the IDLE is missed)."""
+    from fetchd.imap.connect import open_imap
+
+    label = f"{user.remote}@{server.pollname}"
+    password = await _password(config, server, user)
+    source = await open_imap(
+        host=server.host,
+        port=server.port,
+        user=user.remote,
+        password=password,
+        label=label,
+        tls=_tls(user),
+        timeout=float(server.timeout),
+        auth=server.auth,
+        folder=(user.mailboxes or ("INBOX",))[0],
+        fetchall=user.fetchall,
+        recorded=None,
+    )
+    try:
+        log.info("idle.start", text=f"{label}: waiting for new mail (IDLE)")
+        while not await source.client.idle(IDLE_RENEW):
+            pass  # renewed: nothing arrived for 28 minutes
+    finally:
+        await source.abort()
 
 
 async def poll_user(
@@ -231,16 +283,23 @@ def _protocol(server: Server) -> str:
     raise ConfigError(f"protocol {server.protocol} is not supported by fetchd")
 
 
+_asked_passwords: dict[tuple[str, str], str] = {}  # asked once per run, as fetchmail does
+
+
 async def _password(config: Config, server: Server, user: User) -> str:
     if user.password is not None:
         return user.password
+    key = (server.pollname, user.remote)
+    if key in _asked_passwords:
+        return _asked_passwords[key]
     prompt = f"Enter password for {user.remote}@{server.pollname}: "
     if not sys.stdin.isatty():
         raise AuthError(
             f"no password for {user.remote}@{server.pollname} in {config.filename}, and no "
             "terminal to ask on"
         )
-    return await asyncio.to_thread(getpass.getpass, prompt)
+    _asked_passwords[key] = await asyncio.to_thread(getpass.getpass, prompt)
+    return _asked_passwords[key]
 
 
 def _tls(user: User) -> TLSSettings:

@@ -453,6 +453,46 @@ class IMAPClient:
         """NOOP (lets the server report changes)."""
         _check(await self._execute(b"NOOP"), "NOOP")
 
+    async def idle(self, wait: float) -> bool:
+        """RFC 2177 IDLE for up to ``wait`` seconds; True when the server reported a change.
+
+        Any EXISTS, RECENT, EXPUNGE or FETCH ends it at once. A timeout is not an error: it is
+        the renewal (servers drop an IDLE after 30 minutes). A connection that died silently
+        shows when DONE gets no tagged reply within the server timeout.
+        """
+        if "IDLE" not in self.capabilities:
+            raise ProtocolError(f"{self.host} does not support IDLE")
+        tag = self._protocol.new_tag()
+        await self._send(tag, [b"IDLE"])
+        response = await self._next()
+        while not isinstance(response, Continuation):
+            if isinstance(response, Tagged):
+                self._tagged = self._own(response)
+                _check(self._tagged, "IDLE", None)
+                raise ProtocolError(f"{self.host} ended IDLE before it began")
+            self._untagged(response)
+            response = await self._next()
+        changed = False
+        try:
+            async with asyncio.timeout(wait):
+                while not changed:
+                    raw = await self._protocol.next_response()
+                    parsed = parse_response(raw)
+                    self._untagged(parsed)
+                    changed = isinstance(parsed, Count | Fetch)
+        except TimeoutError:
+            pass
+        except FetchdError as exc:
+            self._break(exc)
+            raise
+        self._write(b"DONE\r\n")
+        async with contextlib.aclosing(self._responses(tag)) as responses:
+            async for item in responses:
+                self._untagged(item)
+        assert self._tagged is not None
+        _check(self._tagged, "IDLE", None)
+        return changed
+
     async def logout(self) -> None:
         """LOGOUT and close; a server that hangs up first is fine, the session is over anyway."""
         try:

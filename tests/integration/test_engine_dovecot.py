@@ -151,3 +151,51 @@ async def test_imap_keep_marks_delivered_mail_seen(dovecot: Dovecot, tmp_path: P
     assert client.search(None, "UNSEEN")[1] == [b""]
     assert len(client.search(None, "SEEN")[1][0].split()) == 3
     client.logout()
+
+
+async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_path: Path) -> None:
+    """A daemon with `idle` waits in IMAP IDLE and polls as soon as Dovecot reports new mail,
+    long before its 3600-second interval."""
+    import time
+
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "imap", "idle")
+        environment = {
+            "HOME": str(tmp_path),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fetchd",
+            "-f",
+            str(rc),
+            "-d",
+            "3600",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        try:
+            # Wait until it idles (its first poll found nothing).
+            while b"waiting for new mail (IDLE)" not in await asyncio.wait_for(
+                process.stdout.readline(), 20
+            ):
+                pass
+            for i in range(3):
+                await asyncio.sleep(0.3)  # inside IDLE, not between poll and IDLE
+                began = time.monotonic()
+                dovecot.deliver(message(i))
+                while len(sink.received) < i + 1:
+                    assert time.monotonic() - began < 2.0, "not delivered within 2 s"
+                    await asyncio.sleep(0.02)
+                while b"waiting for new mail (IDLE)" not in await asyncio.wait_for(
+                    process.stdout.readline(), 20
+                ):
+                    pass
+        finally:
+            process.terminate()
+            await process.wait()
+        assert sorted(sink.bodies()) == sorted(message(i) for i in range(3))
