@@ -21,6 +21,7 @@ from fetchd import logconfig
 from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
 from fetchd.config.describe import describe
 from fetchd.config.model import RCGlobals, Server, User
+from fetchd.delivery.mda import MDADeliverer, MDASettings
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import (
     AuthError,
@@ -45,7 +46,6 @@ log = structlog.get_logger("fetchd")
 # Keywords that would change where mail goes if ignored: an account using one is not polled
 # (with a clear error) until fetchd implements it, rather than deliver somewhere else.
 REFUSED_KEYWORDS = {
-    "mda": "delivery through an MDA",
     "bsmtp": "BSMTP output",
     "lmtp": "LMTP delivery",
     "plugin": "connections through a plugin",
@@ -66,8 +66,6 @@ IGNORED_KEYWORDS = frozenset(
         "esmtpname",
         "esmtppassword",
         "rewrite",
-        "stripcr",
-        "forcecr",
         "pass8bits",
         "dropstatus",
         "dropdelivered",
@@ -337,21 +335,36 @@ async def _poll_folder(
             fetchids_host=server.host,
         )
     open_source = _source_opener(server, user, password, protocol, folder, state)
-    deliverer = SMTPDeliverer(
-        SMTPSettings(
-            smtphunt=user.smtphunt,
-            recipients=tuple(str(n) for n in user.localnames[:1]),
-            smtpaddress=user.smtpaddress,
-            smtpname=user.smtpname,
-            antispam=user.antispam,
-            softbounce=globals_.softbounce,
-            batchlimit=user.batchlimit,
-            timeout=float(server.timeout),
-            server=server.host,
-            protocol="POP3" if protocol == "POP3" else "IMAP",
-            invisible=globals_.invisible,
+    protocol_name = "POP3" if protocol == "POP3" else "IMAP"
+    deliverer: SMTPDeliverer | MDADeliverer
+    if user.mda:
+        deliverer = MDADeliverer(
+            MDASettings(
+                command=user.mda,
+                recipients=tuple(str(n) for n in user.localnames[:1]),
+                timeout=float(server.timeout),
+                stripcr=user.stripcr and not user.forcecr,
+                invisible=globals_.invisible,
+                server=server.host,
+                protocol=protocol_name,
+            )
         )
-    )
+    else:
+        deliverer = SMTPDeliverer(
+            SMTPSettings(
+                smtphunt=user.smtphunt,
+                recipients=tuple(str(n) for n in user.localnames[:1]),
+                smtpaddress=user.smtpaddress,
+                smtpname=user.smtpname,
+                antispam=user.antispam,
+                softbounce=globals_.softbounce,
+                batchlimit=user.batchlimit,
+                timeout=float(server.timeout),
+                server=server.host,
+                protocol=protocol_name,
+                invisible=globals_.invisible,
+            )
+        )
     settings = PollSettings(
         selection=SelectionPolicy(
             keep=user.keep,
@@ -368,7 +381,8 @@ async def _poll_folder(
     try:
         return await poll_account(open_source, deliverer, state, settings)
     finally:
-        await deliverer.aclose()
+        if isinstance(deliverer, SMTPDeliverer):
+            await deliverer.aclose()
 
 
 def _source_opener(

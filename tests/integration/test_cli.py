@@ -196,7 +196,7 @@ async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here preconnect "exit 3"\n'
         f"poll localhost proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here mda "/usr/bin/procmail -d %T"\n'
+        f'  user demo password "{SECRET}" is joe here lmtp smtphost "127.0.0.1/24"\n'
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
     )
@@ -204,7 +204,7 @@ async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
     assert code == 0, out + err  # the third account delivered: fetchmail's rule, 0 wins
     logged = out + err
     assert "preconnect" in logged and "failed with status 3" in logged
-    assert "MDA" in logged and "not supported" in logged
+    assert "LMTP" in logged and "not supported" in logged
     assert len(world.sink.received) == 10
 
 
@@ -254,3 +254,22 @@ async def test_silent_prints_nothing_on_success(world: World) -> None:
     code, out, err = await world.fetchd("-s", "-f", str(world.standard_rc()))
     assert code == 0, err
     assert out == "" and err == ""
+
+
+async def test_mda_delivery_end_to_end(world: World) -> None:
+    spool = world.home / "spool"
+    spool.mkdir()
+    rc = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+        f'  user demo password "{SECRET}" is joe here\n'
+        f'  mda "cat > {spool}/$$.msg; test -s {spool}/$$.msg"\n'
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, out + err
+    files = sorted(spool.iterdir())
+    assert len(files) == 10 and world.pop.messages == []
+    bodies = sorted(f.read_bytes() for f in files)
+    assert all(b"\r" not in body for body in bodies)  # stripcr: the default with an MDA
+    assert sorted(b.split(b"\n", 3)[3] for b in bodies) == sorted(
+        m.replace(b"\r\n", b"\n") for m in MESSAGES
+    )

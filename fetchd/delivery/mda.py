@@ -1,0 +1,179 @@
+"""Delivery through an MDA (``mda "/usr/bin/procmail -d %T"``), as fetchmail runs one.
+
+The command goes through /bin/sh, as in fetchmail, with ``%T`` (the local recipient), ``%F``
+(the envelope sender) and ``%%``. Values that come from a message can reach the shell only as
+single-quoted words with every shell metacharacter replaced by ``_`` (fetchmail's own rule), and
+an address that starts with ``-`` (an option, for the MDA) is refused. The MDA gets a scrubbed
+environment and no descriptors but its stdin, stdout and stderr; its output goes to our log.
+
+Outcomes: exit 0 with the whole message read is delivered; EX_TEMPFAIL (75), a timeout (its
+process group is killed) or a message not read to the end keeps the message for the next poll;
+any other exit is permanent, and softbounce keeps it too (bounces are issue 5's later work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from fetchd.delivery.headers import envelope_sender, normalize_line_endings, received_header
+from fetchd.errors import DeliveryError
+
+log = structlog.get_logger("fetchd.mda")
+
+EX_TEMPFAIL = 75
+_SAFE = re.compile(r"[^A-Za-z0-9@._+=:,/%-]")  # anything else becomes "_" (fetchmail's rule)
+# What the MDA may see of our environment: enough to find programs and a home, no secrets.
+_KEPT_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
+
+
+@dataclass(frozen=True, slots=True)
+class MDAOutcome:
+    delivered: bool
+    may_delete: bool
+    reason: str
+    code: int | None = None  # 550 stands for "permanent", so the engine warns once
+
+
+@dataclass(frozen=True, slots=True)
+class MDASettings:
+    command: str
+    recipients: tuple[str, ...]
+    timeout: float = 300.0
+    stripcr: bool = True
+    invisible: bool = False
+    server: str = ""
+    protocol: str = "POP3"
+    by: str = "localhost"
+
+
+def shell_word(value: str) -> str:
+    """A value from a message as one harmless single-quoted shell word."""
+    return "'" + _SAFE.sub("_", value.replace("'", "")) + "'"
+
+
+def expand(command: str, recipient: str, sender: str) -> str:
+    """fetchmail's %T (and its old spelling %s), %F and %% in an MDA command."""
+    for value, what in ((recipient, "recipient"), (sender, "sender")):
+        if value.startswith("-"):
+            raise DeliveryError(
+                f"refusing an MDA {what} that starts with '-': {value[:60]!r}", permanent=True
+            )
+    out = []
+    index = 0
+    while index < len(command):
+        char = command[index]
+        if char == "%" and index + 1 < len(command):
+            code = command[index + 1]
+            if code in "TFs%":
+                # %s is fetchmail's old spelling of %T.
+                out.append(
+                    {
+                        "T": shell_word(recipient),
+                        "F": shell_word(sender),
+                        "s": shell_word(recipient),
+                        "%": "%",
+                    }[code]
+                )
+                index += 2
+                continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def _environment() -> dict[str, str]:
+    return {key: os.environ[key] for key in _KEPT_ENVIRONMENT if key in os.environ}
+
+
+class MDADeliverer:
+    """Implements fetchd.poll.Deliverer by running the MDA once per message (per recipient
+    when the command names ``%T``)."""
+
+    def __init__(self, settings: MDASettings) -> None:
+        self.settings = settings
+
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> MDAOutcome:
+        data = normalize_line_endings(message)
+        sender = envelope_sender(data)
+        per_recipient = "%T" in self.settings.command or "%s" in self.settings.command
+        recipients = self.settings.recipients if per_recipient else self.settings.recipients[:1]
+        if ready is not None:
+            await ready()  # the previous message's record, before this one can be delivered
+        for recipient in recipients:
+            trace = (
+                b""
+                if self.settings.invisible
+                else received_header(
+                    server=self.settings.server,
+                    server_ip=None,
+                    protocol=self.settings.protocol,
+                    by=self.settings.by,
+                    recipient=recipient,
+                    multidrop=len(recipients) > 1,
+                )
+            )
+            payload = trace + data
+            if self.settings.stripcr:
+                payload = payload.replace(b"\r\n", b"\n")
+            try:
+                command = expand(self.settings.command, recipient, sender)
+            except DeliveryError as exc:
+                return MDAOutcome(False, False, str(exc), 550)
+            outcome = await self._run(command, payload)
+            if not outcome.delivered:
+                return outcome
+        return MDAOutcome(True, True, "delivered", 0)
+
+    async def _run(self, command: str, payload: bytes) -> MDAOutcome:
+        process = await asyncio.create_subprocess_shell(
+            command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=_environment(),
+            start_new_session=True,
+            close_fds=True,
+        )
+        fully_written = True
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                assert process.stdin is not None and process.stdout is not None
+                try:
+                    process.stdin.write(payload)
+                    await process.stdin.drain()
+                except (BrokenPipeError, ConnectionResetError):
+                    fully_written = False
+                finally:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        process.stdin.close()
+                output = await process.stdout.read(64 * 1024)
+                while await process.stdout.read(64 * 1024):
+                    pass  # read to the end, so the MDA never blocks on a full pipe
+                status = await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return MDAOutcome(
+                False, False, f"MDA did not finish in {self.settings.timeout:g} s; kept", None
+            )
+        for line in output.decode("utf-8", "replace").splitlines()[:20]:
+            log.info("mda.output", text=f"MDA: {line[:200]}")
+        if status == 0 and fully_written:
+            return MDAOutcome(True, True, "delivered", 0)
+        if status == 0:
+            return MDAOutcome(False, False, "MDA exited before reading the whole message; kept")
+        if status == EX_TEMPFAIL:
+            return MDAOutcome(False, False, "MDA temporary failure (exit 75); kept", 451)
+        how = f"killed by signal {-status}" if status < 0 else f"exit {status}"
+        return MDAOutcome(False, False, f"MDA failed ({how}) (softbounce; kept)", 550)
