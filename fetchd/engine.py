@@ -28,7 +28,6 @@ from fetchd.errors import (
     ConfigError,
     ExitCode,
     FetchdError,
-    LockError,
     SocketError,
 )
 from fetchd.hooks import run_hook
@@ -39,6 +38,7 @@ from fetchd.poll import PollResult, PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MailSource
 from fetchd.state import AccountLock, AccountState, UIDStore
+from fetchd.supervisor import AccountStatus
 from fetchd.tls import TLSSettings
 
 log = structlog.get_logger("fetchd")
@@ -96,6 +96,14 @@ def run(options: Options) -> int:
         from fetchd.demo.run import run_demo
 
         return run_demo(options)
+    from fetchd.daemon import control_command, wake_running_daemon
+
+    answered = control_command(options)
+    if answered is not None:
+        return answered
+    plain_run = not (options.hosts or options.overrides or options.check or options.rcfile)
+    if plain_run and wake_running_daemon():
+        return 0
     env = ParseEnvironment.current(options.rcfile)
     config = apply_overrides(load_rcfile(options.rcfile, env=env), options)
     if options.configdump == "json":
@@ -108,14 +116,24 @@ def run(options: Options) -> int:
         print(version_line())
         print(describe(config), end="")
         return 0
-    if options.quit:
-        # fetchd has no background daemon yet, so none can be running: fetchmail's answer then.
-        print("fetchd: no other fetchd is running", file=sys.stderr)
-        return int(ExitCode.LOCK)
     entries = select_entries(config, options.hosts, options, env)
     if not entries:
         raise ConfigError(f"no mailservers have been specified in {config.filename}")
     warn_ignored_keywords(config, entries)
+    if config.globals.poll_interval and not options.check:
+        from fetchd.daemon import run_daemon
+
+        idler = _idle_account(entries)
+        return run_daemon(
+            config,
+            entries,
+            options,
+            env,
+            poll_user,
+            _run_loop,
+            idle_wait=_idle_until_mail if idler else None,
+            idler=idler,
+        )
     return _run_loop(lambda: poll_entries(config, entries, options))
 
 
@@ -146,26 +164,14 @@ IDLE_RENEW = 28 * 60.0
 
 
 async def poll_entries(config: Config, entries: list[Server], options: Options) -> int:
-    """Poll each selected entry, once or (with `set daemon` / -d) for ever."""
-    interval = config.globals.poll_interval
-    idler = _idle_account(entries) if interval and not options.check else None
+    """Poll each selected entry once, in turn (daemon mode is fetchd.daemon's)."""
     store = await asyncio.to_thread(UIDStore.open)
     try:
-        while True:
-            codes = []
-            for server in entries:
-                for user in server.users:
-                    codes.append(await poll_user(config, server, user, options, store))
-            status = combine_exit_codes(codes)
-            if not interval or options.check:
-                return status
-            if idler is not None and codes[0] in (ExitCode.MAIL, ExitCode.NOMAIL):
-                await _idle_until_mail(config, *idler)
-                continue
-            log.info(
-                "daemon.sleep", text=f"sleeping at {time.strftime('%c')} for {interval} seconds"
-            )
-            await asyncio.sleep(interval)
+        codes = []
+        for server in entries:
+            for user in server.users:
+                codes.append(await poll_user(config, server, user, options, store))
+        return combine_exit_codes(codes)
     finally:
         store.close()
 
@@ -216,11 +222,21 @@ async def _idle_until_mail(config: Config, server: Server, user: User) -> None:
 
 
 async def poll_user(
-    config: Config, server: Server, user: User, options: Options, store: UIDStore
+    config: Config,
+    server: Server,
+    user: User,
+    options: Options,
+    store: UIDStore,
+    status: AccountStatus | None = None,
 ) -> int:
-    """One account's poll; every failure becomes one clear line and fetchmail's exit code."""
+    """One account's poll; every failure becomes one clear line and fetchmail's exit code.
+
+    In daemon mode ``status`` is updated for ``--status``, and an error that repeats the
+    previous poll's is logged at debug level only: once per change, not once per poll.
+    """
     label = f"{user.remote}@{server.pollname}"
     stage = "configuration"
+    messages = octets = 0
     try:
         _refuse_unsupported(server, user)
         protocol = _protocol(server)
@@ -242,18 +258,27 @@ async def poll_user(
                     config.globals, server, user, password, protocol, folder, options, store
                 )
                 delivered += result.delivered
+                messages += result.delivered
+                octets += result.octets
                 if options.check and result.on_server - result.seen > 0:
                     delivered += 1
             if user.postconnect:
                 stage = "postconnect"
                 await run_hook("postconnect", user.postconnect, label, server.timeout)
-        return int(ExitCode.MAIL if delivered else ExitCode.NOMAIL)
-    except LockError as exc:
-        log.error("account.locked", text=f"{label}: {exc}")
-        return int(exc.exit_code)
+        code, error = int(ExitCode.MAIL if delivered else ExitCode.NOMAIL), None
     except FetchdError as exc:
-        log.error("account.failed", account=label, stage=stage, text=f"{label}: {stage}: {exc}")
-        return int(exc.exit_code)
+        code, error = int(exc.exit_code), f"{stage}: {exc}"
+        repeated = status is not None and status.error == error
+        (log.debug if repeated else log.error)(
+            "account.failed", account=label, stage=stage, text=f"{label}: {error}"
+        )
+    if status is not None:
+        if status.error and not error:
+            log.info("account.recovered", text=f"{label}: polling works again")
+        status.last_poll, status.outcome, status.error = time.time(), code, error
+        status.messages += messages
+        status.octets += octets
+    return code
 
 
 def _refuse_unsupported(server: Server, user: User) -> None:

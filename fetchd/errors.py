@@ -125,6 +125,12 @@ class LockError(FetchdError):
     exit_code = ExitCode.LOCKBUSY
 
 
+class DaemonRunningError(FetchdError):
+    """Another fetchd daemon of this user runs (fetchmail's client-side exclusion, exit 8)."""
+
+    exit_code = ExitCode.LOCK
+
+
 class StateError(FetchdError):
     """The UID store cannot be read or written; the account stops rather than re-deliver."""
 

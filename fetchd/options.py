@@ -43,6 +43,8 @@ class Options:
     quit: bool = False
     configdump: Literal["python", "json"] | None = None
     demo: bool = False
+    status: bool = False  # --status: the running daemon's accounts
+    poll: str | None = None  # --poll [ACCOUNT]: "*" for every account
     pidfile: str | None = None
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
 
@@ -550,6 +552,16 @@ def _build_parser() -> _Parser:
     )
     general.add_argument("--pidfile", metavar="FILE", help="accepted for compatibility")
     general.add_argument(
+        "--status", action="store_true", help="show the running daemon's accounts and exit"
+    )
+    general.add_argument(
+        "--poll",
+        nargs="?",
+        const="*",
+        metavar="ACCOUNT",
+        help="make the running daemon poll now (every account, or one)",
+    )
+    general.add_argument(
         "--demo", action="store_true", help="poll a built-in demo server into a built-in SMTP sink"
     )
     general.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
@@ -603,6 +615,8 @@ def parse_args(argv: Sequence[str]) -> Options:
         quit=values["quit"],
         configdump=values["configdump"],
         demo=values["demo"],
+        status=values["status"],
+        poll=values["poll"],
         pidfile=values["pidfile"],
         debug=values["debug"],
     )

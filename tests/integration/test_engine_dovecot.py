@@ -153,6 +153,15 @@ async def test_imap_keep_marks_delivered_mail_seen(dovecot: Dovecot, tmp_path: P
     client.logout()
 
 
+async def read_until(stream: asyncio.StreamReader, marker: bytes) -> None:
+    """Read lines until one contains `marker`; the process ending first fails the test."""
+    while True:
+        line = await asyncio.wait_for(stream.readline(), 20)
+        assert line, f"the daemon ended before printing {marker!r}"
+        if marker in line:
+            return
+
+
 async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_path: Path) -> None:
     """A daemon with `idle` waits in IMAP IDLE and polls as soon as Dovecot reports new mail,
     long before its 3600-second interval."""
@@ -163,14 +172,17 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
         environment = {
             "HOME": str(tmp_path),
             "XDG_STATE_HOME": str(tmp_path / "state"),
+            "XDG_RUNTIME_DIR": str(tmp_path / "run"),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         }
+        (tmp_path / "run").mkdir(mode=0o700)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "fetchd",
             "-f",
             str(rc),
+            "--nodetach",
             "-d",
             "3600",
             env=environment,
@@ -180,10 +192,7 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
         assert process.stdout is not None
         try:
             # Wait until it idles (its first poll found nothing).
-            while b"waiting for new mail (IDLE)" not in await asyncio.wait_for(
-                process.stdout.readline(), 20
-            ):
-                pass
+            await read_until(process.stdout, b"waiting for new mail (IDLE)")
             for i in range(3):
                 await asyncio.sleep(0.3)  # inside IDLE, not between poll and IDLE
                 began = time.monotonic()
@@ -191,10 +200,7 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
                 while len(sink.received) < i + 1:
                     assert time.monotonic() - began < 2.0, "not delivered within 2 s"
                     await asyncio.sleep(0.02)
-                while b"waiting for new mail (IDLE)" not in await asyncio.wait_for(
-                    process.stdout.readline(), 20
-                ):
-                    pass
+                await read_until(process.stdout, b"waiting for new mail (IDLE)")
         finally:
             process.terminate()
             await process.wait()

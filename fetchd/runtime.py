@@ -1,0 +1,80 @@
+"""Where the running daemon lives: one per user, found without being told the rc file.
+
+``$XDG_RUNTIME_DIR/fetchd/`` (or ``~/.fetchd/run`` when that is unset), private (0700), holds
+``lock`` (flock: held by the running daemon for its whole life) and ``control.sock``. A lock file
+left by a crashed daemon is not locked, so it is simply taken over; a socket file without a
+daemon holding the lock is stale and replaced. Anything there that is not ours (a symlink, a
+file of another user) is refused, never deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+from fetchd.errors import DaemonRunningError, FetchdError
+
+
+def runtime_dir(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / "fetchd"
+    return Path(env.get("HOME") or Path.home()) / ".fetchd" / "run"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise FetchdError(f"{path} is not a directory of ours; not using it")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+class DaemonLock:
+    """The one-daemon-per-user lock; ``acquire`` raises LockError (exit 8) if one runs."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DaemonRunningError(f"another fetchd daemon is running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def rewrite_pid(self) -> None:
+        """After detaching, the lock file names the process that holds it now."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def held_by_other(self) -> bool:
+        """Whether a daemon holds the lock now (without taking it)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,242 @@
+"""Daemon mode: one task per poll entry, woken by its interval, a signal or the control socket.
+
+- An entry polls every ``poll_interval`` seconds, or every K-th cycle with ``interval K``.
+- A failing account backs off (2, 4, 8 cycles, with jitter) and its error is logged when it
+  changes, not at every poll; the other entries carry on.
+- At most MAX_CONNECTIONS accounts poll at once.
+- Stopping (SIGTERM, SIGINT, ``--quit``) starts no new poll and abandons polls in flight: a poll
+  that is cancelled drops its server session without committing, so nothing it did not deliver
+  and record is deleted (the delivery invariant, fetchd.poll). A second signal exits at once.
+- SIGHUP, ``reload`` or a change of the rc file re-read it; a broken file keeps the running
+  configuration and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from fetchd.config.model import Config, Server
+from fetchd.errors import ExitCode, FetchdError
+
+log = structlog.get_logger("fetchd.daemon")
+
+MAX_CONNECTIONS = 8
+MAX_BACKOFF_CYCLES = 8
+RC_CHECK_SECONDS = 5.0
+
+
+@dataclass
+class AccountStatus:
+    """What ``fetchd --status`` shows of one account."""
+
+    account: str
+    state: str = "waiting"
+    last_poll: float | None = None
+    outcome: int | None = None
+    messages: int = 0
+    octets: int = 0
+    next_due: float | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Entry:
+    server: Server
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: int = 0
+
+
+PollOne = Callable[[Config, Server, Any, AccountStatus], Any]  # -> awaitable exit code
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        entries: list[Server],
+        poll_one: PollOne,
+        reload: Callable[[], tuple[Config, list[Server]]],
+        *,
+        idle_wait: Callable[[Config, Server, Any], Coroutine[Any, Any, None]] | None = None,
+        idler: str | None = None,
+    ) -> None:
+        self.config = config
+        self.entries = [_Entry(server) for server in entries]
+        self.status: dict[str, AccountStatus] = {}
+        self._poll_one = poll_one
+        self._reload = reload
+        self._idle_wait = idle_wait
+        self._idler = idler  # the poll name of the one entry that waits in IMAP IDLE
+        self._stopping = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._signals = 0
+        self._rc_mtime = self._mtime()
+
+    # --- requests from signals and the control socket -----------------------------------
+
+    def stop(self) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("daemon.forced", text="second stop request: exiting at once")
+            os._exit(int(ExitCode.MAIL))
+        log.info("daemon.stopping", text="stopping: no new polls; polls in flight abandoned")
+        self._stopping.set()
+
+    def wake(self, account: str | None = None) -> bool:
+        """Poll now: every entry, or the one named (poll name, or user@pollname)."""
+        matched = False
+        for entry in self.entries:
+            names = {entry.server.pollname, entry.server.host}
+            names |= {f"{u.remote}@{entry.server.pollname}" for u in entry.server.users}
+            if account is None or account in names:
+                entry.failures = 0
+                entry.wake.set()
+                matched = True
+        return matched
+
+    def request_reload(self) -> None:
+        try:
+            config, entries = self._reload()
+        except FetchdError as exc:
+            log.error(
+                "daemon.reload_failed",
+                text=f"reload failed, keeping the running configuration: {exc}",
+            )
+            return
+        self.config = config
+        self.entries = [_Entry(server) for server in entries]
+        self._rc_mtime = self._mtime()
+        log.info("daemon.reloaded", text=f"reloaded {config.filename}")
+        self._restart.set()
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A control-socket request (already checked by fetchd.control)."""
+        command = request["cmd"]
+        if command == "quit":
+            self.stop()
+            return {"ok": True, "pid": os.getpid()}
+        if command == "poll":
+            if not self.wake(request.get("account")):
+                return {"ok": False, "error": f"no account {request.get('account')!r}"}
+            return {"ok": True}
+        if command == "reload":
+            self.request_reload()
+            return {"ok": True}
+        return {"ok": True, "accounts": [s.as_dict() for s in self.status.values()]}
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGUSR1, self.wake)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        while not self._stopping.is_set():
+            self._restart.clear()
+            tasks = [asyncio.create_task(self._run_entry(entry)) for entry in self.entries]
+            watcher = asyncio.create_task(self._watch_rc_file())
+            stop = asyncio.create_task(self._stopping.wait())
+            restart = asyncio.create_task(self._restart.wait())
+            await asyncio.wait({stop, restart}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (*tasks, watcher, stop, restart):
+                task.cancel()
+            await asyncio.gather(*tasks, watcher, stop, restart, return_exceptions=True)
+        log.info("daemon.stopped", text="fetchd daemon stopped")
+        return int(ExitCode.MAIL)
+
+    async def _run_entry(self, entry: _Entry) -> None:
+        server = entry.server
+        cycle = 0
+        while True:
+            forced = entry.wake.is_set()
+            entry.wake.clear()
+            due = cycle % max(server.interval, 1) == 0
+            backing_off = entry.failures and cycle % min(2**entry.failures, MAX_BACKOFF_CYCLES)
+            if forced or (due and not backing_off):
+                await self._poll_entry(entry)
+            cycle += 1
+            delay = self.config.globals.poll_interval * random.uniform(0.95, 1.05)
+            for user in server.users:
+                status = self._status(server, user)
+                status.next_due = time.time() + delay
+            if self._idle_wait is not None and server.pollname == self._idler:
+                await self._idle_or_wake(entry)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await entry.wake.wait()
+
+    async def _idle_or_wake(self, entry: _Entry) -> None:
+        """IDLE until mail arrives (or a wake request); a failing IDLE falls back to sleeping."""
+        assert self._idle_wait is not None
+        idle = asyncio.create_task(
+            self._idle_wait(self.config, entry.server, entry.server.users[0])
+        )
+        woken = asyncio.create_task(entry.wake.wait())
+        try:
+            await asyncio.wait({idle, woken}, return_when=asyncio.FIRST_COMPLETED)
+            if idle.done() and idle.exception() is not None:
+                log.warning(
+                    "idle.failed",
+                    text=f"IDLE failed ({idle.exception()}); waiting for the next interval instead",
+                )
+                async with asyncio.timeout(self.config.globals.poll_interval):
+                    await entry.wake.wait()
+        except TimeoutError:
+            pass
+        finally:
+            for task in (idle, woken):
+                task.cancel()
+            await asyncio.gather(idle, woken, return_exceptions=True)
+
+    async def _poll_entry(self, entry: _Entry) -> None:
+        failed = False
+        for user in entry.server.users:
+            status = self._status(entry.server, user)
+            async with self._connections:
+                status.state = "polling"
+                try:
+                    code = await self._poll_one(self.config, entry.server, user, status)
+                finally:
+                    status.state = "waiting"
+            failed = failed or code not in (ExitCode.MAIL, ExitCode.NOMAIL)
+        entry.failures = min(entry.failures + 1, 3) if failed else 0
+
+    def _status(self, server: Server, user: Any) -> AccountStatus:
+        key = f"{user.remote}@{server.pollname}"
+        if key not in self.status:
+            self.status[key] = AccountStatus(key)
+        return self.status[key]
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.config.filename).st_mtime
+        except OSError:
+            return None
+
+    async def _watch_rc_file(self) -> None:
+        """fetchmail restarts itself when its rc file changes; we reload."""
+        while True:
+            await asyncio.sleep(RC_CHECK_SECONDS)
+            mtime = self._mtime()
+            if mtime is not None and mtime != self._rc_mtime:
+                self._rc_mtime = mtime
+                log.info("daemon.rc_changed", text=f"{self.config.filename} changed")
+                self.request_reload()

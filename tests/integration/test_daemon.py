@@ -1,0 +1,236 @@
+"""A real fetchd daemon process: polling, --poll, --status, --quit, signals, reload, the lock,
+and the control socket's permissions. Servers run in the test's event loop (demo POP3 server,
+aiosmtpd), so they outlive the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fetchd.demo.pop3server import DemoPOP3Server
+from tests.support.mta import Sink, running_mta
+
+SECRET = "daemon-Secret-9"
+MESSAGES = [f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode() for i in range(5)]
+
+
+@dataclass
+class Setup:
+    home: Path
+    pop: DemoPOP3Server
+    sink: Sink
+    rc: Path
+    run_dir: Path | None = None  # XDG_RUNTIME_DIR; default HOME/run
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.home),
+            "XDG_STATE_HOME": str(self.home / "state"),
+            "XDG_RUNTIME_DIR": str(self.run_dir or self.home / "run"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+
+    def write_rc(self, extra: str = "") -> None:
+        self.rc.write_text(
+            f"set daemon 3600\npoll 127.0.0.1 proto pop3 port {self.pop.port}\n"
+            f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{self.sink.port}'
+            f" {extra}\n"
+        )
+        self.rc.chmod(0o600)
+
+    async def start(self, *args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fetchd",
+            "-N",
+            "-f",
+            str(self.rc),
+            *args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    async def cli(self, *args: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fetchd",
+            *args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode is not None
+        return process.returncode, out.decode()
+
+
+async def until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    pop = DemoPOP3Server("demo", SECRET, list(MESSAGES))
+    await pop.start()
+    async with running_mta() as sink:
+        setup = Setup(tmp_path, pop, sink, tmp_path / "fetchmailrc")
+        setup.write_rc()
+        yield setup
+    await pop.stop()
+
+
+async def stop(process: asyncio.subprocess.Process) -> str:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(process.communicate(), 20)
+    return out.decode()
+
+
+async def test_poll_status_wake_and_quit(setup: Setup) -> None:
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+        code, out = await setup.cli("--status")
+        assert code == 0, out
+        assert "demo@127.0.0.1" in out and " 5 " in out
+        setup.pop.messages.append(b"Subject: late\r\n\r\nlate\r\n")
+        code, out = await setup.cli("--poll")
+        assert code == 0 and "awakened" in out
+        await until(lambda: len(setup.sink.received) == 6, timeout=5)
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        assert await asyncio.wait_for(daemon.wait(), 10) == 0
+        assert not (setup.home / "run" / "fetchd" / "control.sock").exists()
+        code, out = await setup.cli("--quit")
+        assert code == 8 and "no other fetchd is running" in out
+    finally:
+        await stop(daemon)
+        if setup.run_dir is not None:
+            shutil.rmtree(setup.run_dir, ignore_errors=True)
+
+
+async def test_running_fetchd_again_wakes_the_daemon(setup: Setup) -> None:
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+        setup.pop.messages.append(b"Subject: late\r\n\r\nlate\r\n")
+        # fetchmail's behaviour: `fetchmail` with no options while its daemon runs wakes it.
+        shutil.copy(setup.rc, setup.home / ".fetchmailrc")
+        (setup.home / ".fetchmailrc").chmod(0o600)
+        code, out = await setup.cli()
+        assert code == 0 and "awakened" in out
+        await until(lambda: len(setup.sink.received) == 6, timeout=5)
+    finally:
+        await stop(daemon)
+        if setup.run_dir is not None:
+            shutil.rmtree(setup.run_dir, ignore_errors=True)
+
+
+async def test_a_second_daemon_is_refused_with_exit_8(setup: Setup) -> None:
+    daemon = await setup.start()
+    try:
+        await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+        code, out = await setup.cli("-N", "-f", str(setup.rc))
+        assert code == 8 and "another fetchd daemon is running" in out
+    finally:
+        await stop(daemon)
+        if setup.run_dir is not None:
+            shutil.rmtree(setup.run_dir, ignore_errors=True)
+
+
+async def test_sigterm_stops_cleanly_and_sighup_reload_survives_a_broken_file(
+    setup: Setup,
+) -> None:
+    daemon = await setup.start()
+    await until(lambda: len(setup.sink.received) == 5)
+    await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+    setup.rc.write_text("poll 127.0.0.1 user\n  aka x\n")  # broken
+    daemon.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    code, out = await setup.cli("--status")
+    assert code == 0 and "demo@127.0.0.1" in out  # still serving with the old configuration
+    setup.write_rc()  # fixed again: reloaded, and the status table is a new one
+    daemon.send_signal(signal.SIGHUP)
+    output = await stop(daemon)
+    assert daemon.returncode == 0
+    assert "reload failed, keeping the running configuration" in output
+    assert f"reloaded {setup.rc}" in output
+    assert SECRET not in output
+    assert not (setup.home / "run" / "fetchd" / "control.sock").exists()
+
+
+async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> None:
+    setup.rc.write_text(
+        "set daemon 3600\n"
+        "poll 127.0.0.1 proto pop3 port 1 user demo password x is joe here\n"
+        f"poll localhost proto pop3 port {setup.pop.port}\n"
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{setup.sink.port}\n'
+    )
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        code, out = await setup.cli("--status")
+        assert code == 0
+        assert "demo@127.0.0.1" in out and "cannot connect" in out
+        assert "demo@localhost" in out
+    finally:
+        await stop(daemon)
+        if setup.run_dir is not None:
+            shutil.rmtree(setup.run_dir, ignore_errors=True)
+
+
+async def test_the_control_socket_is_private_and_checks_the_peer(setup: Setup) -> None:
+    # A runtime directory another user could reach, if its mode allowed (pytest's is private).
+    setup.run_dir = Path(tempfile.mkdtemp(prefix="fetchd-run-"))
+    setup.run_dir.chmod(0o755)
+    daemon = await setup.start()
+    try:
+        directory = setup.run_dir / "fetchd"
+        await until(lambda: (directory / "control.sock").exists())
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert stat.S_IMODE((directory / "control.sock").stat().st_mode) == 0o600
+        if os.geteuid() != 0 or shutil.which("runuser") is None:
+            return
+        # Open the way for another user on purpose: the peer check must still refuse it.
+        directory.chmod(0o755)
+        (directory / "control.sock").chmod(0o666)
+        probe = (
+            "import socket; s = socket.socket(socket.AF_UNIX); "
+            f"s.connect({str(directory / 'control.sock')!r}); "
+            # The refusal comes before any request is read: read it first, then try to send.
+            "print(s.recv(200).decode(), flush=True); "
+            's.sendall(b\'{"v": 1, "cmd": "quit"}\\n\')'
+        )
+        result = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert "permission denied" in result.stdout, result.stderr
+        assert daemon.returncode is None  # not stopped by the stranger
+    finally:
+        await stop(daemon)
+        if setup.run_dir is not None:
+            shutil.rmtree(setup.run_dir, ignore_errors=True)
