@@ -113,7 +113,7 @@ def run_daemon(
     poll_one: Callable[..., Any],
     run_loop: Callable[[Callable[[], Any]], int],
     idle_wait: Callable[[Config, Server, Any], Any] | None = None,
-    idler: tuple[Server, Any] | None = None,
+    can_idle: Callable[[Server], bool] = lambda server: False,
 ) -> int:
     directory = ensure_private_dir(runtime_dir())
     lock = DaemonLock(directory)
@@ -123,7 +123,7 @@ def run_daemon(
         lock.rewrite_pid()
     try:
         return run_loop(
-            lambda: _main(config, entries, options, env, directory, poll_one, idle_wait, idler)
+            lambda: _main(config, entries, options, env, directory, poll_one, idle_wait, can_idle)
         )
     finally:
         lock.release()
@@ -137,7 +137,7 @@ async def _main(
     directory: Path,
     poll_one: Callable[..., Any],
     idle_wait: Callable[[Config, Server, Any], Any] | None,
-    idler: tuple[Server, Any] | None,
+    can_idle: Callable[[Server], bool],
 ) -> int:
     store = await asyncio.to_thread(UIDStore.open)
 
@@ -155,7 +155,7 @@ async def _main(
         poll_account,
         reload,
         idle_wait=idle_wait,
-        idler=idler[0].pollname if idler else None,
+        can_idle=can_idle,
     )
     server = control.ControlServer(directory / "control.sock", supervisor.handle)
     await server.start()

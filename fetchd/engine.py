@@ -123,7 +123,7 @@ def run(options: Options) -> int:
     if config.globals.poll_interval and not options.check:
         from fetchd.daemon import run_daemon
 
-        idler = _idle_account(entries)
+        warn_idle_refused(entries)
         return run_daemon(
             config,
             entries,
@@ -131,8 +131,8 @@ def run(options: Options) -> int:
             env,
             poll_user,
             _run_loop,
-            idle_wait=_idle_until_mail if idler else None,
-            idler=idler,
+            idle_wait=_idle_until_mail,
+            can_idle=can_idle,
         )
     return _run_loop(lambda: poll_entries(config, entries, options))
 
@@ -176,21 +176,25 @@ async def poll_entries(config: Config, entries: list[Server], options: Options) 
         store.close()
 
 
-def _idle_account(entries: list[Server]) -> tuple[Server, User] | None:
-    """The account to IDLE on: fetchmail allows it for one IMAP account with one folder."""
-    accounts = [(server, user) for server in entries for user in server.users]
-    wanted = [(s, u) for s, u in accounts if u.idle]
-    if not wanted:
-        return None
-    server, user = wanted[0]
-    if len(accounts) == 1 and server.protocol == "IMAP" and len(user.mailboxes) <= 1:
-        return server, user
-    log.warning(
-        "idle.refused",
-        text="idle works for a single IMAP account with a single folder, as in fetchmail; "
-        "polling at the daemon interval instead",
+def can_idle(server: Server) -> bool:
+    """fetchmail IDLEs on an entry with one IMAP account and one folder; fetchd does so for
+    every such entry, each on its own connection, while the other entries poll as usual."""
+    return (
+        server.protocol == "IMAP"
+        and len(server.users) == 1
+        and server.users[0].idle
+        and len(server.users[0].mailboxes) <= 1
     )
-    return None
+
+
+def warn_idle_refused(entries: list[Server]) -> None:
+    for server in entries:
+        if any(user.idle for user in server.users) and not can_idle(server):
+            log.warning(
+                "idle.refused",
+                text=f"{server.pollname}: idle works for an entry with one IMAP account and one "
+                "folder, as in fetchmail; polling it at the daemon interval instead",
+            )
 
 
 async def _idle_until_mail(config: Config, server: Server, user: User) -> None:

@@ -71,7 +71,7 @@ class Supervisor:
         reload: Callable[[], tuple[Config, list[Server]]],
         *,
         idle_wait: Callable[[Config, Server, Any], Coroutine[Any, Any, None]] | None = None,
-        idler: str | None = None,
+        can_idle: Callable[[Server], bool] = lambda server: False,
     ) -> None:
         self.config = config
         self.entries = [_Entry(server) for server in entries]
@@ -79,7 +79,7 @@ class Supervisor:
         self._poll_one = poll_one
         self._reload = reload
         self._idle_wait = idle_wait
-        self._idler = idler  # the poll name of the one entry that waits in IMAP IDLE
+        self._can_idle = can_idle  # entries that wait in IMAP IDLE between polls
         self._stopping = asyncio.Event()
         self._restart = asyncio.Event()
         self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
@@ -176,7 +176,7 @@ class Supervisor:
             for user in server.users:
                 status = self._status(server, user)
                 status.next_due = time.time() + delay
-            if self._idle_wait is not None and server.pollname == self._idler:
+            if self._idle_wait is not None and self._can_idle(server):
                 await self._idle_or_wake(entry)
                 continue
             with contextlib.suppress(TimeoutError):

@@ -153,22 +153,37 @@ async def test_imap_keep_marks_delivered_mail_seen(dovecot: Dovecot, tmp_path: P
     client.logout()
 
 
-async def read_until(stream: asyncio.StreamReader, marker: bytes) -> None:
-    """Read lines until one contains `marker`; the process ending first fails the test."""
-    while True:
+async def read_until(stream: asyncio.StreamReader, *markers: bytes) -> None:
+    """Read lines until each marker was seen; the process ending first fails the test."""
+    missing = set(markers)
+    while missing:
         line = await asyncio.wait_for(stream.readline(), 20)
-        assert line, f"the daemon ended before printing {marker!r}"
-        if marker in line:
-            return
+        assert line, f"the daemon ended before printing {missing!r}"
+        missing = {marker for marker in missing if marker not in line}
 
 
 async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_path: Path) -> None:
-    """A daemon with `idle` waits in IMAP IDLE and polls as soon as Dovecot reports new mail,
-    long before its 3600-second interval."""
+    """A daemon with two `idle` entries (two folders) waits in IMAP IDLE on both and polls an
+    entry as soon as Dovecot reports new mail in its folder, long before the 3600-second
+    interval; a third entry whose server is down does not hold them up."""
     import time
 
+    dovecot.create_folder("Lists")
+    rc = tmp_path / "fetchmailrc"
     async with running_mta() as sink:
-        rc = rcfile(tmp_path, dovecot, sink, "imap", "idle")
+        account = (
+            f'user {dovecot.user} password "{dovecot.password}" is joe here '
+            f'sslcertfile "{dovecot.ca_file}" smtphost 127.0.0.1/{sink.port} idle'
+        )
+        rc.write_text(
+            "set daemon 3600\n"
+            f"poll inbox via {dovecot.host} proto imap port {dovecot.imap_port}\n"
+            f"  {account} folder INBOX\n"
+            f"poll lists via {dovecot.host} proto imap port {dovecot.imap_port}\n"
+            f"  {account} folder Lists\n"
+            f"poll down via {dovecot.host} proto pop3 port 1 user x password y is joe here\n"
+        )
+        rc.chmod(0o600)
         environment = {
             "HOME": str(tmp_path),
             "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -183,25 +198,25 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
             "-f",
             str(rc),
             "--nodetach",
-            "-d",
-            "3600",
             env=environment,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         assert process.stdout is not None
+        idling = {b"inbox": b"@inbox: waiting for new mail (IDLE)", b"lists": b"@lists: waiting"}
         try:
-            # Wait until it idles (its first poll found nothing).
-            await read_until(process.stdout, b"waiting for new mail (IDLE)")
-            for i in range(3):
+            # Wait until both idle (their first polls found nothing).
+            await read_until(process.stdout, idling[b"inbox"], idling[b"lists"])
+            for i in range(4):
+                folder, name = ("INBOX", b"inbox") if i % 2 == 0 else ("Lists", b"lists")
                 await asyncio.sleep(0.3)  # inside IDLE, not between poll and IDLE
                 began = time.monotonic()
-                dovecot.deliver(message(i))
+                dovecot.deliver(message(i), folder=folder)
                 while len(sink.received) < i + 1:
-                    assert time.monotonic() - began < 2.0, "not delivered within 2 s"
+                    assert time.monotonic() - began < 2.0, f"not delivered within 2 s ({folder})"
                     await asyncio.sleep(0.02)
-                await read_until(process.stdout, b"waiting for new mail (IDLE)")
+                await read_until(process.stdout, idling[name])
         finally:
             process.terminate()
             await process.wait()
-        assert sorted(sink.bodies()) == sorted(message(i) for i in range(3))
+        assert sorted(sink.bodies()) == sorted(message(i) for i in range(4))
