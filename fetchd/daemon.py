@@ -20,6 +20,7 @@ from fetchd.errors import ExitCode
 from fetchd.options import Options
 from fetchd.overrides import apply_overrides, select_entries
 from fetchd.runtime import DaemonLock, ensure_private_dir, runtime_dir
+from fetchd.sdnotify import Notifier
 from fetchd.state import UIDStore
 from fetchd.supervisor import AccountStatus, Supervisor
 
@@ -140,6 +141,7 @@ async def _main(
     can_idle: Callable[[Server], bool],
 ) -> int:
     store = await asyncio.to_thread(UIDStore.open)
+    notifier = Notifier()
 
     async def poll_account(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
         code: int = await poll_one(config, server, user, options, store, status)
@@ -156,6 +158,7 @@ async def _main(
         reload,
         idle_wait=idle_wait,
         can_idle=can_idle,
+        notifier=notifier,
     )
     server = control.ControlServer(directory / "control.sock", supervisor.handle)
     await server.start()
@@ -165,8 +168,11 @@ async def _main(
         text=f"starting fetchd {__version__} daemon "
         f"(pid {os.getpid()}, polling every {config.globals.poll_interval} s)",
     )
+    notifier.ready(f"{len(entries)} entries; polling every {config.globals.poll_interval} s")
+    watchdog = asyncio.create_task(notifier.keep_watchdog_fed())
     try:
         return await supervisor.run()
     finally:
+        watchdog.cancel()
         await server.stop()
         store.close()

@@ -27,6 +27,7 @@ import structlog
 
 from fetchd.config.model import Config, Server
 from fetchd.errors import ExitCode, FetchdError
+from fetchd.sdnotify import Notifier
 
 log = structlog.get_logger("fetchd.daemon")
 
@@ -72,6 +73,7 @@ class Supervisor:
         *,
         idle_wait: Callable[[Config, Server, Any], Coroutine[Any, Any, None]] | None = None,
         can_idle: Callable[[Server], bool] = lambda server: False,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.entries = [_Entry(server) for server in entries]
@@ -85,6 +87,7 @@ class Supervisor:
         self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
         self._signals = 0
         self._rc_mtime = self._mtime()
+        self._notifier = notifier or Notifier({})
 
     # --- requests from signals and the control socket -----------------------------------
 
@@ -94,6 +97,7 @@ class Supervisor:
             log.warning("daemon.forced", text="second stop request: exiting at once")
             os._exit(int(ExitCode.MAIL))
         log.info("daemon.stopping", text="stopping: no new polls; polls in flight abandoned")
+        self._notifier.stopping()
         self._stopping.set()
 
     def wake(self, account: str | None = None) -> bool:
@@ -109,6 +113,7 @@ class Supervisor:
         return matched
 
     def request_reload(self) -> None:
+        self._notifier.reloading()
         try:
             config, entries = self._reload()
         except FetchdError as exc:
@@ -116,12 +121,26 @@ class Supervisor:
                 "daemon.reload_failed",
                 text=f"reload failed, keeping the running configuration: {exc}",
             )
+            self._notifier.ready(self.summary())
             return
         self.config = config
         self.entries = [_Entry(server) for server in entries]
         self._rc_mtime = self._mtime()
         log.info("daemon.reloaded", text=f"reloaded {config.filename}")
+        self._notifier.ready(self.summary())
         self._restart.set()
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= (``systemctl --user status fetchd``)."""
+        polled = [s for s in self.status.values() if s.last_poll is not None]
+        failing = sum(1 for s in polled if s.error)
+        messages = sum(s.messages for s in self.status.values())
+        text = f"{len(self.entries)} entries; {len(polled)} accounts polled"
+        if polled:
+            last = max(s.last_poll for s in polled if s.last_poll is not None)
+            text += f", last at {time.strftime('%H:%M:%S', time.localtime(last))}"
+        text += f"; {messages} messages fetched"
+        return text + (f"; {failing} failing" if failing else "")
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """A control-socket request (already checked by fetchd.control)."""
@@ -218,6 +237,7 @@ class Supervisor:
                     status.state = "waiting"
             failed = failed or code not in (ExitCode.MAIL, ExitCode.NOMAIL)
         entry.failures = min(entry.failures + 1, 3) if failed else 0
+        self._notifier.status(self.summary())
 
     def _status(self, server: Server, user: Any) -> AccountStatus:
         key = f"{user.remote}@{server.pollname}"

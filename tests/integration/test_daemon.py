@@ -8,13 +8,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ class Setup:
     sink: Sink
     rc: Path
     run_dir: Path | None = None  # XDG_RUNTIME_DIR; default HOME/run
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -41,7 +43,7 @@ class Setup:
             "XDG_STATE_HOME": str(self.home / "state"),
             "XDG_RUNTIME_DIR": str(self.run_dir or self.home / "run"),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        }
+        } | self.extra_env
 
     def write_rc(self, extra: str = "") -> None:
         self.rc.write_text(
@@ -234,3 +236,43 @@ async def test_the_control_socket_is_private_and_checks_the_peer(setup: Setup) -
         await stop(daemon)
         if setup.run_dir is not None:
             shutil.rmtree(setup.run_dir, ignore_errors=True)
+
+
+async def test_sd_notify_ready_status_watchdog_reload_and_stopping(setup: Setup) -> None:
+    """What systemd sees of a ``Type=notify`` service, received on a datagram socket."""
+    path = setup.home / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    receiver.setblocking(False)
+    setup.extra_env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "500000"}
+    messages: list[dict[str, str]] = []
+
+    async def receive() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(receiver, 4096)
+            messages.append(dict(line.split("=", 1) for line in data.decode().split("\n")))
+
+    receiving = asyncio.create_task(receive())
+    daemon = await setup.start()
+    try:
+        await until(lambda: any("READY" in m for m in messages))
+        ready = next(m for m in messages if "READY" in m)
+        assert ready["MAINPID"] == str(daemon.pid)
+        assert "polling every 3600 s" in ready["STATUS"]
+        await until(lambda: any("5 messages fetched" in m.get("STATUS", "") for m in messages))
+        await until(lambda: sum("WATCHDOG" in m for m in messages) >= 3, timeout=5)
+        daemon.send_signal(signal.SIGHUP)
+        await until(lambda: any("RELOADING" in m for m in messages))
+        reloading = next(i for i, m in enumerate(messages) if "RELOADING" in m)
+        assert int(messages[reloading]["MONOTONIC_USEC"]) > 0
+        await until(lambda: any("READY" in m for m in messages[reloading:]))
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        assert await asyncio.wait_for(daemon.wait(), 10) == 0
+        await until(lambda: any("STOPPING" in m for m in messages))
+        assert all(SECRET not in value for m in messages for value in m.values())
+    finally:
+        receiving.cancel()
+        receiver.close()
+        await stop(daemon)
