@@ -16,7 +16,7 @@ import structlog
 from fetchd import __version__, control
 from fetchd.config import Config, ParseEnvironment, load_rcfile
 from fetchd.config.model import Server
-from fetchd.errors import ExitCode
+from fetchd.errors import ConfigError, ExitCode
 from fetchd.options import Options
 from fetchd.overrides import apply_overrides, select_entries
 from fetchd.runtime import DaemonLock, ensure_private_dir, runtime_dir
@@ -92,16 +92,24 @@ def format_status(accounts: list[dict[str, Any]]) -> str:
 
 
 def detach(logfile: str | None) -> None:
-    """Go to the background as fetchmail does: double fork, new session, no terminal."""
+    """Go to the background as fetchmail does: double fork, new session, no terminal; output to
+    the ``logfile`` when there is one (opened first, so that an error still reaches the user)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    target = null
+    if logfile:
+        try:
+            target = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ConfigError(f"cannot open logfile {logfile}: {exc.strerror}") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
     if os.fork():
         os._exit(0)
     os.setsid()
     if os.fork():
         os._exit(0)
     os.chdir("/")
-    null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    target = os.open(logfile, os.O_WRONLY | os.O_APPEND) if logfile else null
     os.dup2(target, 1)
     os.dup2(target, 2)
 
@@ -119,10 +127,10 @@ def run_daemon(
     directory = ensure_private_dir(runtime_dir())
     lock = DaemonLock(directory)
     lock.acquire()  # DaemonRunningError (exit 8) if another daemon of ours runs
-    if not options.nodetach:
-        detach(config.globals.logfile)
-        lock.rewrite_pid()
     try:
+        if not options.nodetach:
+            detach(config.globals.logfile)
+            lock.rewrite_pid()  # the lock's descriptor went with us through both forks
         return run_loop(
             lambda: _main(config, entries, options, env, directory, poll_one, idle_wait, can_idle)
         )

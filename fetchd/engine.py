@@ -76,14 +76,11 @@ IGNORED_KEYWORDS = frozenset(
         "tracepolls",
         "bad-header",
         "retrieve-error",
-        "syslog",
-        "logfile",
         "showdots",
         "bouncemail",
         "spambounce",
         "properties",
         "pidfile",
-        "interval",
     }
 )
 
@@ -120,7 +117,14 @@ def run(options: Options) -> int:
     if not entries:
         raise ConfigError(f"no mailservers have been specified in {config.filename}")
     warn_ignored_keywords(config, entries)
-    if config.globals.poll_interval and not options.check:
+    daemon = bool(config.globals.poll_interval and not options.check)
+    if config.globals.syslog and not (daemon and not options.nodetach and config.globals.logfile):
+        # fetchmail: from here on, status and errors go to syslog; a logfile, where it applies
+        # (a detached daemon), wins over syslog.
+        logconfig.configure(
+            verbosity=options.verbose, silent=options.silent, syslog=logconfig.syslog_address()
+        )
+    if daemon:
         from fetchd.daemon import run_daemon
 
         warn_idle_refused(entries)

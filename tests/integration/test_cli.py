@@ -273,3 +273,44 @@ async def test_mda_delivery_end_to_end(world: World) -> None:
     assert sorted(b.split(b"\n", 3)[3] for b in bodies) == sorted(
         m.replace(b"\r\n", b"\n") for m in MESSAGES
     )
+
+
+async def test_syslog_gets_the_lines_at_facility_mail(world: World) -> None:
+    import socket
+
+    path = world.home / "log.sock"
+    lines: list[str] = []
+
+    async def syslogd(sock: socket.socket) -> None:
+        while True:
+            lines.append((await asyncio.get_running_loop().sock_recv(sock, 4096)).decode())
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(path))
+        syslog.setblocking(False)
+        reader = asyncio.create_task(syslogd(syslog))
+        rc = world.standard_rc()
+        code, out, err = await world.fetchd(
+            "--syslog", "-v", "-f", str(rc), env={"FETCHD_SYSLOG_SOCKET": str(path)}
+        )
+        await asyncio.sleep(0.1)
+        reader.cancel()
+    assert code == 0, err
+    assert out == "" and err == ""  # as fetchmail: with syslog, status goes there only
+    assert len(world.sink.received) == 10
+    info = [line for line in lines if line.startswith("<22>")]  # LOG_MAIL | LOG_INFO
+    assert any(
+        "fetchd[" in line and "reading message demo@127.0.0.1:1 of 10" in line for line in info
+    )
+    assert any("POP3> PASS *" in line for line in lines)
+    assert not any(SECRET in line for line in lines)
+
+
+async def test_syslog_unreachable_falls_back_to_stderr(world: World) -> None:
+    rc = world.standard_rc()
+    rc.write_text("set syslog\n" + rc.read_text())
+    code, _out, err = await world.fetchd(
+        "-f", str(rc), env={"FETCHD_SYSLOG_SOCKET": str(world.home / "no-such.sock")}
+    )
+    assert code == 0, err
+    assert "reading message demo@127.0.0.1:1 of 10" in err

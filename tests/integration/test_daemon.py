@@ -276,3 +276,46 @@ async def test_sd_notify_ready_status_watchdog_reload_and_stopping(setup: Setup)
         receiving.cancel()
         receiver.close()
         await stop(daemon)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_detached_daemon_writes_its_logfile_and_quits(setup: Setup) -> None:
+    logfile = setup.home / "fetchd.log"
+    logfile.touch()  # fetchmail's rule: the logfile must exist
+    setup.rc.write_text(f"set logfile {logfile}\n" + setup.rc.read_text())
+    code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches, parent exits 0
+    assert code == 0, out
+    lock = setup.home / "run" / "fetchd" / "lock"
+    await until(lambda: len(setup.sink.received) == 5)
+    daemon_pid = int(lock.read_text())
+    try:
+        assert _alive(daemon_pid)
+        code, out = await setup.cli("--quit")
+        assert code == 0 and f"pid {daemon_pid}" in out, out
+        await until(lambda: not _alive(daemon_pid))
+    finally:
+        if _alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+    log = logfile.read_text()
+    assert "starting fetchd" in log and "reading message demo@127.0.0.1:5 of 5" in log
+    assert "fetchd daemon stopped" in log
+    assert SECRET not in log
+
+
+async def test_a_logfile_that_cannot_be_opened_is_reported_before_detaching(
+    setup: Setup,
+) -> None:
+    logfile = setup.home / "logdir"
+    logfile.mkdir()
+    setup.rc.write_text(f"set logfile {logfile}\n" + setup.rc.read_text())
+    code, out = await setup.cli("-f", str(setup.rc))
+    assert code != 0
+    assert f"cannot open logfile {logfile}: Is a directory" in out
+    assert not setup.sink.received

@@ -1,0 +1,60 @@
+"""The syslog sink: priorities at facility mail, one record per line, and its fallback."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from fetchd import logconfig
+
+
+@pytest.fixture
+def syslogd(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    path = str(tmp_path / "log.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(2)
+        yield path, sock
+    logconfig.configure()
+
+
+def test_priorities_and_ident(syslogd: tuple[str, socket.socket]) -> None:
+    path, sock = syslogd
+    logconfig.configure(syslog=path)
+    log = structlog.get_logger("test")
+    log.info("x.info", text="all is well")
+    log.warning("x.warn", text="a warning")
+    log.error("x.error", text="an error")
+    info, warning, error = (sock.recv(2048).decode() for _ in range(3))
+    assert info.startswith("<22>") and info.endswith(": all is well")  # LOG_MAIL|LOG_INFO
+    assert warning.startswith("<20>") and warning.endswith(": a warning")  # no "fetchd:" prefix
+    assert error.startswith("<19>") and "fetchd[" in error
+
+
+def test_a_server_string_cannot_forge_a_second_record(syslogd: tuple[str, socket.socket]) -> None:
+    path, sock = syslogd
+    logconfig.configure(syslog=path)
+    structlog.get_logger("test").info("x", text="reply: -ERR no\r\n<11>fake record")
+    record = sock.recv(2048).decode()
+    assert "\r" not in record and "\n" not in record
+    assert record.endswith("reply: -ERR no\\r\\n<11>fake record")
+
+
+def test_long_lines_are_capped(syslogd: tuple[str, socket.socket]) -> None:
+    path, sock = syslogd
+    logconfig.configure(syslog=path)
+    structlog.get_logger("test").info("x", text="y" * 5000)
+    assert len(sock.recv(8192)) == logconfig.MAX_SYSLOG_LINE
+
+
+def test_unreachable_syslog_writes_to_stderr(tmp_path: Path) -> None:
+    errors = io.StringIO()
+    logconfig.configure(syslog=str(tmp_path / "absent.sock"), errors=errors)
+    structlog.get_logger("test").error("x", text="cannot connect")
+    logconfig.configure()
+    assert errors.getvalue() == "fetchd: cannot connect\n"
