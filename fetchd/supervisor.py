@@ -34,6 +34,7 @@ log = structlog.get_logger("fetchd.daemon")
 MAX_CONNECTIONS = 8
 MAX_BACKOFF_CYCLES = 8
 RC_CHECK_SECONDS = 5.0
+CANCEL_RETRY_SECONDS = 0.2
 
 
 @dataclass
@@ -58,6 +59,20 @@ class _Entry:
     server: Server
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0
+
+
+async def cancel_and_wait(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait for them, cancelling again those that are still running.
+
+    Python 3.11's ``asyncio.wait_for`` (aiosmtplib awaits every SMTP reply with it) swallows a
+    cancellation that arrives just as the awaited reply does; the poll then carries on. So one
+    ``cancel()`` is not enough to stop it: repeat until the task has really ended.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_SECONDS)
 
 
 PollOne = Callable[[Config, Server, Any, AccountStatus], Any]  # -> awaitable exit code
@@ -174,9 +189,7 @@ class Supervisor:
             stop = asyncio.create_task(self._stopping.wait())
             restart = asyncio.create_task(self._restart.wait())
             await asyncio.wait({stop, restart}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (*tasks, watcher, stop, restart):
-                task.cancel()
-            await asyncio.gather(*tasks, watcher, stop, restart, return_exceptions=True)
+            await cancel_and_wait({*tasks, watcher, stop, restart})
         log.info("daemon.stopped", text="fetchd daemon stopped")
         return int(ExitCode.MAIL)
 
@@ -221,9 +234,7 @@ class Supervisor:
         except TimeoutError:
             pass
         finally:
-            for task in (idle, woken):
-                task.cancel()
-            await asyncio.gather(idle, woken, return_exceptions=True)
+            await cancel_and_wait({idle, woken})
 
     async def _poll_entry(self, entry: _Entry) -> None:
         failed = False

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fetchd.demo.pop3server import DemoPOP3Server
+from fetchd.supervisor import RC_CHECK_SECONDS
 from tests.support.mta import Sink, running_mta
 
 SECRET = "daemon-Secret-9"
@@ -319,3 +320,21 @@ async def test_a_logfile_that_cannot_be_opened_is_reported_before_detaching(
     assert code != 0
     assert f"cannot open logfile {logfile}: Is a directory" in out
     assert not setup.sink.received
+
+
+async def test_an_edited_rc_file_takes_effect_without_a_signal(setup: Setup) -> None:
+    """fetchmail restarts itself when its rc file changes; we reload it, within seconds."""
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        async with running_mta() as other:
+            setup.pop.messages.append(b"Subject: after the edit\r\n\r\nnew\r\n")
+            setup.rc.write_text(
+                setup.rc.read_text().replace(f"/{setup.sink.port}", f"/{other.port}")
+            )
+            # The watcher looks every few seconds; the reloaded entry polls at once.
+            await until(lambda: len(other.received) == 1, timeout=RC_CHECK_SECONDS + 10)
+        assert len(setup.sink.received) == 5
+    finally:
+        output = await stop(daemon)
+    assert f"{setup.rc} changed" in output and f"reloaded {setup.rc}" in output

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.dovecot import Dovecot
-from tests.support.mta import Sink, running_mta
+from tests.support.mta import Sink, SlowSink, running_mta
 
 pytestmark = pytest.mark.dovecot
 
@@ -220,3 +220,72 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
             process.terminate()
             await process.wait()
         assert sorted(sink.bodies()) == sorted(message(i) for i in range(4))
+
+
+@pytest.mark.parametrize(
+    ("protocol", "how"), [("pop3", "quit"), ("pop3", "sigterm"), ("imap", "quit")]
+)
+async def test_stopping_the_daemon_mid_poll_loses_nothing(
+    dovecot: Dovecot, tmp_path: Path, protocol: str, how: str
+) -> None:
+    """500 messages, the daemon stopped after about 100: it exits promptly, every message is
+    either delivered or still on the server, and the next poll delivers the rest."""
+    import signal
+    import time
+
+    total = 500
+    for i in range(total):
+        dovecot.deliver(f"Subject: m{i}\r\nMessage-ID: <{i}@example.org>\r\n\r\n{i}\r\n".encode())
+    environment = {
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    (tmp_path / "run").mkdir(mode=0o700)
+    async with running_mta(SlowSink()) as sink:
+        rc = rcfile(tmp_path, dovecot, sink, protocol)
+        one_shot = rc.read_text()
+        rc.write_text("set daemon 3600\n" + one_shot)
+        output = (tmp_path / "daemon.out").open("wb")
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-N", "-f", str(rc), env=environment,
+            stdout=output, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            while len(sink.received) < 100:
+                assert daemon.returncode is None and len(sink.received) < total
+                await asyncio.sleep(0.01)
+            asked = time.monotonic()
+            if how == "quit":
+                quitter = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fetchd", "--quit", env=environment,
+                    stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                assert await quitter.wait() == 0
+            else:
+                daemon.send_signal(signal.SIGTERM)
+            try:
+                assert await asyncio.wait_for(daemon.wait(), 10) == 0
+            except TimeoutError:
+                print((tmp_path / "daemon.out").read_text()[-3000:])
+                raise
+            stopped_after = time.monotonic() - asked
+        finally:
+            if daemon.returncode is None:
+                daemon.kill()
+            await daemon.communicate()
+            output.close()
+        delivered_by_daemon = len(sink.received)
+        assert delivered_by_daemon < total  # it really was stopped mid-poll
+        assert stopped_after < 2.0, f"took {stopped_after:.2f} s to stop"
+        # Nothing lost: what was not delivered is still on the server.
+        on_server = {m.split(b"\r\n")[0].decode() for m in dovecot.messages()}
+        assert {f"Subject: m{i}" for i in range(total)} <= on_server | set(sink.subjects())
+        rc.write_text(one_shot)
+        code, out = await fetchd(tmp_path, rc)
+        assert code in (0, 1), out
+    subjects = sink.subjects()
+    assert set(subjects) == {f"Subject: m{i}" for i in range(total)}
+    assert len(subjects) - total <= 1  # at most the one message in the unclosable window
+    assert dovecot.messages() == []

@@ -21,6 +21,12 @@ class Sink:
         self.envelopes.append((envelope.mail_from or "", list(envelope.rcpt_tos)))
         return "250 queued"
 
+    def subjects(self) -> list[str]:
+        return [
+            next(line for line in m.decode().split("\r\n") if line.startswith("Subject:"))
+            for m in self.received
+        ]
+
     def bodies(self) -> list[bytes]:
         """What arrived, without the Received header fetchd prepends (two continuation lines)."""
         out = []
@@ -32,8 +38,8 @@ class Sink:
 
 
 @asynccontextmanager
-async def running_mta() -> AsyncIterator[Sink]:
-    sink = Sink()
+async def running_mta(sink: Sink | None = None) -> AsyncIterator[Sink]:
+    sink = sink or Sink()
     server = await asyncio.get_running_loop().create_server(
         lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
     )
@@ -43,3 +49,14 @@ async def running_mta() -> AsyncIterator[Sink]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@dataclass
+class SlowSink(Sink):
+    """An MTA that takes ``delay`` seconds per message: a poll long enough to interrupt."""
+
+    delay: float = 0.005
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
