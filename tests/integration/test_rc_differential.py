@@ -22,7 +22,9 @@ from fetchd.config import ParseEnvironment, configdump, load_rcfile
 from fetchd.errors import RCSyntaxError
 
 CORPUS = Path(__file__).parent.parent / "rcfiles"
-GOOD = sorted((CORPUS / "good").glob("*.rc"))
+EXAMPLES = Path(__file__).parents[2] / "contrib" / "examples"
+# The example files we ship must read as fetchmail reads them, like the corpus.
+GOOD = sorted((CORPUS / "good").glob("*.rc")) + sorted(EXAMPLES.glob("*.fetchmailrc"))
 BAD = sorted((CORPUS / "bad").glob("*.rc"))
 
 pytestmark = pytest.mark.fetchmail
@@ -110,3 +112,4 @@ def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(GOOD) >= 40 and len(BAD) >= 10
+    assert len(list(EXAMPLES.glob("*.fetchmailrc"))) >= 3

@@ -158,6 +158,18 @@ service stats {{
 }}
 """
 
+    def add_user(self, user: str, password: str) -> Path:
+        """Another mailbox (Dovecot re-reads its passwd file); returns its Maildir."""
+        home = self.root / "home" / user
+        with (self.root / "passwd").open("a") as passwd:
+            passwd.write(f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::\n")
+        maildir = self.root / "mail" / user
+        for path in (home, maildir, *(maildir / s for s in ("cur", "new", "tmp"))):
+            path.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(path, self.uid, self.gid)
+        return maildir
+
     def _make_maildir(self) -> None:
         for sub in ("cur", "new", "tmp"):
             (self.maildir / sub).mkdir(parents=True, exist_ok=True)
