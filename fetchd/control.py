@@ -65,7 +65,10 @@ class ControlServer:
             self.path.unlink()  # stale: we hold the daemon lock, so no daemon serves it
         old_mask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+            # The stream limit makes an over-long line fail at MAX_REQUEST, not at 64 KiB.
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_REQUEST
+            )
         finally:
             os.umask(old_mask)
         os.chmod(self.path, 0o600)

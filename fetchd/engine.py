@@ -243,8 +243,22 @@ async def poll_user(
     previous poll's is logged at debug level only: once per change, not once per poll.
     """
     label = f"{user.remote}@{server.pollname}"
+    with structlog.contextvars.bound_contextvars(account=label):
+        return await _poll_user(config, server, user, options, store, status, label)
+
+
+async def _poll_user(
+    config: Config,
+    server: Server,
+    user: User,
+    options: Options,
+    store: UIDStore,
+    status: AccountStatus | None,
+    label: str,
+) -> int:
     stage = "configuration"
     messages = octets = 0
+    began = time.monotonic()
     try:
         _refuse_unsupported(server, user)
         protocol = _protocol(server)
@@ -278,8 +292,17 @@ async def poll_user(
         code, error = int(exc.exit_code), f"{stage}: {exc}"
         repeated = status is not None and status.error == error
         (log.debug if repeated else log.error)(
-            "account.failed", account=label, stage=stage, text=f"{label}: {error}"
+            "account.failed", stage=stage, text=f"{label}: {error}"
         )
+    # For machines (journald, key=value); a person's terminal has the fetchmail-style lines.
+    log.info(
+        "poll.summary",
+        outcome=code,
+        delivered=messages,
+        octets=octets,
+        seconds=round(time.monotonic() - began, 3),
+        error=error,
+    )
     if status is not None:
         if status.error and not error:
             log.info("account.recovered", text=f"{label}: polling works again")

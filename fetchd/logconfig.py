@@ -12,6 +12,7 @@ everything. Values that came from a server are capped and escaped before they re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -43,6 +44,16 @@ def _sanitize(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
     return event
 
 
+# Events for machines only (journald, key=value): a terminal or syslog shows fetchmail's lines.
+MACHINE_ONLY = frozenset({"poll.summary"})
+
+
+def _drop_machine_only(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+    if event.get("event") in MACHINE_ONLY:
+        raise structlog.DropEvent
+    return event
+
+
 class _ConsoleRenderer:
     """fetchmail's look: the sentence alone; warnings and errors say who is speaking."""
 
@@ -52,11 +63,17 @@ class _ConsoleRenderer:
 
 
 def _keyvalue(event: MutableMapping[str, Any]) -> str:
+    """``poll.count account=demo@host messages=5 ... msg="5 messages for demo ..."``."""
     name = event.get("event", "")
+    fields = {key: value for key, value in event.items() if key not in ("event", "text")}
+    if event.get("text"):
+        fields["msg"] = _cap_and_escape(str(event["text"]))
     rest = " ".join(
-        f"{key}={value!r}" if isinstance(value, str) and " " in value else f"{key}={value}"
-        for key, value in event.items()
-        if key not in ("event", "text")
+        f"{key}={json.dumps(value)}"
+        if isinstance(value, str) and (" " in value or not value)
+        else f"{key}={value}"
+        for key, value in fields.items()
+        if value is not None
     )
     return f"{name} {rest}".strip()
 
@@ -180,6 +197,7 @@ def configure(
         renderer, factory = _plain_text, lambda *args: sink
     structlog.configure(
         processors=[
+            *([] if fmt == "keyvalue" and syslog is None else [_drop_machine_only]),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _sanitize,

@@ -187,6 +187,8 @@ async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> Non
     setup.rc.write_text(
         "set daemon 3600\n"
         "poll 127.0.0.1 proto pop3 port 1 user demo password x is joe here\n"
+        f"poll wrongpw via 127.0.0.1 proto pop3 port {setup.pop.port}\n"
+        "  user demo password not-the-password is joe here\n"
         f"poll localhost proto pop3 port {setup.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{setup.sink.port}\n'
     )
@@ -195,8 +197,10 @@ async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> Non
         await until(lambda: len(setup.sink.received) == 5)
         code, out = await setup.cli("--status")
         assert code == 0
-        assert "demo@127.0.0.1" in out and "cannot connect" in out
-        assert "demo@localhost" in out
+        rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+        assert "cannot connect" in rows["demo@127.0.0.1"]
+        assert " 3 " in rows["demo@wrongpw"]  # fetchmail's exit 3: authentication failed
+        assert " 0 " in rows["demo@localhost"] and "not-the-password" not in out
     finally:
         await stop(daemon)
         if setup.run_dir is not None:
@@ -338,3 +342,32 @@ async def test_an_edited_rc_file_takes_effect_without_a_signal(setup: Setup) -> 
     finally:
         output = await stop(daemon)
     assert f"{setup.rc} changed" in output and f"reloaded {setup.rc}" in output
+
+
+async def test_sigusr1_wakes_the_daemon_for_a_poll(setup: Setup) -> None:
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        setup.pop.messages.append(b"Subject: woken\r\n\r\nwoken\r\n")
+        daemon.send_signal(signal.SIGUSR1)
+        await until(lambda: len(setup.sink.received) == 6, timeout=5)
+    finally:
+        await stop(daemon)
+
+
+async def test_under_systemd_the_lines_are_key_value(setup: Setup) -> None:
+    setup.extra_env = {"JOURNAL_STREAM": "8:12345", "INVOCATION_ID": "0123456789abcdef"}
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+    finally:
+        output = await stop(daemon)
+    lines = output.splitlines()
+    assert any(line.startswith('daemon.start level=info msg="starting fetchd') for line in lines)
+    # One summary line per poll per account, with the account as a key.
+    summaries = [line for line in lines if line.startswith("poll.summary ")]
+    assert len(summaries) == 1, output
+    assert "outcome=0 delivered=5 octets=115 " in summaries[0]
+    assert "account=demo@127.0.0.1" in summaries[0]
+    assert all(line.split(" ", 1)[0].count(".") == 1 for line in lines), output
+    assert SECRET not in output

@@ -1,0 +1,148 @@
+"""The control socket's checks and the runtime directory's lock, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fetchd import control
+from fetchd.errors import DaemonRunningError, FetchdError
+from fetchd.runtime import DaemonLock, ensure_private_dir, runtime_dir
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b'{"v": 2, "cmd": "quit"}', '"v": 1'),
+        (b'["quit"]', '"v": 1'),
+        (b'{"v": 1, "cmd": "rm"}', "unknown command"),
+        (b'{"v": 1, "cmd": "poll", "account": 5}', "short string"),
+        (b'{"v": 1, "cmd": "poll", "account": "' + b"a" * 300 + b'"}', "short string"),
+        (b"{not json", "Expecting"),
+        (b'{"v": 1, "cmd": "quit", "pad": "' + b"x" * 5000 + b'"}', "too long"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(line: bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        control.parse_request(line)
+
+
+def test_a_good_request() -> None:
+    assert control.parse_request(b'{"v": 1, "cmd": "poll", "account": "a@b"}\n') == {
+        "v": 1,
+        "cmd": "poll",
+        "account": "a@b",
+    }
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(request)
+        return {"ok": True, "echo": request["cmd"]}
+
+
+async def _exchange(path: Path, payload: bytes) -> dict[str, Any]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(payload)
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    answer: dict[str, Any] = json.loads(line)
+    return answer
+
+
+async def test_server_answers_and_refuses_over_long_or_slow_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    handler = Recorder()
+    server = control.ControlServer(tmp_path / "control.sock", handler)
+    await server.start()
+    try:
+        assert stat.S_IMODE((tmp_path / "control.sock").stat().st_mode) == 0o600
+        answer = await _exchange(server.path, b'{"v": 1, "cmd": "status"}\n')
+        assert answer == {"v": 1, "ok": True, "echo": "status"}
+        answer = await _exchange(server.path, b"x" * 100_000 + b"\n")
+        assert answer["ok"] is False and "bad request" in answer["error"]
+        answer = await _exchange(server.path, b'{"v": 1, "cmd": "qu')  # and then nothing
+        assert answer["ok"] is False and "bad request" in answer["error"]
+        assert [r["cmd"] for r in handler.requests] == ["status"]  # the bad ones never got there
+        # The blocking client the command line uses.
+        reply = await asyncio.to_thread(control.request, server.path, "poll", "x@y")
+        assert reply == {"v": 1, "ok": True, "echo": "poll"}
+    finally:
+        await server.stop()
+    assert not server.path.exists()
+    assert await asyncio.to_thread(control.request, server.path, "quit") is None
+
+
+async def test_a_stale_socket_is_replaced_but_a_file_that_is_not_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    path = tmp_path / "control.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: what a crash leaves
+    server = control.ControlServer(path, Recorder())
+    await server.start()
+    assert (await _exchange(path, b'{"v": 1, "cmd": "status"}\n'))["ok"] is True
+    await server.stop()
+    path.write_text("someone's notes")
+    with pytest.raises(FetchdError, match="not a socket"):
+        await control.ControlServer(path, Recorder()).start()
+    assert path.read_text() == "someone's notes"
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FetchdError, match="not a socket"):
+        await control.ControlServer(path, Recorder()).start()
+    assert path.is_symlink()
+
+
+def test_runtime_dir_prefers_xdg_and_falls_back_to_home(tmp_path: Path) -> None:
+    assert runtime_dir({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path("/run/user/7/fetchd")
+    assert runtime_dir({"HOME": str(tmp_path)}) == tmp_path / ".fetchd" / "run"
+
+
+def test_private_dir_is_made_private_and_a_symlink_is_refused(tmp_path: Path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    assert stat.S_IMODE(ensure_private_dir(loose).stat().st_mode) == 0o700
+    (tmp_path / "link").symlink_to(loose)
+    with pytest.raises(FetchdError, match="not a directory of ours"):
+        ensure_private_dir(tmp_path / "link")
+
+
+def test_one_lock_holder_and_a_stale_lock_is_taken_over(tmp_path: Path) -> None:
+    (tmp_path / "lock").write_text("4242\n")  # left by a crashed daemon: not locked
+    first = DaemonLock(tmp_path)
+    first.acquire()
+    assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+    assert DaemonLock(tmp_path).held_by_other()
+    with pytest.raises(DaemonRunningError, match=f"pid {os.getpid()}") as caught:
+        DaemonLock(tmp_path).acquire()
+    assert caught.value.exit_code == 8
+    first.release()
+    assert not DaemonLock(tmp_path).held_by_other()
+    second = DaemonLock(tmp_path)
+    second.acquire()
+    second.release()
+
+
+def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (tmp_path / "lock").symlink_to(target)
+    with pytest.raises(FetchdError, match="cannot open the daemon lock"):
+        DaemonLock(tmp_path).acquire()
+    assert target.read_text() == "keep me"
