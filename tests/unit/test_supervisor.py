@@ -1,10 +1,17 @@
-"""Stopping tasks that swallow a cancellation, as Python 3.11's wait_for can."""
+"""The supervisor with fake polls: intervals, back-off, the connection cap, waking, stopping
+(also tasks that swallow a cancellation, as Python 3.11's wait_for can), a broken reload."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections import Counter
+from typing import Any
 
-from fetchd.supervisor import cancel_and_wait
+from fetchd.config import Config, parse
+from fetchd.config.model import Server
+from fetchd.errors import ExitCode, RCSyntaxError
+from fetchd.supervisor import MAX_CONNECTIONS, AccountStatus, Supervisor, cancel_and_wait
 
 
 async def test_a_task_that_swallows_one_cancellation_is_still_stopped() -> None:
@@ -31,3 +38,102 @@ async def test_finished_tasks_are_left_alone() -> None:
     await done
     await cancel_and_wait({done})
     assert done.result() == "ok"
+
+
+# --- the supervisor with fake polls, at a 50 ms "daemon interval" -------------------------
+
+
+def _config(text: str, interval: float = 0.05) -> Config:
+    config = parse(text, "test.rc")
+    globals_ = dataclasses.replace(config.globals, poll_interval=interval)  # type: ignore[arg-type]
+    return dataclasses.replace(config, globals=globals_)
+
+
+def _entries(config: Config) -> list[Server]:
+    return list(config.servers)
+
+
+async def _run_for(supervisor: Supervisor, seconds: float) -> int:
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(seconds)
+    supervisor.stop()
+    return await asyncio.wait_for(running, 5)
+
+
+async def test_interval_k_polls_every_kth_cycle_and_a_failing_entry_backs_off() -> None:
+    config = _config(
+        "set daemon 1\n"
+        "poll every user u password p is l here\n"
+        "poll third interval 3 user u password p is l here\n"
+        "poll broken user u password p is l here\n"
+    )
+    polls: Counter[str] = Counter()
+
+    async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
+        polls[server.pollname] += 1
+        return int(ExitCode.AUTH if server.pollname == "broken" else ExitCode.NOMAIL)
+
+    supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
+    assert await _run_for(supervisor, 1.5) == 0
+    # About 30 cycles each: every one polls at each, third at one in three, broken backs off
+    # to one in 2, 4, then 8.
+    assert polls["every"] >= 20
+    assert abs(polls["third"] * 3 - polls["every"]) <= 6, polls
+    assert polls["broken"] <= polls["every"] // 4, polls
+
+
+async def test_no_more_than_max_connections_poll_at_once() -> None:
+    config = _config(
+        "".join(f"poll host{i} user u password p is l here\n" for i in range(20)), interval=10
+    )
+    active = peak = 0
+    done = 0
+
+    async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
+        nonlocal active, peak, done
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        done += 1
+        return int(ExitCode.NOMAIL)
+
+    supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
+    assert await _run_for(supervisor, 0.5) == 0
+    assert done == 20 and peak == MAX_CONNECTIONS
+
+
+async def test_wake_by_name_and_stop_abandons_a_poll_in_flight() -> None:
+    config = _config("poll mx.example.org user joe password p is l here\n", interval=3600)
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
+        started.append(server.pollname)
+        if len(started) == 2:
+            await asyncio.sleep(3600)  # the second poll hangs: stop must not wait for it
+        finished.append(server.pollname)
+        return int(ExitCode.NOMAIL)
+
+    supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.1)
+    assert started == ["mx.example.org"]
+    assert not supervisor.wake("nobody@mx.example.org")
+    assert supervisor.wake("joe@mx.example.org")
+    await asyncio.sleep(0.1)
+    assert len(started) == 2
+    supervisor.stop()
+    assert await asyncio.wait_for(running, 2) == 0
+    assert finished == ["mx.example.org"]
+
+
+async def test_a_broken_reload_keeps_the_running_configuration() -> None:
+    config = _config("poll a user u password p is l here\n", interval=3600)
+
+    def reload() -> tuple[Config, list[Server]]:
+        raise RCSyntaxError("test.rc", 1, 1, "syntax error")
+
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), reload)
+    supervisor.request_reload()
+    assert supervisor.config is config and [e.server.pollname for e in supervisor.entries] == ["a"]
