@@ -289,3 +289,48 @@ async def test_stopping_the_daemon_mid_poll_loses_nothing(
     assert set(subjects) == {f"Subject: m{i}" for i in range(total)}
     assert len(subjects) - total <= 1  # at most the one message in the unclosable window
     assert dovecot.messages() == []
+
+
+@pytest.mark.parametrize("how", ["interval", "fetchd --poll"])
+async def test_the_daemon_delivers_new_mail_at_the_interval_or_when_asked(
+    dovecot: Dovecot, tmp_path: Path, how: str
+) -> None:
+    import time
+
+    interval = 2 if how == "interval" else 3600
+    environment = {
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    (tmp_path / "run").mkdir(mode=0o700)
+    dovecot.deliver(message(0))
+    async with running_mta() as sink:
+        rc = rcfile(tmp_path, dovecot, sink, "imap")
+        rc.write_text(f"set daemon {interval}\n" + rc.read_text())
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-N", "-f", str(rc), env=environment,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            while len(sink.received) < 1:  # the first poll, at start
+                assert daemon.returncode is None
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            dovecot.deliver(message(1))
+            began = time.monotonic()
+            if how == "fetchd --poll":
+                poller = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fetchd", "--poll", env=environment,
+                    stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                assert await poller.wait() == 0
+            while len(sink.received) < 2:
+                assert time.monotonic() - began < interval * 1.05 + 3, "not delivered in time"
+                await asyncio.sleep(0.05)
+        finally:
+            daemon.terminate()
+            await daemon.wait()
+    assert sorted(sink.bodies()) == [message(0), message(1)]
+    assert dovecot.messages() == []

@@ -8,6 +8,8 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from fetchd.config import Config, parse
 from fetchd.config.model import Server
 from fetchd.errors import ExitCode, RCSyntaxError
@@ -137,3 +139,14 @@ async def test_a_broken_reload_keeps_the_running_configuration() -> None:
     supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), reload)
     supervisor.request_reload()
     assert supervisor.config is config and [e.server.pollname for e in supervisor.entries] == ["a"]
+
+
+async def test_a_second_stop_request_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr("fetchd.supervisor.os._exit", exits.append)
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), None)  # type: ignore[arg-type]
+    supervisor.stop()
+    assert exits == []  # the first one stops gracefully
+    supervisor.stop()
+    assert exits == [0]
