@@ -35,6 +35,7 @@ MAX_CONNECTIONS = 8
 MAX_BACKOFF_CYCLES = 8
 RC_CHECK_SECONDS = 5.0
 CANCEL_RETRY_SECONDS = 0.2
+IDLE_HEALTHY_SECONDS = 60.0  # an IDLE that failed after this long is re-opened at once
 
 
 @dataclass
@@ -216,8 +217,15 @@ class Supervisor:
                     await entry.wake.wait()
 
     async def _idle_or_wake(self, entry: _Entry) -> None:
-        """IDLE until mail arrives (or a wake request); a failing IDLE falls back to sleeping."""
+        """IDLE until mail arrives (or a wake request).
+
+        An IDLE that had been up for a while and then broke (the server restarted, or
+        keepalive found the connection dead) is re-opened at once: the entry polls again and
+        goes back into IDLE. One that fails soon after it began falls back to the interval,
+        so a server that refuses IDLE is not hammered.
+        """
         assert self._idle_wait is not None
+        began = time.monotonic()
         idle = asyncio.create_task(
             self._idle_wait(self.config, entry.server, entry.server.users[0])
         )
@@ -225,6 +233,12 @@ class Supervisor:
         try:
             await asyncio.wait({idle, woken}, return_when=asyncio.FIRST_COMPLETED)
             if idle.done() and idle.exception() is not None:
+                if time.monotonic() - began >= IDLE_HEALTHY_SECONDS:
+                    log.warning(
+                        "idle.lost",
+                        text=f"IDLE connection lost ({idle.exception()}); reconnecting",
+                    )
+                    return
                 log.warning(
                     "idle.failed",
                     text=f"IDLE failed ({idle.exception()}); waiting for the next interval instead",

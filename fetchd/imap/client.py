@@ -32,6 +32,7 @@ from typing import Protocol
 import structlog
 from aioimaplib import aioimaplib  # type: ignore[import-untyped]  # ships no type information
 
+from fetchd import keepalive
 from fetchd.errors import (
     AuthError,
     DNSError,
@@ -261,6 +262,8 @@ class IMAPClient:
                 )
         except OSError as exc:  # refused, DNS, TLS, timeout: all OSError subclasses
             raise _connect_error(exc, host, port) from exc
+        assert protocol.transport is not None
+        keepalive.enable(protocol.transport)
         client = cls(
             protocol,
             host,

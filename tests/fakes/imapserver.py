@@ -2,13 +2,16 @@
 
 It speaks enough IMAP4rev1 for fetchd and for the stdlib ``imaplib`` (its contract test proves
 that): CAPABILITY, STARTTLS, LOGIN (quoted or literal), AUTHENTICATE PLAIN, SELECT, UID SEARCH,
-UID FETCH, UID STORE, UID EXPUNGE, EXPUNGE, NOOP, LOGOUT. Misbehaviour is switched on per test:
+UID FETCH, UID STORE, UID EXPUNGE, EXPUNGE, NOOP, LOGOUT, and IDLE when "IDLE" is among the
+capabilities (``idle_push``: a line sent 0.1 s into an IDLE). Misbehaviour is switched on per test:
 - ``greeting``: the first line, e.g. ``b"* PREAUTH hi"``;
 - ``after_starttls_ok``: bytes written in the same packet as STARTTLS's OK (injection);
 - ``replace[name]``: raw bytes sent instead of the normal reply (``{tag}`` is replaced);
 - ``interleave[name]``: bytes sent after each untagged line of the normal reply;
 - ``stall``: command names after which the server goes silent (but keeps the connection);
-- ``hang_up``: command names after which the server closes the connection.
+- ``hang_up``: command names after which the server closes the connection;
+- ``idle_dead``: after IDLE's continuation the server is silent and ignores DONE, as a peer that
+  vanished without closing (a NAT timeout, a pulled cable) looks to the client.
 Command names are upper-case and include ``UID`` (``"UID FETCH"``).
 """
 
@@ -49,6 +52,8 @@ class FakeIMAPServer:
     stall: set[str] = field(default_factory=set)
     hang_up: set[str] = field(default_factory=set)  # close the connection after these commands
     implicit_tls_context: ssl.SSLContext | None = None  # TLS from the first byte (port 993)
+    idle_push: bytes = b""
+    idle_dead: bool = False
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
     port: int = 0
     _server: asyncio.Server | None = None
@@ -188,6 +193,19 @@ class _Session:
             self._fetch(name, _uids(args[0]), b" ".join(args[1:]).upper())
         elif name == "UID STORE":
             self._store(_uids(args[0]), args[1].upper(), b" ".join(args[2:]))
+        elif name == "IDLE" and "IDLE" in self.server.capabilities:
+            self.write(b"+ idling")
+            await self.writer.drain()
+            if self.server.idle_dead:
+                await asyncio.Event().wait()
+            waiting = asyncio.ensure_future(self.reader.readuntil(b"\r\n"))
+            if self.server.idle_push:
+                done, _ = await asyncio.wait({waiting}, timeout=0.1)
+                if not done:
+                    self.write(self.server.idle_push)
+                    await self.writer.drain()
+            if (await waiting).strip().upper() != b"DONE":
+                ok = f"{tag} BAD expected DONE".encode()
         elif name in ("UID EXPUNGE", "EXPUNGE"):
             only = _uids(args[0]) if args else None
             self._expunge(name, only)

@@ -458,3 +458,49 @@ async def test_many_responses_do_not_recurse() -> None:
         await source.commit()
     finally:
         await fake.stop()
+
+
+# --- IDLE ---------------------------------------------------------------------------------------
+
+
+async def _idling(server: FakeIMAPServer, timeout: float = 5.0) -> IMAPClient:
+    server.capabilities = (*CAPABILITIES, "IDLE")
+    client = await _connect(server, timeout=timeout)
+    await client.login("alice", "secret")
+    await client.select("INBOX")
+    return client
+
+
+async def test_idle_ends_at_once_when_the_server_reports_mail(server: FakeIMAPServer) -> None:
+    server.idle_push = b"* 6 EXISTS"
+    client = await _idling(server)
+    assert await client.idle(30) is True
+    assert server.received[-1].endswith(b"IDLE")  # then DONE, answered OK
+    await client.noop()  # the session is still usable
+
+
+async def test_idle_renewal_ends_quietly(server: FakeIMAPServer) -> None:
+    client = await _idling(server)
+    assert await client.idle(0.1) is False
+    await client.noop()
+
+
+async def test_a_silently_dead_idle_connection_is_detected(server: FakeIMAPServer) -> None:
+    """No FIN, no RST, no reply to DONE: the renewal's DONE times out; the caller re-opens."""
+    server.idle_dead = True
+    client = await _idling(server, timeout=0.3)
+    with pytest.raises(FetchdTimeoutError):
+        await client.idle(0.1)
+
+
+async def test_imap_connections_have_tcp_keepalive(server: FakeIMAPServer) -> None:
+    import socket
+
+    from fetchd import keepalive
+
+    client = await _connect(server)
+    sock = client._protocol.transport.get_extra_info("socket")  # type: ignore[union-attr]
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == keepalive.KEEPIDLE
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == keepalive.KEEPCNT
+    client.close()

@@ -12,7 +12,7 @@ import pytest
 
 from fetchd.config import Config, parse
 from fetchd.config.model import Server
-from fetchd.errors import ExitCode, RCSyntaxError
+from fetchd.errors import ExitCode, FetchdTimeoutError, RCSyntaxError
 from fetchd.supervisor import MAX_CONNECTIONS, AccountStatus, Supervisor, cancel_and_wait
 
 
@@ -150,3 +150,36 @@ async def test_a_second_stop_request_exits_at_once(monkeypatch: pytest.MonkeyPat
     assert exits == []  # the first one stops gracefully
     supervisor.stop()
     assert exits == [0]
+
+
+@pytest.mark.parametrize(("healthy_after", "polls"), [(0.05, 2), (60.0, 1)])
+async def test_a_lost_idle_is_reopened_at_once_but_a_failing_one_waits(
+    monkeypatch: pytest.MonkeyPatch, healthy_after: float, polls: int
+) -> None:
+    monkeypatch.setattr("fetchd.supervisor.IDLE_HEALTHY_SECONDS", healthy_after)
+    config = _config("poll a proto imap user u password p is l here idle\n", interval=3600)
+    polled: list[float] = []
+    idles = 0
+
+    async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
+        polled.append(asyncio.get_running_loop().time())
+        return int(ExitCode.NOMAIL)
+
+    async def idle_wait(config: Config, server: Server, user: Any) -> None:
+        nonlocal idles
+        idles += 1
+        if idles == 1:
+            await asyncio.sleep(0.1)
+            raise FetchdTimeoutError("127.0.0.1: no reply to DONE")
+        await asyncio.sleep(3600)
+
+    supervisor = Supervisor(
+        config,
+        _entries(config),
+        poll_one,
+        lambda: (config, []),
+        idle_wait=idle_wait,
+        can_idle=lambda server: True,
+    )
+    assert await _run_for(supervisor, 0.5) == 0
+    assert len(polled) == polls
