@@ -85,8 +85,10 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def _median(values: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    """Each column's own median (wall, CPU, peak RSS), not the row of the median wall time."""
+    columns = [sorted(column) for column in zip(*values, strict=True)]
+    wall, cpu, rss = (column[len(column) // 2] for column in columns)
+    return wall, cpu, rss
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 import structlog
+from aiosmtplib.protocol import SMTPProtocol
 
 from fetchd.delivery.headers import (
     dot_stuff,
@@ -78,6 +79,22 @@ def _host_port(entry: str) -> tuple[str, int]:
     if port and not port.isdigit():
         raise DeliveryError(f"smtphost {entry!r}: the port after '/' must be a number")
     return host or "localhost", int(port) if port else 25
+
+
+# A large message goes to the MTA in slices, each once the socket has taken the one before:
+# the transport then never holds a second copy of a whole message in its buffer.
+WRITE_SLICE = 256 << 10
+QUIT_TIMEOUT = 5.0
+
+
+async def _write_paced(protocol: SMTPProtocol, data: bytes) -> None:
+    if len(data) <= WRITE_SLICE:
+        protocol.write(data)
+        return
+    view = memoryview(data)  # not released here: the transport may still hold a slice of it
+    for start in range(0, len(view), WRITE_SLICE):
+        protocol.write(view[start : start + WRITE_SLICE])  # type: ignore[arg-type]
+        await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
 
 
 class SMTPDeliverer:
@@ -211,23 +228,20 @@ class SMTPDeliverer:
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
-        timeout = self.settings.timeout
-        if trace:
-            protocol.write(trace)  # a Received header: no line of it starts with a dot
-        protocol.write(dot_stuff(data))
-        if ready is not None:
-            try:
-                await ready()
-            except BaseException:
-                # Without the final dot the MTA discards what it got: nothing is delivered.
-                smtp.close()
-                self._smtp = None
-                raise
-        protocol.write(b".\r\n")
         try:
-            reply = await protocol.read_response(timeout=timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            if trace:
+                protocol.write(trace)  # a Received header: no line of it starts with a dot
+            await _write_paced(protocol, dot_stuff(data))
+            if ready is not None:
+                await ready()
+            protocol.write(b".\r\n")
+            reply = await protocol.read_response(timeout=self.settings.timeout)
+        except BaseException:
+            # Whatever stopped us (an error, a cancelled poll), this connection is mid-DATA:
+            # without the final dot the MTA discards what it got, and after it the reply would
+            # be read as the next command's. Never reuse it.
             smtp.close()
+            self._smtp = None
             raise
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
@@ -301,7 +315,8 @@ class SMTPDeliverer:
     async def aclose(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
             try:
-                async with asyncio.timeout(self.settings.timeout):
+                # A healthy MTA answers QUIT at once; a poll being stopped must not wait long.
+                async with asyncio.timeout(min(self.settings.timeout, QUIT_TIMEOUT)):
                     await self._smtp.quit()
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 self._smtp.close()

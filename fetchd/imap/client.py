@@ -67,8 +67,8 @@ log = structlog.get_logger("fetchd.imap")
 
 # Whole responses queued ahead of the reader before we stop reading the socket: memory stays
 # bounded by this (plus one message) however fast the server sends.
-HIGH_WATER = 4 << 20
-LOW_WATER = 1 << 20
+HIGH_WATER = 2 << 20
+LOW_WATER = 512 << 10
 BUSY_CODES = frozenset({"INUSE", "UNAVAILABLE", "LIMIT"})
 
 

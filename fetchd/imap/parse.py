@@ -100,7 +100,9 @@ class ResponseReader:
                 end = position + self._literal_size
                 if len(buffer) < end:
                     break
-                self._literals.append(bytes(buffer[position:end]))
+                # One copy: slicing the bytearray itself would copy the literal twice.
+                with memoryview(buffer) as view:
+                    self._literals.append(bytes(view[position:end]))
                 self._literal_size = None
                 position = end
                 continue

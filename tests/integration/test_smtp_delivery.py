@@ -255,3 +255,41 @@ async def test_batchlimit_opens_a_new_connection_every_n_messages(mta: tuple[Han
     await deliverer.aclose()
     assert handler.greetings == 3  # 3 + 3 + 1
     assert len(handler.received) == 7
+
+
+async def test_a_large_message_goes_in_slices_intact(mta: tuple[Handler, int]) -> None:
+    """3 MiB, dot-leading lines placed across the slice boundaries, then one small message on
+    the same connection: both arrive exactly as sent."""
+    from fetchd.delivery.smtp import WRITE_SLICE
+
+    handler, port = mta
+    line = b"x" * 998 + b"\r\n"
+    body = bytearray(b"Subject: big\r\n\r\n")
+    while len(body) < 3 * WRITE_SLICE * 4:
+        body += line if len(body) % WRITE_SLICE > 2000 else b".dot\r\n"
+    deliverer = SMTPDeliverer(settings(port, invisible=True))
+    assert (await deliverer.deliver(bytes(body))).delivered
+    assert (await deliverer.deliver(MESSAGE)).delivered
+    await deliverer.aclose()
+    assert [content for _, _, content, _ in handler.received] == [bytes(body), MESSAGE]
+    assert handler.greetings == 1
+
+
+async def test_a_cancelled_delivery_never_reuses_its_connection(mta: tuple[Handler, int]) -> None:
+    """Cancelled mid-DATA (a daemon stopping): nothing is delivered, and the next message
+    goes over a new connection, not after half a message."""
+    handler, port = mta
+    deliverer = SMTPDeliverer(settings(port, invisible=True))
+
+    async def never_ready() -> None:
+        await asyncio.sleep(3600)
+
+    delivery = asyncio.create_task(deliverer.deliver(MESSAGE, ready=never_ready))
+    await asyncio.sleep(0.2)
+    delivery.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+    assert (await deliverer.deliver(b"Subject: next\r\n\r\nx\r\n")).delivered
+    await deliverer.aclose()
+    assert [content for _, _, content, _ in handler.received] == [b"Subject: next\r\n\r\nx\r\n"]
+    assert handler.greetings == 2
