@@ -21,6 +21,7 @@ from fetchd import logconfig
 from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
 from fetchd.config.describe import describe
 from fetchd.config.model import RCGlobals, Server, User
+from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.delivery.mda import MDADeliverer, MDASettings
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import (
@@ -392,8 +393,19 @@ async def _poll_folder(
         )
     open_source = _source_opener(server, user, password, protocol, folder, state)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
-    deliverer: SMTPDeliverer | MDADeliverer
-    if user.mda:
+    deliverer: SMTPDeliverer | MDADeliverer | MaildirDeliverer
+    maildir = maildir_path(user.mda)
+    if maildir is not None:
+        deliverer = MaildirDeliverer(
+            MaildirSettings(
+                path=maildir,
+                recipient=str(user.localnames[0]) if user.localnames else user.remote,
+                invisible=globals_.invisible,
+                server=server.host,
+                protocol=protocol_name,
+            )
+        )
+    elif user.mda:
         deliverer = MDADeliverer(
             MDASettings(
                 command=user.mda,

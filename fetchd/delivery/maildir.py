@@ -1,0 +1,148 @@
+"""Delivery straight into a Maildir (``mda "maildir:~/Mail/inbox"``), as getmail does.
+
+A message is written under ``tmp/``, fsynced, and only then (after the previous message's
+record, the engine's ``ready``) renamed into ``new/``, and ``new/`` itself is fsynced so the
+rename survives a crash. A write that fails (a full disk, a quota) removes its half-written file
+and keeps the message on the server for the next poll. Names follow the Maildir convention
+(time, microseconds, pid, a counter, the host name), created exclusively, so two deliveries can
+never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fetchd.delivery.headers import normalize_line_endings, received_header
+
+PREFIX = "maildir:"
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirOutcome:
+    delivered: bool
+    may_delete: bool
+    reason: str
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirSettings:
+    path: str
+    recipient: str
+    invisible: bool = False
+    server: str = ""
+    protocol: str = "POP3"
+    by: str = "localhost"
+
+
+def maildir_path(mda: str | None) -> str | None:
+    """The Maildir an ``mda`` setting names, ``~`` expanded; None for a real MDA command."""
+    if mda is None or not mda.startswith(PREFIX):
+        return None
+    return os.path.expanduser(mda[len(PREFIX) :].strip())
+
+
+def unique_name() -> str:
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(maildir: Path, data: bytes) -> str:
+    """Write and fsync ``tmp/NAME``; on any failure nothing stays behind. Returns NAME."""
+    for sub in ("tmp", "new", "cur"):
+        if not (maildir / sub).is_dir():
+            raise FileNotFoundError(errno.ENOENT, f"{maildir} is not a Maildir (no {sub}/)")
+    name = unique_name()
+    path = maildir / "tmp" / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)  # a full disk may only show here, on writeback
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    finally:
+        os.close(fd)
+    return name
+
+
+def _commit(maildir: Path, name: str) -> None:
+    """Move the message into ``new/`` and make the move durable."""
+    try:
+        os.rename(maildir / "tmp" / name, maildir / "new" / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            (maildir / "tmp" / name).unlink()
+        raise
+    _fsync_directory(maildir / "new")
+
+
+class MaildirDeliverer:
+    """Implements fetchd.poll.Deliverer for ``mda "maildir:PATH"``."""
+
+    def __init__(self, settings: MaildirSettings) -> None:
+        self.settings = settings
+        self._maildir = Path(settings.path)
+
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> MaildirOutcome:
+        data = normalize_line_endings(message)
+        if not self.settings.invisible:
+            data = (
+                received_header(
+                    server=self.settings.server,
+                    server_ip=None,
+                    protocol=self.settings.protocol,
+                    by=self.settings.by,
+                    recipient=self.settings.recipient,
+                    multidrop=False,
+                )
+                + data
+            )
+        data = data.replace(b"\r\n", b"\n")  # a file on this system: local line endings
+        try:
+            name = await asyncio.to_thread(_write_tmp, self._maildir, data)
+        except OSError as exc:
+            return MaildirOutcome(False, False, f"cannot write to {self._maildir}: {_why(exc)}")
+        try:
+            if ready is not None:
+                await ready()  # the previous message's record, before this one is committed
+        except BaseException:
+            with contextlib.suppress(OSError):
+                (self._maildir / "tmp" / name).unlink()
+            raise
+        try:
+            await asyncio.to_thread(_commit, self._maildir, name)
+        except OSError as exc:
+            return MaildirOutcome(False, False, f"cannot deliver into {self._maildir}: {_why(exc)}")
+        return MaildirOutcome(True, True, "delivered", 0)
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full; kept on the server"
+    return f"{exc.strerror or exc}; kept on the server"
