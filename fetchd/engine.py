@@ -48,7 +48,6 @@ log = structlog.get_logger("fetchd")
 # (with a clear error) until fetchd implements it, rather than deliver somewhere else.
 REFUSED_KEYWORDS = {
     "bsmtp": "BSMTP output",
-    "lmtp": "LMTP delivery",
     "plugin": "connections through a plugin",
     "plugout": "SMTP connections through a plugout",
 }
@@ -428,6 +427,7 @@ async def _poll_folder(
                 softbounce=globals_.softbounce,
                 batchlimit=user.batchlimit,
                 timeout=float(server.timeout),
+                lmtp=user.lmtp,
                 server=server.host,
                 protocol=protocol_name,
                 invisible=globals_.invisible,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import aiosmtplib
 import structlog
 from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from fetchd.delivery.headers import (
     dot_stuff,
@@ -60,6 +61,7 @@ class SMTPSettings:
     softbounce: bool = True
     batchlimit: int = 0  # messages per SMTP connection; 0 = no limit (fetchmail's batchlimit)
     timeout: float = 300.0
+    lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
     # For the Received header:
     server: str = ""
     server_ip: str | None = None
@@ -74,10 +76,16 @@ class SMTPSettings:
         return [r if "@" in r else f"{r}@{domain}" for r in self.recipients]
 
 
-def _host_port(entry: str) -> tuple[str, int]:
+def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
     host, _, port = entry.partition("/")
     if port and not port.isdigit():
         raise DeliveryError(f"smtphost {entry!r}: the port after '/' must be a number")
+    if lmtp and (not port or int(port) == 25):
+        # fetchmail's rule, from RFC 2033: LMTP must never be spoken to an SMTP port.
+        raise DeliveryError(
+            f"smtphost {entry!r}: LMTP needs an explicit port other than 25 (host/port) or a "
+            "Unix socket path"
+        )
     return host or "localhost", int(port) if port else 25
 
 
@@ -95,6 +103,24 @@ async def _write_paced(protocol: SMTPProtocol, data: bytes) -> None:
     for start in range(0, len(view), WRITE_SLICE):
         protocol.write(view[start : start + WRITE_SLICE])  # type: ignore[arg-type]
         await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
+
+
+async def _next_reply(protocol: SMTPProtocol, timeout: float) -> SMTPResponse:
+    """The next of LMTP's per-recipient replies. aiosmtplib reads one reply per command and
+    leaves whatever came in the same packet in its buffer, where no new data would wake it:
+    take a reply from there first."""
+    buffered = protocol._read_response_from_buffer()
+    return buffered if buffered is not None else await protocol.read_response(timeout=timeout)
+
+
+def _worst(replies: list[SMTPResponse]) -> SMTPResponse | None:
+    """None when every recipient accepted; else the refusal that decides: a temporary one
+    (the message is kept and retried) before a permanent one."""
+    refusals = [reply for reply in replies if reply.code != 250]
+    temporary = [reply for reply in refusals if 400 <= reply.code < 500]
+    if temporary:
+        return temporary[0]
+    return refusals[0] if refusals else None
 
 
 class SMTPDeliverer:
@@ -160,7 +186,16 @@ class SMTPDeliverer:
             stage = "DATA"
             await self._data_start(smtp)
             stage = "end of DATA"
-            await self._data_send(smtp, trace, data, ready)
+            replies = await self._data_send(
+                smtp, trace, data, ready, replies=accepted if self.settings.lmtp else 1
+            )
+            # A recipient refused at RCPT counts as much as one refused after the dot: the
+            # message leaves the server only when every recipient has it.
+            at_rcpt = [] if refusal is None else [SMTPResponse(refusal.code, refusal.message)]
+            worst = _worst(replies + at_rcpt)
+            if worst is not None:
+                stage = "RCPT TO" if at_rcpt and worst is at_rcpt[0] else stage
+                raise aiosmtplib.SMTPResponseException(worst.code, worst.message)
         except aiosmtplib.SMTPResponseException as exc:
             return await self._refused(smtp, exc.code, exc.message, stage)
         except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
@@ -222,9 +257,11 @@ class SMTPDeliverer:
         trace: bytes,
         data: bytes,
         ready: Callable[[], Awaitable[None]] | None,
-    ) -> None:
+        replies: int = 1,
+    ) -> list[SMTPResponse]:
         """The message, then (once ``ready``) the final dot that commits it; nothing copied
-        more than once, as messages may be megabytes."""
+        more than once, as messages may be megabytes. The replies to the dot: one for SMTP,
+        one per accepted recipient for LMTP."""
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
@@ -235,7 +272,9 @@ class SMTPDeliverer:
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")
-            reply = await protocol.read_response(timeout=self.settings.timeout)
+            answers = [await protocol.read_response(timeout=self.settings.timeout)]
+            while len(answers) < replies:
+                answers.append(await _next_reply(protocol, self.settings.timeout))
         except BaseException:
             # Whatever stopped us (an error, a cancelled poll), this connection is mid-DATA:
             # without the final dot the MTA discards what it got, and after it the reply would
@@ -243,8 +282,10 @@ class SMTPDeliverer:
             smtp.close()
             self._smtp = None
             raise
-        if reply.code != 250:
-            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        if log.is_enabled_for(logging.DEBUG):
+            for answer in answers:
+                log.debug("smtp.recv", text=f"SMTP< {answer.code} {answer.message[:200]!r}")
+        return answers
 
     async def _refused(
         self, smtp: aiosmtplib.SMTP, code: int, text: str, stage: str
@@ -279,16 +320,27 @@ class SMTPDeliverer:
                 await smtp.connect()
                 # EHLO now, so the extensions are known before the first MAIL (8BITMIME...);
                 # HELO when the listener is too old for EHLO, as fetchmail falls back.
-                try:
-                    await smtp.ehlo()
-                except aiosmtplib.SMTPHeloError:
-                    await smtp.helo()
+                if self.settings.lmtp:
+                    await self._lhlo(smtp)
+                else:
+                    try:
+                        await smtp.ehlo()
+                    except aiosmtplib.SMTPHeloError:
+                        await smtp.helo()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 failures.append(f"{entry}: {exc}")
                 continue
             self._smtp, self._host = smtp, entry
             return smtp
-        raise DeliveryError("cannot reach any SMTP listener: " + "; ".join(failures))
+        what = "LMTP" if self.settings.lmtp else "SMTP"
+        raise DeliveryError(f"cannot reach any {what} listener: " + "; ".join(failures))
+
+    async def _lhlo(self, smtp: aiosmtplib.SMTP) -> None:
+        """LMTP's greeting; its reply lists the extensions as EHLO's does."""
+        reply = await smtp.execute_command(b"LHLO", self._by.encode("ascii", "replace"))
+        if reply.code != 250:
+            raise aiosmtplib.SMTPHeloError(reply.code, reply.message)
+        smtp.last_ehlo_response = reply
 
     def _client(self, entry: str) -> aiosmtplib.SMTP:
         if entry.startswith("/"):
@@ -298,7 +350,7 @@ class SMTPDeliverer:
                 local_hostname=self._by,
                 start_tls=False,
             )
-        host, port = _host_port(entry)
+        host, port = _host_port(entry, self.settings.lmtp)
         return aiosmtplib.SMTP(
             hostname=host,
             port=port,

@@ -196,7 +196,7 @@ async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here preconnect "exit 3"\n'
         f"poll localhost proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here lmtp smtphost "127.0.0.1/24"\n'
+        f'  user demo password "{SECRET}" is joe here lmtp smtphost "127.0.0.1/1"\n'
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
     )
@@ -204,7 +204,7 @@ async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
     assert code == 0, out + err  # the third account delivered: fetchmail's rule, 0 wins
     logged = out + err
     assert "preconnect" in logged and "failed with status 3" in logged
-    assert "LMTP" in logged and "not supported" in logged
+    assert "cannot reach any LMTP listener: 127.0.0.1/1" in logged
     assert len(world.sink.received) == 10
 
 
