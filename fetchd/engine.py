@@ -77,8 +77,6 @@ IGNORED_KEYWORDS = frozenset(
         "bad-header",
         "retrieve-error",
         "showdots",
-        "bouncemail",
-        "spambounce",
         "properties",
         "pidfile",
     }
@@ -425,6 +423,9 @@ async def _poll_folder(
                 smtpname=user.smtpname,
                 antispam=user.antispam,
                 softbounce=globals_.softbounce,
+                bouncemail=globals_.bouncemail,
+                spambounce=globals_.spambounce,
+                postmaster=globals_.postmaster,
                 batchlimit=user.batchlimit,
                 timeout=float(server.timeout),
                 lmtp=user.lmtp,

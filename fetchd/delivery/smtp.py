@@ -1,13 +1,12 @@
-"""Delivery to the local MTA over SMTP with aiosmtplib: one connection per poll, reused.
+"""Delivery to the local MTA over SMTP (or LMTP) with aiosmtplib: one connection per poll.
 
-Outcomes, as fetchmail decides them (fetchmail(1), softbounce, antispam):
-- 250 after the final dot: delivered; the message may leave the server.
-- 4xx anywhere: kept on the server for the next poll.
-- 5xx to MAIL FROM with an antispam code: a spam-policy block; fetchmail discards the message,
-  and so do we (logged).
-- any other 5xx: softbounce (fetchmail's default) keeps it, with a warning. With `no softbounce`
-  fetchmail bounces the message and deletes it; fetchd cannot bounce yet, and a permanent
-  failure must never delete silently, so it keeps the message and says so.
+Outcomes, as fetchmail decides them (fetchmail(1), sink.c), with fetchd.delivery.bounce:
+- 250 after the final dot (LMTP: from every recipient): delivered; it may leave the server.
+- 4xx anywhere, and 530: kept on the server for the next poll.
+- an ``antispam`` code (none unless the rc file names some): discarded, told with spambounce.
+- any other 5xx: ``softbounce`` (fetchmail's default) keeps it, with a warning once. With
+  ``no softbounce`` a delivery status notification goes to the sender (or the postmaster) over
+  the same connection, and only once the MTA accepted that does the message leave the server.
 - No answer to the final dot (timeout, dropped link): unknown, so kept. This is the one window in
   which a message may arrive twice, never the one in which it may be lost.
 If no host of the smtphost list can be reached, DeliveryError aborts the poll: nothing is deleted.
@@ -27,6 +26,8 @@ import structlog
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
+from fetchd.delivery.bounce import BouncePolicy, Notify, disposition, recipient_for
+from fetchd.delivery.dsn import Refusal, build_dsn
 from fetchd.delivery.headers import (
     dot_stuff,
     envelope_sender,
@@ -39,7 +40,6 @@ from fetchd.errors import DeliveryError
 log = structlog.get_logger("fetchd.smtp")
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-DEFAULT_ANTISPAM = (571, 550, 501, 554)  # fetchmail's default antispam codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +57,12 @@ class SMTPSettings:
     smtpaddress: str | None = None
     smtpname: str | None = None  # the whole recipient address, when set
     helo_name: str | None = None  # EHLO name; default this host's name
-    antispam: tuple[int, ...] = ()
+    antispam: tuple[int, ...] = ()  # fetchmail 6.4's default: none
     softbounce: bool = True
+    bouncemail: bool = True
+    spambounce: bool = False
+    postmaster: str = ""  # a local name or an address; "" = nobody to tell
+    bounce_host: str = "localhost"  # where LMTP's bounces go (host or host/port), as fetchmail
     batchlimit: int = 0  # messages per SMTP connection; 0 = no limit (fetchmail's batchlimit)
     timeout: float = 300.0
     lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
@@ -197,7 +201,8 @@ class SMTPDeliverer:
                 stage = "RCPT TO" if at_rcpt and worst is at_rcpt[0] else stage
                 raise aiosmtplib.SMTPResponseException(worst.code, worst.message)
         except aiosmtplib.SMTPResponseException as exc:
-            return await self._refused(smtp, exc.code, exc.message, stage)
+            refused = tuple(Refusal(r, exc.code, exc.message) for r in rcpts)
+            return await self._refused(smtp, exc.code, exc.message, stage, data, sender, refused)
         except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected, OSError) as exc:
             # The state of the message is unknown: keep it, and start over with a new link.
             await self._drop()
@@ -288,22 +293,85 @@ class SMTPDeliverer:
         return answers
 
     async def _refused(
-        self, smtp: aiosmtplib.SMTP, code: int, text: str, stage: str
+        self,
+        smtp: aiosmtplib.SMTP,
+        code: int,
+        text: str,
+        stage: str,
+        data: bytes,
+        sender: str,
+        refused: tuple[Refusal, ...],
     ) -> SMTPOutcome:
         reason = f"SMTP {code} at {stage}: {text[:120]}"
         try:
             await smtp.rset()
         except (aiosmtplib.SMTPException, OSError):
             await self._drop()
-        antispam = self.settings.antispam or DEFAULT_ANTISPAM
-        if 400 <= code < 500:
-            return SMTPOutcome(False, False, reason + " (temporary; kept)", code)
-        if stage == "MAIL FROM" and code in antispam:
+        settings = self.settings
+        fate = disposition(
+            code,
+            BouncePolicy(
+                softbounce=settings.softbounce,
+                bouncemail=settings.bouncemail,
+                spambounce=settings.spambounce,
+                postmaster=settings.postmaster,
+                antispam=settings.antispam,
+            ),
+        )
+        if not fate.delete:
+            how = "temporary" if code < 500 or code == 530 else "softbounce"
+            # The poll engine warns about a permanent refusal once per message, not per poll.
+            return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
+        if fate.notify is Notify.NOBODY:
             log.warning("smtp.spam", text=f"{reason}: discarded as spam (antispam)")
             return SMTPOutcome(False, True, reason + " (spam; discarded)", code)
-        # The poll engine warns about a permanent refusal once per message, not once per poll.
-        how = "softbounce" if self.settings.softbounce else "bounces are not implemented yet"
-        return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
+        postmaster = self._qualified(settings.postmaster) if settings.postmaster else ""
+        to = recipient_for(fate.notify, sender, postmaster)
+        if to is None:
+            return SMTPOutcome(False, False, f"{reason} (nobody to notify; kept)", code)
+        notification = build_dsn(
+            original=data,
+            to=to,
+            refusals=list(refused),
+            reporting_host=self._by,
+            remote_mta=self._host or "localhost",
+            explanation=fate.explanation,
+        )
+        if not await self._notify(to, notification):
+            return SMTPOutcome(False, False, f"{reason} (the bounce failed; kept)", code)
+        log.warning("smtp.bounced", text=f"{reason}: bounced to {to}, deleted")
+        return SMTPOutcome(False, True, f"{reason} (bounced to {to})", code)
+
+    def _qualified(self, name: str) -> str:
+        return name if "@" in name else f"{name}@{self.settings.smtpaddress or 'localhost'}"
+
+    async def _notify(self, to: str, notification: bytes) -> bool:
+        """Send a notification with the null sender: over this SMTP connection, or for LMTP
+        (which cannot relay) to the MTA on localhost, as fetchmail does."""
+        if any(c in to for c in "\r\n\0<> \t"):
+            return False
+        smtp: aiosmtplib.SMTP | None = None
+        try:
+            if self.settings.lmtp:
+                host, port = _host_port(self.settings.bounce_host)
+                smtp = aiosmtplib.SMTP(
+                    hostname=host,
+                    port=port,
+                    timeout=self.settings.timeout,
+                    local_hostname=self._by,
+                    start_tls=False,
+                )
+                await smtp.connect()
+            else:
+                smtp = await self._connection()
+            await smtp.sendmail("", [to], notification)
+        except (aiosmtplib.SMTPException, OSError, DeliveryError) as exc:
+            log.error("smtp.bounce_failed", text=f"cannot send the bounce to {to}: {exc}")
+            return False
+        finally:
+            if self.settings.lmtp and smtp is not None:
+                smtp.close()
+        return True
 
     async def _connection(self) -> aiosmtplib.SMTP:
         limit = self.settings.batchlimit

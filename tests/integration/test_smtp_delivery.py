@@ -205,18 +205,19 @@ async def test_permanent_refusal_keeps_under_softbounce(
 
 
 async def test_no_softbounce_still_never_deletes_silently(mta: tuple[Handler, int]) -> None:
+    """The MTA refuses the bounce too: the message stays on the server."""
     handler, port = mta
     handler.data_reply = "554 rejected"
-    deliverer = SMTPDeliverer(settings(port, softbounce=False))
+    deliverer = SMTPDeliverer(settings(port, softbounce=False, postmaster="pm"))
     outcome = await deliverer.deliver(MESSAGE)
     await deliverer.aclose()
-    assert not outcome.may_delete
+    assert not outcome.may_delete and "the bounce failed" in outcome.reason
 
 
 async def test_antispam_code_at_mail_from_discards(mta: tuple[Handler, int]) -> None:
     handler, port = mta
     handler.mail_reply = "571 spam refused"
-    deliverer = SMTPDeliverer(settings(port))
+    deliverer = SMTPDeliverer(settings(port, antispam=(571,), softbounce=False))
     outcome = await deliverer.deliver(MESSAGE)
     await deliverer.aclose()
     assert not outcome.delivered and outcome.may_delete and outcome.code == 571
