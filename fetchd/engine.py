@@ -20,9 +20,10 @@ import structlog
 from fetchd import logconfig
 from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
 from fetchd.config.describe import describe
-from fetchd.config.model import RCGlobals, Server, User
+from fetchd.config.model import LocalName, RCGlobals, Server, User
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.delivery.mda import MDADeliverer, MDASettings
+from fetchd.delivery.routing import RoutingDeliverer
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import (
     AuthError,
@@ -32,6 +33,7 @@ from fetchd.errors import (
     SocketError,
 )
 from fetchd.hooks import run_hook
+from fetchd.multidrop import MultidropRules
 from fetchd.options import Options, version_line
 from fetchd.outcome import combine_exit_codes
 from fetchd.overrides import apply_overrides, select_entries
@@ -54,10 +56,6 @@ REFUSED_KEYWORDS = {
 # Keywords fetchd reads but does not act on yet: one warning per keyword and run.
 IGNORED_KEYWORDS = frozenset(
     {
-        "aka",
-        "localdomains",
-        "envelope",
-        "qvirtual",
         "dns",
         "checkalias",
         "interface",
@@ -67,8 +65,6 @@ IGNORED_KEYWORDS = frozenset(
         "esmtppassword",
         "rewrite",
         "pass8bits",
-        "dropstatus",
-        "dropdelivered",
         "mimedecode",
         "fastuidl",
         "fetchdomains",
@@ -320,11 +316,6 @@ def _refuse_unsupported(server: Server, user: User) -> None:
                 f"{what} ({keyword}) is not supported by fetchd yet; this account "
                 "is not polled, so no mail goes anywhere it should not"
             )
-    if user.multidrop:
-        raise ConfigError(
-            "multidrop (several local names or 'is * here') is not supported by "
-            "fetchd yet; this account is not polled"
-        )
 
 
 def _protocol(server: Server) -> str:
@@ -396,7 +387,7 @@ async def _poll_folder(
         deliverer = MaildirDeliverer(
             MaildirSettings(
                 path=maildir,
-                recipient=str(user.localnames[0]) if user.localnames else user.remote,
+                recipient=_local(user.localnames[0]) if user.localnames else user.remote,
                 invisible=globals_.invisible,
                 server=server.host,
                 protocol=protocol_name,
@@ -406,7 +397,7 @@ async def _poll_folder(
         deliverer = MDADeliverer(
             MDASettings(
                 command=user.mda,
-                recipients=tuple(str(n) for n in user.localnames[:1]),
+                recipients=tuple(_local(n) for n in user.localnames[:1]),
                 timeout=float(server.timeout),
                 stripcr=user.stripcr and not user.forcecr,
                 invisible=globals_.invisible,
@@ -418,7 +409,7 @@ async def _poll_folder(
         deliverer = SMTPDeliverer(
             SMTPSettings(
                 smtphunt=user.smtphunt,
-                recipients=tuple(str(n) for n in user.localnames[:1]),
+                recipients=tuple(_local(n) for n in user.localnames[:1]),
                 smtpaddress=user.smtpaddress,
                 smtpname=user.smtpname,
                 antispam=user.antispam,
@@ -432,6 +423,7 @@ async def _poll_folder(
                 server=server.host,
                 protocol=protocol_name,
                 invisible=globals_.invisible,
+                multidrop=user.multidrop,
             )
         )
     settings = PollSettings(
@@ -447,11 +439,37 @@ async def _poll_folder(
         check_only=options.check,
         warnings=float(user.warnings),
     )
+    routed = RoutingDeliverer(
+        deliverer,
+        account=f"{user.remote}@{server.pollname}",
+        rules=_multidrop_rules(globals_, server, user),
+        dropstatus=user.dropstatus,
+        dropdelivered=user.dropdelivered,
+    )
     try:
-        return await poll_account(open_source, deliverer, state, settings)
+        return await poll_account(open_source, routed, state, settings)
     finally:
-        if isinstance(deliverer, SMTPDeliverer):
-            await deliverer.aclose()
+        await routed.aclose()
+
+
+def _local(name: LocalName) -> str:
+    return name[1] if isinstance(name, tuple) else name
+
+
+def _multidrop_rules(globals_: RCGlobals, server: Server, user: User) -> MultidropRules | None:
+    if not user.multidrop:
+        return None
+    names = (server.pollname, *((server.via,) if server.via else ()), *server.aka)
+    return MultidropRules(
+        server_names=names,
+        localnames=user.localnames,
+        wildcard=user.wildcard,
+        envelope=server.envelope,
+        envskip=server.envskip,
+        qvirtual=server.qvirtual,
+        localdomains=server.localdomains,
+        postmaster=globals_.postmaster,
+    )
 
 
 def _source_opener(

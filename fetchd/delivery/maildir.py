@@ -108,8 +108,13 @@ class MaildirDeliverer:
         self._maildir = Path(settings.path)
 
     async def deliver(
-        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+        self,
+        message: bytes,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        recipients: tuple[str, ...] | None = None,
     ) -> MaildirOutcome:
+        """One copy into the Maildir, whoever ``recipients`` (multidrop) names."""
         data = normalize_line_endings(message)
         if not self.settings.invisible:
             data = (

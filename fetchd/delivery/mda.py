@@ -101,12 +101,18 @@ class MDADeliverer:
         self.settings = settings
 
     async def deliver(
-        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+        self,
+        message: bytes,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        recipients: tuple[str, ...] | None = None,
     ) -> MDAOutcome:
+        """``recipients``: this message's local names (multidrop); default, the account's."""
         data = normalize_line_endings(message)
         sender = envelope_sender(data)
         per_recipient = "%T" in self.settings.command or "%s" in self.settings.command
-        recipients = self.settings.recipients if per_recipient else self.settings.recipients[:1]
+        names = self.settings.recipients if recipients is None else recipients
+        recipients = names if per_recipient else names[:1]
         if ready is not None:
             await ready()  # the previous message's record, before this one can be delivered
         for recipient in recipients:

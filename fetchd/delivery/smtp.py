@@ -73,11 +73,12 @@ class SMTPSettings:
     invisible: bool = False
     multidrop: bool = False
 
-    def rcpt_addresses(self) -> list[str]:
+    def rcpt_addresses(self, recipients: tuple[str, ...] | None = None) -> list[str]:
         if self.smtpname:
             return [self.smtpname]
         domain = self.smtpaddress or "localhost"
-        return [r if "@" in r else f"{r}@{domain}" for r in self.recipients]
+        names = self.recipients if recipients is None else recipients
+        return [r if "@" in r else f"{r}@{domain}" for r in names]
 
 
 def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
@@ -138,11 +139,16 @@ class SMTPDeliverer:
         self._by = settings.helo_name or socket.getfqdn()
 
     async def deliver(
-        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+        self,
+        message: bytes,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        recipients: tuple[str, ...] | None = None,
     ) -> SMTPOutcome:
+        """``recipients``: this message's local names (multidrop); default, the account's."""
         smtp = await self._connection()
         data = normalize_line_endings(message)
-        rcpts = self.settings.rcpt_addresses()
+        rcpts = self.settings.rcpt_addresses(recipients)
         for rcpt in rcpts:
             if any(c in rcpt for c in "\r\n\0<> \t") or not rcpt.isprintable():
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)

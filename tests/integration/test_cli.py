@@ -229,15 +229,15 @@ async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: in
 
 async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World) -> None:
     rc = world.rcfile(
-        f"poll 127.0.0.1 proto pop3 port {world.pop.port} aka mail.example.org\n"
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface eth0/10.0.0.1\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
-        f"  dropstatus\n"
-        f"  dropstatus\n"
+        f"  mimedecode\n"
+        f"  mimedecode\n"
     )
     code, _out, err = await world.fetchd("-f", str(rc))
     assert code == 0, err
-    assert err.count(f"fetchd: {rc}:3: 'dropstatus' is read but not acted on yet by fetchd") == 1
-    assert f"fetchd: {rc}:1: 'aka' is read but not acted on yet" in err
+    assert err.count(f"fetchd: {rc}:3: 'mimedecode' is read but not acted on yet by fetchd") == 1
+    assert f"fetchd: {rc}:1: 'interface' is read but not acted on yet" in err
     assert len(world.sink.received) == 10
 
 
@@ -314,3 +314,35 @@ async def test_syslog_unreachable_falls_back_to_stderr(world: World) -> None:
     )
     assert code == 0, err
     assert "reading message demo@127.0.0.1:1 of 10" in err
+
+
+async def test_multidrop_routes_each_message_to_its_local_users(world: World) -> None:
+    stranger = b"To: stranger@elsewhere.net\r\nSubject: lost\r\nMessage-ID: <3@x>\r\n\r\nlost\r\n"
+    world.pop.messages[:] = [
+        b"X-Original-To: ann@mail.example.org\r\nTo: list@lists.example.org\r\nSubject: env\r\n"
+        b"\r\nenvelope\r\n",
+        b"To: joe@mail.example.org, Ann <ann@mail.example.org>\r\nSubject: both\r\n\r\nboth\r\n",
+        stranger,
+        stranger,  # the server put it in twice: delivered once, as fetchmail
+        b"To: sales@shop.example.net\r\nSubject: shop\r\n\r\nshop\r\n",
+    ]
+    rc = world.rcfile(
+        'set postmaster "pm"\n'
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} aka mail.example.org\n"
+        '  envelope "X-Original-To" localdomains example.net\n'
+        f'  user demo password "{SECRET}" to joe ann here smtphost 127.0.0.1/{world.smtp_port}\n'
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, out + err
+    assert world.sink.rcpts == [
+        ["ann@localhost"],
+        ["joe@localhost", "ann@localhost"],
+        ["pm@localhost"],
+        ["sales@shop.example.net"],
+    ]
+    assert (
+        b"X-Fetchmail-Warning: recipient address stranger@elsewhere.net didn't match"
+        in (world.sink.received[2])
+    )
+    assert b"(multi-drop)" in world.sink.received[1]
+    assert world.pop.messages == []  # the duplicate left the server too

@@ -1,0 +1,85 @@
+"""Between the poll and a deliverer: fetchmail's header edits for every message and, for a
+multidrop account, who each message is for (fetchd.multidrop) and the duplicate check.
+
+fetchmail drops a message whose whole header is the same as the previous one's when no
+envelope recipient told them apart: a server that delivered one message once per recipient
+into the shared mailbox. It remembers that per account, across polls of a daemon, and so do we.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fetchd.delivery.headers import normalize_line_endings
+from fetchd.multidrop import MultidropRules, header_digest, rewrite_headers, route
+
+_last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOutcome:
+    delivered: bool
+    may_delete: bool
+    reason: str
+    code: int | None = None
+
+
+class RecipientDeliverer(Protocol):
+    async def deliver(
+        self,
+        message: bytes,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        recipients: tuple[str, ...] | None = None,
+    ) -> Any: ...
+
+
+class RoutingDeliverer:
+    """Implements fetchd.poll.Deliverer around an SMTP, LMTP, MDA or Maildir deliverer."""
+
+    def __init__(
+        self,
+        inner: RecipientDeliverer,
+        *,
+        account: str,
+        rules: MultidropRules | None,
+        dropstatus: bool,
+        dropdelivered: bool,
+    ) -> None:
+        self.inner = inner
+        self._account = account
+        self._rules = rules
+        self._dropstatus = dropstatus
+        self._dropdelivered = dropdelivered
+
+    async def deliver(
+        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> Any:
+        data = normalize_line_endings(message)
+        recipients: tuple[str, ...] | None = None
+        warning: str | None = None
+        if self._rules is not None:
+            routing = route(data, self._rules)
+            digest = header_digest(data)
+            previous = _last_digest.get(self._account)
+            _last_digest[self._account] = digest
+            if not routing.from_envelope and digest == previous:
+                return RoutingOutcome(
+                    False, True, "the same message as the previous one (multidrop); deleted"
+                )
+            if not routing.recipients:
+                return RoutingOutcome(
+                    False, False, "for no local user, and the postmaster is empty; kept"
+                )
+            recipients, warning = routing.recipients, routing.warning
+        data = rewrite_headers(
+            data, dropstatus=self._dropstatus, dropdelivered=self._dropdelivered, warning=warning
+        )
+        return await self.inner.deliver(data, ready=ready, recipients=recipients)
+
+    async def aclose(self) -> None:
+        closer = getattr(self.inner, "aclose", None)
+        if closer is not None:
+            await closer()

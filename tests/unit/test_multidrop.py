@@ -1,0 +1,124 @@
+"""Multidrop routing tables: header sets in, recipient lists out (fetchmail 6.4's rules)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fetchd.multidrop import MultidropRules, header_digest, rewrite_headers, route
+
+RULES = MultidropRules(
+    server_names=("pop.example.org", "mail.example.org"),  # poll name, aka
+    localnames=("joe", ("ann", "anna"), ("boss@example.com", "chief")),
+    postmaster="pm",
+)
+
+
+def message(*header_lines: str) -> bytes:
+    return ("\r\n".join(header_lines) + "\r\n\r\nbody\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("lines", "rules", "expected"),
+    [
+        # Guessing from To/Cc/Bcc (the default envelope, Received, names no one here).
+        (["To: joe@pop.example.org, stranger@elsewhere.net"], RULES, ("joe",)),
+        (
+            ["To: Ann <ann@mail.example.org>", "Cc: joe@sub.mail.example.org"],
+            RULES,
+            ("anna", "joe"),
+        ),
+        (["To: boss@example.com"], RULES, ("chief",)),  # a whole address named in the map
+        (["To: JOE@POP.EXAMPLE.ORG", "Bcc: joe@pop.example.org"], RULES, ("joe",)),  # once
+        (["To: nobody@pop.example.org"], RULES, ("pm",)),  # our host, not our user
+        (["To: joe"], RULES, ("pm",)),  # no domain: ignored, as fetchmail
+        # Resent-* headers, when there are any, are the only ones read.
+        (["To: joe@pop.example.org", "Resent-To: ann@pop.example.org"], RULES, ("anna",)),
+        # is * here: any local part at our host.
+        (
+            ["To: whoever@pop.example.org"],
+            MultidropRules(("pop.example.org",), wildcard=True),
+            ("whoever",),
+        ),
+        # localdomains: the whole address goes on.
+        (
+            ["To: sales@shop.example.net"],
+            MultidropRules(("pop.example.org",), localdomains=("example.net",)),
+            ("sales@shop.example.net",),
+        ),
+        # qvirtual: the prefix is removed first.
+        (
+            ["To: example-joe@pop.example.org"],
+            MultidropRules(("pop.example.org",), localnames=("joe",), qvirtual="example-"),
+            ("joe",),
+        ),
+    ],
+)
+def test_guessing_from_the_headers(
+    lines: list[str], rules: MultidropRules, expected: tuple[str, ...]
+) -> None:
+    assert route(message(*lines), rules).recipients == expected
+
+
+def test_the_received_envelope_needs_our_server_as_the_by_host() -> None:
+    ours = message(
+        "Received: from mx.sender.net by mail.example.org (Postfix) with ESMTP id 1\r\n"
+        "\tfor <ann@pop.example.org>; Tue, 1 Dec 2026 10:00:00 +0000",
+        "To: joe@pop.example.org",
+    )
+    routing = route(ours, RULES)
+    assert routing.recipients == ("anna",) and routing.from_envelope
+    theirs = ours.replace(b"by mail.example.org", b"by relay.elsewhere.net")
+    assert route(theirs, RULES).recipients == ("joe",)  # not our server: guessed from To
+
+
+def test_envelope_header_with_a_skip_count_and_no_fallback() -> None:
+    rules = MultidropRules(
+        ("pop.example.org",), localnames=("joe", "ann"), envelope="Delivered-To", envskip=1
+    )
+    lines = [
+        "Delivered-To: catchall@pop.example.org",  # added by the server itself: skipped
+        "Delivered-To: ann@pop.example.org",
+        "To: joe@pop.example.org",
+    ]
+    assert route(message(*lines), rules).recipients == ("ann",)
+    # The envelope header is there but names nobody here: the postmaster, no guessing.
+    lines[1] = "Delivered-To: stranger@elsewhere.net"
+    routing = route(message(*lines), rules)
+    assert routing.to_postmaster and routing.recipients == ("postmaster",)
+    assert routing.warning == "recipient address stranger@elsewhere.net didn't match any local name"
+    # Absent: guessing.
+    assert route(message("To: joe@pop.example.org"), rules).recipients == ("joe",)
+
+
+def test_a_prefix_of_the_header_name_matches_as_in_fetchmail() -> None:
+    rules = MultidropRules(("pop.example.org",), localnames=("joe",), envelope="X-Original")
+    assert route(message("X-Original-To: joe@pop.example.org"), rules).recipients == ("joe",)
+
+
+def test_no_envelope_guesses_and_nobody_goes_to_the_postmaster_with_a_warning() -> None:
+    rules = MultidropRules(("pop.example.org",), localnames=("joe",), envelope=None)
+    routing = route(message("To: a@elsewhere.net, b@elsewhere.net"), rules)
+    assert routing.recipients == ("postmaster",) and routing.to_postmaster
+    assert routing.warning == "no recipient addresses matched declared local names"
+    nobody = MultidropRules(("pop.example.org",), envelope=None, postmaster="")
+    assert route(message("To: a@elsewhere.net"), nobody).recipients == ()
+
+
+def test_header_edits() -> None:
+    original = message(
+        "Status: RO", "X-Mozilla-Status: ", "Delivered-To: catchall@pop.example.org",
+        "Subject: hi\r\n\tcontinued", "Status:",
+    )  # fmt: skip
+    untouched = rewrite_headers(original, dropstatus=False, dropdelivered=False, warning=None)
+    assert b"Status: RO" in untouched and b"Delivered-To" in untouched
+    assert b"X-Mozilla-Status" not in untouched  # empty Status lines always go
+    edited = rewrite_headers(original, dropstatus=True, dropdelivered=True, warning="w\r\nX: 1")
+    assert edited == message("Subject: hi\r\n\tcontinued", "X-Fetchmail-Warning: w  X: 1")
+    plain = message("Subject: nothing to do")
+    assert rewrite_headers(plain, dropstatus=True, dropdelivered=True, warning=None) is plain
+
+
+def test_the_duplicate_digest_covers_the_whole_header_only() -> None:
+    first = message("Subject: a", "Message-ID: <1@x>")
+    assert header_digest(first) == header_digest(first.replace(b"body", b"other body"))
+    assert header_digest(first) != header_digest(first.replace(b"<1@x>", b"<2@x>"))
