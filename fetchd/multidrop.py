@@ -85,8 +85,21 @@ def _envelope(fields: list[tuple[str, str]], rules: MultidropRules) -> list[str]
     return _addresses(matching[:1]) if matching else None
 
 
+# What a recipient taken from a header may contain to reach an RCPT TO or an MDA's %T: a
+# hostile To: header must not make an address the MTA would refuse (stalling the mailbox at
+# that message) or an option for the MDA.
+_SAFE_RECIPIENT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")
+
+
 def _map(address: str, rules: MultidropRules) -> str | None:
     """The local recipient for one address, or None when it is not ours."""
+    mapped = _map_unchecked(address, rules)
+    if mapped is None or mapped.startswith("-") or not _SAFE_RECIPIENT.fullmatch(mapped):
+        return None
+    return mapped
+
+
+def _map_unchecked(address: str, rules: MultidropRules) -> str | None:
     if rules.qvirtual and address.lower().startswith(rules.qvirtual.lower()):
         address = address[len(rules.qvirtual) :]
     local, at, domain = address.rpartition("@")

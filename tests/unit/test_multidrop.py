@@ -122,3 +122,13 @@ def test_the_duplicate_digest_covers_the_whole_header_only() -> None:
     first = message("Subject: a", "Message-ID: <1@x>")
     assert header_digest(first) == header_digest(first.replace(b"body", b"other body"))
     assert header_digest(first) != header_digest(first.replace(b"<1@x>", b"<2@x>"))
+
+
+@pytest.mark.parametrize(
+    "to",
+    ['"a b"@pop.example.org', "-oQ/tmp/x@pop.example.org", '"x<y>"@pop.example.org'],
+)
+def test_a_hostile_local_part_is_not_ours(to: str) -> None:
+    rules = MultidropRules(("pop.example.org",), wildcard=True, postmaster="pm")
+    routing = route(message(f"To: {to}, joe@pop.example.org"), rules)
+    assert routing.recipients == ("joe",)
