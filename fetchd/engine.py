@@ -21,6 +21,7 @@ from fetchd import logconfig
 from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
 from fetchd.config.describe import describe
 from fetchd.config.model import LocalName, RCGlobals, Server, User
+from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.delivery.mda import MDADeliverer, MDASettings
 from fetchd.delivery.routing import RoutingDeliverer
@@ -49,7 +50,6 @@ log = structlog.get_logger("fetchd")
 # Keywords that would change where mail goes if ignored: an account using one is not polled
 # (with a clear error) until fetchd implements it, rather than deliver somewhere else.
 REFUSED_KEYWORDS = {
-    "bsmtp": "BSMTP output",
     "plugin": "connections through a plugin",
     "plugout": "SMTP connections through a plugout",
 }
@@ -381,9 +381,21 @@ async def _poll_folder(
         )
     open_source = _source_opener(server, user, password, protocol, folder, state)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
-    deliverer: SMTPDeliverer | MDADeliverer | MaildirDeliverer
+    deliverer: SMTPDeliverer | MDADeliverer | MaildirDeliverer | BSMTPDeliverer
     maildir = maildir_path(user.mda)
-    if maildir is not None:
+    if user.bsmtp:  # fetchmail's order: bsmtp, then mda, then SMTP
+        deliverer = BSMTPDeliverer(
+            BSMTPSettings(
+                path=user.bsmtp,
+                recipients=tuple(_local(n) for n in user.localnames[:1]),
+                smtpaddress=user.smtpaddress,
+                invisible=globals_.invisible,
+                server=server.host,
+                protocol=protocol_name,
+                multidrop=user.multidrop,
+            )
+        )
+    elif maildir is not None:
         deliverer = MaildirDeliverer(
             MaildirSettings(
                 path=maildir,

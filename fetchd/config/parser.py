@@ -482,8 +482,9 @@ class _Parser:
         return True
 
     def path(self, value: str) -> str:
-        """fetchmail's prependdir: a relative path is relative to the rc file's directory."""
-        if not value or value.startswith("/") or self.env.rcdir in ("", "."):
+        """fetchmail's prependdir: a relative path is relative to the rc file's directory;
+        "-" (standard output, for bsmtp) stays as it is."""
+        if not value or value == "-" or value.startswith("/") or self.env.rcdir in ("", "."):
             return value
         return os.path.join(self.env.rcdir, value)
 

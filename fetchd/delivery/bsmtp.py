@@ -1,0 +1,121 @@
+"""``bsmtp FILE``: append each message to a batch SMTP file, as fetchmail writes one.
+
+Each message is the SMTP dialogue fetchmail would have had with a listener (sink.c,
+open_bsmtp_sink): ``MAIL FROM:<sender>`` (with ``BODY=8BITMIME`` for 8-bit data), one
+``RCPT TO:`` per recipient, ``DATA``, the message with dots stuffed, and ``.``; CRLF line
+endings. ``bsmtp -`` writes to standard output.
+
+The append is the commit: it is made after the previous message's record (``ready``), fsynced,
+and a write that fails (a full disk) is cut back off the file, so the file never holds half a
+message and the message stays on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fetchd.delivery.headers import (
+    dot_stuff,
+    envelope_sender,
+    needs_8bit,
+    normalize_line_endings,
+    received_header,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BSMTPOutcome:
+    delivered: bool
+    may_delete: bool
+    reason: str
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BSMTPSettings:
+    path: str  # "-" for standard output
+    recipients: tuple[str, ...]
+    smtpaddress: str | None = None
+    invisible: bool = False
+    server: str = ""
+    protocol: str = "POP3"
+    by: str = "localhost"
+    multidrop: bool = False
+
+
+def batch(message: bytes, sender: str, rcpts: list[str], trace: bytes) -> bytes:
+    """One message as a BSMTP transaction."""
+    body = "" if not needs_8bit(message) else " BODY=8BITMIME"
+    head = f"MAIL FROM:<{sender}>{body}\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts)
+    return head.encode() + b"DATA\r\n" + dot_stuff(trace + message) + b".\r\n"
+
+
+def _append(path: str, data: bytes) -> None:
+    """Append all of ``data`` durably, or nothing: a failed write is truncated away."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+
+
+class BSMTPDeliverer:
+    """Implements fetchd.poll.Deliverer for ``bsmtp``."""
+
+    def __init__(self, settings: BSMTPSettings) -> None:
+        self.settings = settings
+
+    async def deliver(
+        self,
+        message: bytes,
+        *,
+        ready: Callable[[], Awaitable[None]] | None = None,
+        recipients: tuple[str, ...] | None = None,
+    ) -> BSMTPOutcome:
+        settings = self.settings
+        data = normalize_line_endings(message)
+        domain = settings.smtpaddress or "localhost"
+        names = settings.recipients if recipients is None else recipients
+        rcpts = [r if "@" in r else f"{r}@{domain}" for r in names]
+        if any(c in "".join(rcpts) for c in "\r\n\0<> \t"):
+            return BSMTPOutcome(False, False, "a recipient is not a usable address; kept", 550)
+        trace = (
+            b""
+            if settings.invisible
+            else received_header(
+                server=settings.server,
+                server_ip=None,
+                protocol=settings.protocol,
+                by=settings.by,
+                recipient=rcpts[0],
+                multidrop=settings.multidrop,
+            )
+        )
+        transaction = batch(data, envelope_sender(data), rcpts, trace)
+        if ready is not None:
+            await ready()  # the previous message's record, before this one is committed
+        try:
+            if settings.path == "-":
+                sys.stdout.buffer.write(transaction)
+                sys.stdout.buffer.flush()
+            else:
+                await asyncio.to_thread(_append, settings.path, transaction)
+        except OSError as exc:
+            why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            return BSMTPOutcome(False, False, f"cannot write {settings.path}: {why}; kept")
+        return BSMTPOutcome(True, True, "delivered", 0)

@@ -1,0 +1,99 @@
+"""``bsmtp FILE``: the batch SMTP file fetchmail writes, appended durably, never half a message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
+from fetchd.demo.pop3server import DemoPOP3Server
+
+MESSAGE = b"Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nhello\r\n.dot\r\n"
+
+
+def deliverer(path: Path | str, **extra: object) -> BSMTPDeliverer:
+    values: dict[str, object] = {"path": str(path), "recipients": ("joe",), "invisible": True}
+    values.update(extra)
+    return BSMTPDeliverer(BSMTPSettings(**values))  # type: ignore[arg-type]
+
+
+async def test_the_batch_is_the_smtp_dialogue(tmp_path: Path) -> None:
+    out = tmp_path / "batch"
+    target = deliverer(out, smtpaddress="example.net")
+    assert (await target.deliver(MESSAGE)).delivered
+    assert (
+        await target.deliver("Subject: \u00e9\r\n\r\n8 bit\r\n".encode(), recipients=("a", "b"))
+    ).delivered
+    assert out.read_bytes() == (
+        b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<joe@example.net>\r\nDATA\r\n"
+        + MESSAGE.replace(b"\r\n.dot", b"\r\n..dot")
+        + b".\r\n"
+        + b"MAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\n"
+        + b"DATA\r\n"
+        + "Subject: \u00e9\r\n\r\n8 bit\r\n".encode()
+        + b".\r\n"
+    )
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        mountpoint.rmdir()
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        mountpoint.rmdir()
+
+
+async def test_a_full_disk_leaves_the_file_as_it_was(small_disk: Path) -> None:
+    out = small_disk / "batch"
+    target = deliverer(out)
+    assert (await target.deliver(MESSAGE)).delivered
+    before = out.read_bytes()
+    big = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 2000
+    outcome = await target.deliver(big)
+    assert not outcome.delivered and not outcome.may_delete and "disk full" in outcome.reason
+    assert out.read_bytes() == before  # no half message in the batch
+
+
+async def test_bsmtp_to_standard_output_end_to_end(tmp_path: Path) -> None:
+    pop = DemoPOP3Server("demo", "pw-bsmtp", [MESSAGE])
+    await pop.start()
+    try:
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(
+            f"poll 127.0.0.1 proto pop3 port {pop.port} user demo password pw-bsmtp is joe here"
+            " bsmtp -\n"
+        )
+        rc.chmod(0o600)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-s", "-f", str(rc),
+            env={"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
+                 "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        await pop.stop()
+    assert process.returncode == 0, err
+    assert out.startswith(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<joe@localhost>\r\nDATA\r\n")
+    assert out.endswith(b"\r\n..dot\r\n.\r\n") and b"(fetchd-" in out
+    assert pop.messages == []
