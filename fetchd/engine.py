@@ -63,7 +63,6 @@ IGNORED_KEYWORDS = frozenset(
         "principal",
         "esmtpname",
         "esmtppassword",
-        "rewrite",
         "pass8bits",
         "mimedecode",
         "fastuidl",
@@ -457,6 +456,7 @@ async def _poll_folder(
         rules=_multidrop_rules(globals_, server, user),
         dropstatus=user.dropstatus,
         dropdelivered=user.dropdelivered,
+        rewrite_host=server.host if user.rewrite else None,
     )
     try:
         return await poll_account(open_source, routed, state, settings)

@@ -27,6 +27,7 @@ from fetchd.delivery.headers import (
     normalize_line_endings,
     received_header,
 )
+from fetchd.delivery.rewrite import drop_return_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ class BSMTPDeliverer:
                 multidrop=settings.multidrop,
             )
         )
-        transaction = batch(data, envelope_sender(data), rcpts, trace)
+        transaction = batch(drop_return_path(data), envelope_sender(data), rcpts, trace)
         if ready is not None:
             await ready()  # the previous message's record, before this one is committed
         try:

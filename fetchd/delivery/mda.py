@@ -13,11 +13,14 @@ any other exit is permanent, and softbounce keeps it too (bounces are issue 5's 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import signal
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -141,41 +144,49 @@ class MDADeliverer:
         return MDAOutcome(True, True, "delivered", 0)
 
     async def _run(self, command: str, payload: bytes) -> MDAOutcome:
-        process = await asyncio.create_subprocess_shell(
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=_environment(),
-            start_new_session=True,
-            close_fds=True,
-        )
-        fully_written = True
+        # Our own pipe, whose read end we keep: after the MDA exits, bytes still in the pipe
+        # show it did not read the whole message (asyncio's pipe cannot tell: the last write
+        # may sit in the kernel's buffer when the MDA exits without reading it).
+        read_end, write_end = os.pipe()
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                assert process.stdin is not None and process.stdout is not None
-                try:
-                    process.stdin.write(payload)
-                    await process.stdin.drain()
-                except (BrokenPipeError, ConnectionResetError):
-                    fully_written = False
-                finally:
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        process.stdin.close()
-                output = await process.stdout.read(64 * 1024)
-                while await process.stdout.read(64 * 1024):
-                    pass  # read to the end, so the MDA never blocks on a full pipe
-                status = await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-            return MDAOutcome(
-                False, False, f"MDA did not finish in {self.settings.timeout:g} s; kept", None
+            process = await asyncio.create_subprocess_shell(
+                command,
+                stdin=read_end,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=_environment(),
+                start_new_session=True,
+                close_fds=True,
             )
+        except BaseException:
+            os.close(read_end)
+            os.close(write_end)
+            raise
+        writer = asyncio.create_task(asyncio.to_thread(_write_all, write_end, payload))
+        unread = 0
+        try:
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    assert process.stdout is not None
+                    output = await process.stdout.read(64 * 1024)
+                    while await process.stdout.read(64 * 1024):
+                        pass  # read to the end, so the MDA never blocks on a full pipe
+                    status = await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+                return MDAOutcome(
+                    False, False, f"MDA did not finish in {self.settings.timeout:g} s; kept", None
+                )
+            unread = _unread(read_end)
+        finally:
+            os.close(read_end)  # a writer still blocked on a full pipe now gets EPIPE
+            written = await writer
+        fully_read = written == len(payload) and unread == 0
         for line in output.decode("utf-8", "replace").splitlines()[:20]:
             log.info("mda.output", text=f"MDA: {line[:200]}")
-        if status == 0 and fully_written:
+        if status == 0 and fully_read:
             return MDAOutcome(True, True, "delivered", 0)
         if status == 0:
             return MDAOutcome(False, False, "MDA exited before reading the whole message; kept")
@@ -183,3 +194,25 @@ class MDADeliverer:
             return MDAOutcome(False, False, "MDA temporary failure (exit 75); kept", 451)
         how = f"killed by signal {-status}" if status < 0 else f"exit {status}"
         return MDAOutcome(False, False, f"MDA failed ({how}) (softbounce; kept)", 550)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write ``data`` to the pipe, in a thread (it blocks while the MDA reads); the count of
+    bytes the pipe took. Closes ``fd``, which is the MDA's end of input."""
+    view = memoryview(data)
+    written = 0
+    try:
+        while written < len(view):
+            written += os.write(fd, view[written:])
+    except OSError:  # EPIPE: the MDA is gone
+        pass
+    finally:
+        os.close(fd)
+    return written
+
+
+def _unread(fd: int) -> int:
+    """Bytes still in the pipe (FIONREAD on our copy of its read end)."""
+    buffer = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buffer)
+    return buffer[0]

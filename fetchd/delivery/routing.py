@@ -1,4 +1,5 @@
-"""Between the poll and a deliverer: fetchmail's header edits for every message and, for a
+"""Between the poll and a deliverer: fetchmail's header edits for every message
+(fetchd.delivery.rewrite) and, for a
 multidrop account, who each message is for (fetchd.multidrop) and the duplicate check.
 
 fetchmail drops a message whose whole header is the same as the previous one's when no
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fetchd.delivery.headers import normalize_line_endings
-from fetchd.multidrop import MultidropRules, header_digest, rewrite_headers, route
+from fetchd.delivery.rewrite import edit_headers
+from fetchd.multidrop import MultidropRules, header_digest, route
 
 _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
 
@@ -47,10 +49,12 @@ class RoutingDeliverer:
         rules: MultidropRules | None,
         dropstatus: bool,
         dropdelivered: bool,
+        rewrite_host: str | None = None,
     ) -> None:
         self.inner = inner
         self._account = account
         self._rules = rules
+        self._rewrite_host = rewrite_host
         self._dropstatus = dropstatus
         self._dropdelivered = dropdelivered
 
@@ -74,8 +78,12 @@ class RoutingDeliverer:
                     False, False, "for no local user, and the postmaster is empty; kept"
                 )
             recipients, warning = routing.recipients, routing.warning
-        data = rewrite_headers(
-            data, dropstatus=self._dropstatus, dropdelivered=self._dropdelivered, warning=warning
+        data = edit_headers(
+            data,
+            rewrite_host=self._rewrite_host,
+            dropstatus=self._dropstatus,
+            dropdelivered=self._dropdelivered,
+            warning=warning,
         )
         return await self.inner.deliver(data, ready=ready, recipients=recipients)
 

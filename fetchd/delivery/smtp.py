@@ -15,6 +15,7 @@ If no host of the smtphost list can be reached, DeliveryError aborts the poll: n
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -35,6 +36,7 @@ from fetchd.delivery.headers import (
     normalize_line_endings,
     received_header,
 )
+from fetchd.delivery.rewrite import drop_return_path
 from fetchd.errors import DeliveryError
 
 log = structlog.get_logger("fetchd.smtp")
@@ -73,12 +75,28 @@ class SMTPSettings:
     invisible: bool = False
     multidrop: bool = False
 
-    def rcpt_addresses(self, recipients: tuple[str, ...] | None = None) -> list[str]:
+    def rcpt_addresses(
+        self, recipients: tuple[str, ...] | None = None, listener: str = "localhost"
+    ) -> list[str]:
+        """RCPT TO addresses: a local name gets ``@smtpaddress``, or as in fetchmail the name
+        of the SMTP listener it goes to."""
         if self.smtpname:
             return [self.smtpname]
-        domain = self.smtpaddress or "localhost"
+        domain = self.smtpaddress or listener
         names = self.recipients if recipients is None else recipients
         return [r if "@" in r else f"{r}@{domain}" for r in names]
+
+
+def qualified_sender(sender: str, server: str) -> str:
+    """fetchmail gives a sender without a domain the mail server's name (an address literal
+    in brackets), whether or not ``rewrite`` already did so in the header."""
+    if not sender or "@" in sender or not server:
+        return sender
+    try:
+        ipaddress.ip_address(server)
+    except ValueError:
+        return f"{sender}@{server}"
+    return f"{sender}@[{server}]"
 
 
 def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
@@ -148,7 +166,7 @@ class SMTPDeliverer:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         smtp = await self._connection()
         data = normalize_line_endings(message)
-        rcpts = self.settings.rcpt_addresses(recipients)
+        rcpts = self.settings.rcpt_addresses(recipients, self._listener_name())
         for rcpt in rcpts:
             if any(c in rcpt for c in "\r\n\0<> \t") or not rcpt.isprintable():
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)
@@ -164,7 +182,8 @@ class SMTPDeliverer:
                 multidrop=self.settings.multidrop,
             )
         )
-        sender = envelope_sender(data)
+        sender = qualified_sender(envelope_sender(data), self.settings.server)
+        data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
         if needs_8bit(data) and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
@@ -349,7 +368,15 @@ class SMTPDeliverer:
         return SMTPOutcome(False, True, f"{reason} (bounced to {to})", code)
 
     def _qualified(self, name: str) -> str:
-        return name if "@" in name else f"{name}@{self.settings.smtpaddress or 'localhost'}"
+        return (
+            name if "@" in name else f"{name}@{self.settings.smtpaddress or self._listener_name()}"
+        )
+
+    def _listener_name(self) -> str:
+        """The host of the smtphost entry in use ("localhost" for a Unix socket)."""
+        if not self._host or self._host.startswith("/"):
+            return "localhost"
+        return self._host.partition("/")[0] or "localhost"
 
     async def _notify(self, to: str, notification: bytes) -> bool:
         """Send a notification with the null sender: over this SMTP connection, or for LMTP

@@ -119,9 +119,9 @@ async def test_no_softbounce_bounces_to_the_sender_then_deletes(
     assert report.get_content_type() == "multipart/report"
     assert report["To"] == "alice@example.org"
     text, status, headers = report.get_payload()
-    assert "joe@localhost: 550 5.1.1" in text.get_payload()
+    assert "joe@127.0.0.1: 550 5.1.1" in text.get_payload()
     block = status.get_payload()[1]
-    assert block["Final-Recipient"] == "rfc822; joe@localhost"
+    assert block["Final-Recipient"] == "rfc822; joe@127.0.0.1"
     assert block["Status"] == "5.1.1" and block["Action"] == "failed"
     assert "550 5.1.1 <joe@localhost>: no such user" in block["Diagnostic-Code"]
     assert "Subject: the original" in headers.get_payload()
@@ -140,7 +140,7 @@ async def test_no_bouncemail_tells_the_postmaster(mta: tuple[RefusingMTA, int]) 
     ("reply", "notified", "explained"),
     [
         ("552 5.3.4 message too big", "alice@example.org", "too large (SMTP error 552)"),
-        ("553 5.1.8 bad sender domain", "pm@localhost", "invalid sender address"),
+        ("553 5.1.8 bad sender domain", "pm@127.0.0.1", "invalid sender address"),
     ],
 )
 async def test_552_bounces_to_the_sender_and_553_to_the_postmaster(
@@ -187,7 +187,7 @@ async def test_a_sender_that_cannot_get_bounces_is_replaced_by_the_postmaster(
         message = MESSAGE.replace(b"<alice@example.org>", sender)
         outcome = await deliver(port, message)
         assert outcome.may_delete  # type: ignore[attr-defined]
-    assert [rcpts for _, rcpts, _ in handler.accepted] == [["pm@localhost"]] * 2
+    assert [rcpts for _, rcpts, _ in handler.accepted] == [["pm@127.0.0.1"]] * 2
     # With nobody to tell, a permanent refusal never deletes: the message stays.
     nobody = await deliver(port, MESSAGE.replace(b"<alice@example.org>", b"<>"), postmaster="")
     assert not nobody.may_delete and "nobody to notify" in nobody.reason  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.demo.pop3server import DemoPOP3Server
 
 MESSAGE = b"Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nhello\r\n.dot\r\n"
+AS_SENT = MESSAGE.split(b"\r\n", 1)[1]  # the Return-Path became MAIL FROM, as in fetchmail
 
 
 def deliverer(path: Path | str, **extra: object) -> BSMTPDeliverer:
@@ -33,7 +34,7 @@ async def test_the_batch_is_the_smtp_dialogue(tmp_path: Path) -> None:
     ).delivered
     assert out.read_bytes() == (
         b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<joe@example.net>\r\nDATA\r\n"
-        + MESSAGE.replace(b"\r\n.dot", b"\r\n..dot")
+        + AS_SENT.replace(b"\r\n.dot", b"\r\n..dot")
         + b".\r\n"
         + b"MAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\n"
         + b"DATA\r\n"

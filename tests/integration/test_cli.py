@@ -119,7 +119,7 @@ async def test_poll_delivers_everything_once_then_finds_nothing(world: World) ->
     code, out, err = await world.fetchd("-f", str(rc))
     assert code == 0, err
     assert world.sink.subjects() == [f"Subject: message {i}" for i in range(1, 11)]
-    assert world.sink.rcpts[0] == ["joe@localhost"]
+    assert world.sink.rcpts[0] == ["joe@127.0.0.1"]
     assert world.pop.messages == []
     assert "10 messages for demo at 127.0.0.1" in out
     world.pop.messages.append(b"Subject: message 11\r\n\r\nnew\r\n")
@@ -335,9 +335,9 @@ async def test_multidrop_routes_each_message_to_its_local_users(world: World) ->
     code, out, err = await world.fetchd("-f", str(rc))
     assert code == 0, out + err
     assert world.sink.rcpts == [
-        ["ann@localhost"],
-        ["joe@localhost", "ann@localhost"],
-        ["pm@localhost"],
+        ["ann@127.0.0.1"],
+        ["joe@127.0.0.1", "ann@127.0.0.1"],
+        ["pm@127.0.0.1"],
         ["sales@shop.example.net"],
     ]
     assert (

@@ -83,10 +83,20 @@ async def test_a_hostile_sender_cannot_reach_the_shell(tmp_path: Path) -> None:
     assert outcome.delivered or "sender" in outcome.reason
 
 
-async def test_an_mda_that_reads_nothing_does_not_count_as_delivered() -> None:
-    big = MESSAGE + b"x" * 2_000_000 + b"\r\n"
-    outcome = await mda("exit 0").deliver(big)
+@pytest.mark.parametrize(
+    ("command", "size"),
+    [
+        ("exit 0", 2_000_000),  # the pipe fills: our write fails
+        ("exit 0", 100),  # the whole message fits in the pipe, unread: still not delivered
+        ("head -c 50 >/dev/null; exit 0", 100),  # read in part
+    ],
+)
+async def test_an_mda_that_does_not_read_everything_has_not_delivered(
+    command: str, size: int
+) -> None:
+    outcome = await mda(command).deliver(MESSAGE + b"x" * size + b"\r\n")
     assert not outcome.delivered and not outcome.may_delete
+    assert "before reading the whole message" in outcome.reason
 
 
 @pytest.mark.skipif(

@@ -109,12 +109,13 @@ async def test_delivered_with_received_header_and_envelope(mta: tuple[Handler, i
     assert outcome.delivered and outcome.may_delete and outcome.code == 250
     [(sender, rcpts, content, _)] = handler.received
     assert sender == "alice@example.org"
-    assert rcpts == ["joe@localhost"]
+    assert rcpts == ["joe@127.0.0.1"]
     assert content.startswith(
         b"Received: from pop.example.org\r\n\tby fetchd.test with POP3 (fetchd-"
     )
-    assert b"\tfor <joe@localhost> (single-drop); " in content
-    assert content.endswith(MESSAGE)
+    assert b"\tfor <joe@127.0.0.1> (single-drop); " in content
+    assert content.endswith(MESSAGE.split(b"\r\n", 1)[1])  # Return-Path is now the envelope
+    assert b"Return-Path" not in content
 
 
 async def test_one_connection_for_many_messages(mta: tuple[Handler, int]) -> None:
@@ -272,7 +273,10 @@ async def test_a_large_message_goes_in_slices_intact(mta: tuple[Handler, int]) -
     assert (await deliverer.deliver(bytes(body))).delivered
     assert (await deliverer.deliver(MESSAGE)).delivered
     await deliverer.aclose()
-    assert [content for _, _, content, _ in handler.received] == [bytes(body), MESSAGE]
+    assert [content for _, _, content, _ in handler.received] == [
+        bytes(body),
+        MESSAGE.split(b"\r\n", 1)[1],  # without Return-Path: it is the envelope sender
+    ]
     assert handler.greetings == 1
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fetchd.multidrop import MultidropRules, header_digest, rewrite_headers, route
+from fetchd.multidrop import MultidropRules, header_digest, route
 
 RULES = MultidropRules(
     server_names=("pop.example.org", "mail.example.org"),  # poll name, aka
@@ -102,20 +102,6 @@ def test_no_envelope_guesses_and_nobody_goes_to_the_postmaster_with_a_warning() 
     assert routing.warning == "no recipient addresses matched declared local names"
     nobody = MultidropRules(("pop.example.org",), envelope=None, postmaster="")
     assert route(message("To: a@elsewhere.net"), nobody).recipients == ()
-
-
-def test_header_edits() -> None:
-    original = message(
-        "Status: RO", "X-Mozilla-Status: ", "Delivered-To: catchall@pop.example.org",
-        "Subject: hi\r\n\tcontinued", "Status:",
-    )  # fmt: skip
-    untouched = rewrite_headers(original, dropstatus=False, dropdelivered=False, warning=None)
-    assert b"Status: RO" in untouched and b"Delivered-To" in untouched
-    assert b"X-Mozilla-Status" not in untouched  # empty Status lines always go
-    edited = rewrite_headers(original, dropstatus=True, dropdelivered=True, warning="w\r\nX: 1")
-    assert edited == message("Subject: hi\r\n\tcontinued", "X-Fetchmail-Warning: w  X: 1")
-    plain = message("Subject: nothing to do")
-    assert rewrite_headers(plain, dropstatus=True, dropdelivered=True, warning=None) is plain
 
 
 def test_the_duplicate_digest_covers_the_whole_header_only() -> None:

@@ -1,0 +1,324 @@
+"""Differential test: the MTA receives from fetchd what it receives from the real fetchmail.
+
+Each message is served by a fresh demo POP3 server, once to fetchmail (the Debian package, the
+oracle) and once to fetchd, each forwarding to its own aiosmtpd sink in the test's event loop. We
+compare the envelope (MAIL FROM, RCPT TO), every header line but the tool's own ``Received:``
+trace header (fetchd names itself in it), and the body, after normalizing line ends to CRLF.
+
+fetchmail refuses some things as root, so as root it runs as an ordinary user (FETCHD_TEST_USER,
+default ``fmtest``) with its rc file owned by that user and private, as in test_rc_differential.
+
+The rc file needs three things for fetchmail to talk to the demo server: ``sslproto ''`` (else it
+insists on STLS), ``keep`` (else it fetches with TOP, which the demo server lacks) and
+``fetchsizelimit 0`` (else it asks ``LIST n``, which the demo server answers as a list). The poll
+name ``pop.test`` reaches loopback through ``via``; fetchmail's ``rewrite`` appends the via name
+(the name fetchmail connects to), and RCPT TO the smtphost name, so the two domains differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fetchd.demo.pop3server import DemoPOP3Server
+from tests.support.mta import Sink, running_mta
+
+pytestmark = pytest.mark.fetchmail
+
+SECRET = "s3cr3t-Pa55"
+TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    message: bytes
+    options: str = ""
+    smtphost: str = "localhost"
+    via: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one SMTP transaction carried, in a form whose pytest diff reads well."""
+
+    mail_from: str
+    rcpt_to: list[str]
+    headers: list[str]
+    body: bytes
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode("utf-8")
+
+
+PLAIN = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "From: Sender <sender@example.org>\n"
+    "To: joe@example.com\n"
+    "Subject: plain message\n"
+    "Message-ID: <plain@example.org>\n"
+    "Date: Mon, 06 Jan 2025 10:00:00 +0000\n"
+    "\n"
+    "Hello, Joe.\n"
+)
+FROM_SENDER = _crlf(
+    "From: Alice <alice@example.org>\n"
+    "Sender: list-bounces@lists.example.org\n"
+    "To: joe@example.com\n"
+    "Subject: no Return-Path\n"
+    "\n"
+    "Who sent this?\n"
+)
+FROM_ONLY = _crlf(
+    "From: Alice <alice@example.org>\n"
+    "To: joe@example.com\n"
+    "Subject: no Return-Path, no Sender\n"
+    "\n"
+    "Who sent this?\n"
+)
+NO_DOMAIN = _crlf(
+    "From: alice\n"
+    'To: joe, Ann <ann>, "Bob, Jr" <bob@x.org>\n'
+    "Cc: (comment) carol\n"
+    "Reply-To: Dave <dave>\n"
+    "Subject: addresses without a domain\n"
+    "\n"
+    "Local names only.\n"
+)
+# Every header fetchmail's reply_hack looks at, plus some it leaves alone, and harder syntax.
+NO_DOMAIN_MORE = _crlf(
+    "Return-Path: <alice>\n"
+    "From: alice (Alice A)\n"
+    "Sender: owner\n"
+    "To: joe,\n"
+    "  ann\n"
+    "Cc: undisclosed-recipients:;\n"
+    'Bcc: "x@y" <zed>\n'
+    "Resent-From: rf\n"
+    "Resent-To: rt, rt2@example.org\n"
+    "Resent-Cc: rc\n"
+    "Resent-Bcc: rb\n"
+    "Resent-Sender: rs\n"
+    "Apparently-To: at\n"
+    "Apparently-From: af\n"
+    "Errors-To: errs\n"
+    "X-Other: bob\n"
+    "Subject: more addresses without a domain\n"
+    "\n"
+    "Local names only.\n"
+)
+STATUS = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "Status: \n"
+    "X-Mozilla-Status: 0001\n"
+    "Subject: status lines\n"
+    "Status: RO\n"
+    "X-Mozilla-Status:\n"
+    "X-Mozilla-Status2: 00000000\n"
+    "\n"
+    "Status: not a header\n"
+)
+DELIVERED_TO = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "Delivered-To: joe@example.com\n"
+    "Subject: delivered-to lines\n"
+    "Delivered-To: joe-alias@example.net\n"
+    "\n"
+    "Delivered-To: not a header\n"
+)
+FOLDED = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "Subject: a subject folded\n"
+    "\tover three\n"
+    "  lines\n"
+    "X-Long: one,\n"
+    " two\n"
+    "\n"
+    "Folded.\n"
+)
+# The demo server sends bytes decoded as Latin-1 and encoded as UTF-8: both tools see the same.
+EIGHT_BIT = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "Subject: 8-bit body\n"
+    "MIME-Version: 1.0\n"
+    "Content-Type: text/plain; charset=utf-8\n"
+    "Content-Transfer-Encoding: 8bit\n"
+    "\n"
+    "Grüße aus Köln — ½ € ✓\n"
+)
+LEADING_DOTS = _crlf(
+    "Return-Path: <sender@example.org>\n"
+    "Subject: leading dots\n"
+    "\n"
+    ".\n"
+    "..two dots\n"
+    ".one dot\n"
+    "...\n"
+    "end\n"
+)
+BARE_LF = (
+    b"Return-Path: <sender@example.org>\n"
+    b"Subject: bare LF line ends\n"
+    b"X-Folded: a\n"
+    b" b\n"
+    b"\n"
+    b"line one\n"
+    b"line two\n"
+)
+
+CASES = [
+    Case("return-path", PLAIN),
+    Case("from-and-sender", FROM_SENDER),
+    Case("from-only", FROM_ONLY),
+    Case("no-domain", NO_DOMAIN),
+    Case("no-domain-no-rewrite", NO_DOMAIN, "no rewrite"),
+    Case("no-domain-more", NO_DOMAIN_MORE),
+    Case("no-domain-more-no-rewrite", NO_DOMAIN_MORE, "no rewrite"),
+    Case("status", STATUS),
+    Case("status-dropstatus", STATUS, "dropstatus"),
+    Case("delivered-to", DELIVERED_TO),
+    Case("delivered-to-dropdelivered", DELIVERED_TO, "dropdelivered"),
+    Case("folded-header", FOLDED),
+    Case("8bit-body", EIGHT_BIT),
+    Case("leading-dots", LEADING_DOTS),
+    Case("bare-lf", BARE_LF),
+    # A via name that is not an IP literal: fetchmail brackets only literals when it qualifies.
+    Case("no-domain-via-name", NO_DOMAIN, via="localhost"),
+    Case("no-domain-no-rewrite-via-name", NO_DOMAIN, "no rewrite", via="localhost"),
+    # RCPT TO gets the smtphost name (as given) unless smtpaddress says otherwise.
+    Case("smtphost-by-address", PLAIN, smtphost="127.0.0.1"),
+]
+
+
+def _fetchmail() -> str:
+    path = shutil.which("fetchmail")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("the real fetchmail is missing (CI installs the Debian package)")
+        pytest.skip("the real fetchmail is not installed (apt-get install fetchmail)")
+    return path
+
+
+def _oracle_user() -> pwd.struct_passwd:
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    name = os.environ.get("FETCHD_TEST_USER", "fmtest")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        if os.environ.get("CI"):
+            pytest.fail(f"user {name} is missing (.ci/run creates it)")
+        pytest.skip(f"running as root and there is no user {name} to run fetchmail as")
+
+
+@pytest.fixture
+def oracle_home() -> Iterator[Path]:
+    """A home the oracle's user can enter: pytest's own tmp_path is private to root."""
+    path = Path(tempfile.mkdtemp(prefix="fetchd-delivery-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _rc_text(case: Case, pop_port: int, smtp_port: int) -> str:
+    return (
+        f"poll pop.test via {case.via} proto pop3 port {pop_port}\n"
+        f'  user demo password "{SECRET}" is joe here\n'
+        f"  smtphost {case.smtphost}/{smtp_port}\n"
+        f"  sslproto '' fetchsizelimit 0 keep {case.options}\n"
+    )
+
+
+async def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode is not None
+    return process.returncode, out.decode("utf-8", "replace")
+
+
+async def _fetchmail_delivers(case: Case, home: Path, user: pwd.struct_passwd) -> Sink:
+    fetchmail = _fetchmail()
+    pop = DemoPOP3Server("demo", SECRET, [case.message])
+    await pop.start()
+    try:
+        async with running_mta() as sink:
+            rcfile = home / "fetchmailrc"
+            rcfile.write_text(_rc_text(case, pop.port, sink.port))
+            rcfile.chmod(0o600)
+            if os.geteuid() == 0:
+                os.chown(home, user.pw_uid, user.pw_gid)
+                os.chown(rcfile, user.pw_uid, user.pw_gid)
+            command = [fetchmail, "-f", str(rcfile), "--nosyslog", "-N"]
+            command += ["-i", str(home / "fetchids")]
+            if os.geteuid() == 0:
+                # runuser sets HOME to the user's own: set ours again inside.
+                command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
+            env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            code, out = await _run(command, {**env, "LC_ALL": "C"})
+            assert code == 0, f"fetchmail failed ({code}):\n{out}"
+            return sink
+    finally:
+        await pop.stop()
+
+
+async def _fetchd_delivers(case: Case, home: Path) -> Sink:
+    pop = DemoPOP3Server("demo", SECRET, [case.message])
+    await pop.start()
+    try:
+        async with running_mta() as sink:
+            rcfile = home / ".fetchmailrc"
+            rcfile.write_text(_rc_text(case, pop.port, sink.port))
+            rcfile.chmod(0o600)
+            env = {
+                "HOME": str(home),
+                "XDG_STATE_HOME": str(home / "state"),
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LC_ALL": "C.UTF-8",
+            }
+            code, out = await _run([sys.executable, "-m", "fetchd", "-f", str(rcfile)], env)
+            assert code == 0, f"fetchd failed ({code}):\n{out}"
+            return sink
+    finally:
+        await pop.stop()
+
+
+def _delivery(sink: Sink) -> Delivery:
+    """The one message the sink got, without the first Received header (and its continuations)."""
+    assert len(sink.received) == 1 == len(sink.envelopes), sink.envelopes
+    mail_from, rcpt_to = sink.envelopes[0]
+    message = sink.received[0].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    end = message.find(b"\r\n\r\n")
+    assert end >= 0, message
+    head, body = message[:end], message[end + 4 :]
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("Received:"), lines[0]
+    rest = 1
+    while rest < len(lines) and lines[rest][:1] in (" ", "\t"):
+        rest += 1
+    return Delivery(mail_from, rcpt_to, lines[rest:], body)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
+    case: Case, oracle_home: Path, tmp_path: Path
+) -> None:
+    user = _oracle_user()
+    theirs = _delivery(await _fetchmail_delivers(case, oracle_home, user))
+    ours = _delivery(await _fetchd_delivers(case, tmp_path))
+    assert ours == theirs
