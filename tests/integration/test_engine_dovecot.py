@@ -329,6 +329,9 @@ async def test_the_daemon_delivers_new_mail_at_the_interval_or_when_asked(
             while len(sink.received) < 2:
                 assert time.monotonic() - began < interval * 1.05 + 3, "not delivered in time"
                 await asyncio.sleep(0.05)
+            while dovecot.messages():  # the poll deletes it right after delivering it
+                assert time.monotonic() - began < interval * 1.05 + 10, "not deleted in time"
+                await asyncio.sleep(0.05)
         finally:
             daemon.terminate()
             await daemon.wait()
