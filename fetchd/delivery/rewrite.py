@@ -36,10 +36,20 @@ _C_SPACE = frozenset(" \t\n\v\f\r")  # C's isspace(), not Unicode's
 _STATUS = re.compile(r"(?:X-Mozilla-)?Status:", re.I)
 
 
+# The common shapes that the state machine would leave alone: one address with its host,
+# bare or in angle brackets after a plain name (no quotes, comments, commas or groups).
+_NOTHING_TO_ADD = re.compile(
+    r"[A-Za-z-]+:[ \t]*"
+    r"(?:[^\s\",;:()<>@!]+@[^\s\",;:()<>]+"  # local@host
+    r"|[^\",;:()<>@!]*<[^\s\",;:()<>@!]+@[^\s\",;:()<>]+>)"  # Name <local@host>
+    r"[ \t]*\r\n"
+)
+
+
 def reply_hack(field: str, host: str) -> str:
     """One header field (its continuation lines included, ending in CRLF) with ``@host`` after
     every address that has no host part. A port of fetchmail's state machine."""
-    if not field[:17].lower().startswith(_ADDRESS_HEADERS):
+    if not field[:17].lower().startswith(_ADDRESS_HEADERS) or _NOTHING_TO_ADD.fullmatch(field):
         return field
     buf = list(field)
     suffix = list("@" + host)

@@ -9,6 +9,7 @@ into the shared mailbox. It remembers that per account, across polls of a daemon
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,7 +62,7 @@ class RoutingDeliverer:
     async def deliver(
         self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> Any:
-        data = normalize_line_endings(message)
+        data = _normalized_header(message)
         recipients: tuple[str, ...] | None = None
         warning: str | None = None
         if self._rules is not None:
@@ -91,3 +92,17 @@ class RoutingDeliverer:
         closer = getattr(self.inner, "aclose", None)
         if closer is not None:
             await closer()
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _normalized_header(message: bytes) -> bytes:
+    """The message with CRLF line endings in its header. The body is left to the deliverer,
+    which normalizes the whole message anyway: one pass over it, not two."""
+    end = _HEADER_END.search(message)
+    if end is None:
+        return normalize_line_endings(message)
+    head = message[: end.end()]
+    fixed = normalize_line_endings(head)
+    return message if fixed == head else fixed + message[end.end() :]
