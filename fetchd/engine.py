@@ -63,7 +63,6 @@ IGNORED_KEYWORDS = frozenset(
         "principal",
         "esmtpname",
         "esmtppassword",
-        "pass8bits",
         "mimedecode",
         "fastuidl",
         "fetchdomains",
@@ -392,6 +391,7 @@ async def _poll_folder(
                 server=server.host,
                 protocol=protocol_name,
                 multidrop=user.multidrop,
+                pass8bits=user.pass8bits,
             )
         )
     elif maildir is not None:
@@ -431,6 +431,7 @@ async def _poll_folder(
                 batchlimit=user.batchlimit,
                 timeout=float(server.timeout),
                 lmtp=user.lmtp,
+                pass8bits=user.pass8bits,
                 server=server.host,
                 protocol=protocol_name,
                 invisible=globals_.invisible,

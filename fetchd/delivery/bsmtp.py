@@ -48,11 +48,14 @@ class BSMTPSettings:
     protocol: str = "POP3"
     by: str = "localhost"
     multidrop: bool = False
+    pass8bits: bool = False
 
 
-def batch(message: bytes, sender: str, rcpts: list[str], trace: bytes) -> bytes:
+def batch(
+    message: bytes, sender: str, rcpts: list[str], trace: bytes, pass8bits: bool = False
+) -> bytes:
     """One message as a BSMTP transaction."""
-    body = "" if not needs_8bit(message) else " BODY=8BITMIME"
+    body = " BODY=8BITMIME" if pass8bits or needs_8bit(message) else ""
     head = f"MAIL FROM:<{sender}>{body}\r\n" + "".join(f"RCPT TO:<{r}>\r\n" for r in rcpts)
     return head.encode() + b"DATA\r\n" + dot_stuff(trace + message) + b".\r\n"
 
@@ -107,7 +110,9 @@ class BSMTPDeliverer:
                 multidrop=settings.multidrop,
             )
         )
-        transaction = batch(drop_return_path(data), envelope_sender(data), rcpts, trace)
+        transaction = batch(
+            drop_return_path(data), envelope_sender(data), rcpts, trace, settings.pass8bits
+        )
         if ready is not None:
             await ready()  # the previous message's record, before this one is committed
         try:

@@ -67,6 +67,7 @@ class SMTPSettings:
     bounce_host: str = "localhost"  # where LMTP's bounces go (host or host/port), as fetchmail
     batchlimit: int = 0  # messages per SMTP connection; 0 = no limit (fetchmail's batchlimit)
     timeout: float = 300.0
+    pass8bits: bool = False  # BODY=8BITMIME for every message, not only 8-bit ones
     lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
     # For the Received header:
     server: str = ""
@@ -185,7 +186,8 @@ class SMTPDeliverer:
         sender = qualified_sender(envelope_sender(data), self.settings.server)
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
-        if needs_8bit(data) and smtp.supports_extension("8bitmime"):
+        eight_bit = self.settings.pass8bits or needs_8bit(data)
+        if eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         if not sender.isascii() or not all(r.isascii() for r in rcpts):
             if not smtp.supports_extension("smtputf8"):

@@ -169,6 +169,11 @@ async def test_8bit_body_is_announced(
     await deliverer.aclose()
     assert sent == [(b"BODY=8BITMIME",), ()]
     assert handler.received[0][2] == body
+    # pass8bits: announced for every message, as fetchmail does.
+    deliverer = SMTPDeliverer(settings(port, invisible=True, pass8bits=True))
+    assert (await deliverer.deliver(b"Subject: ascii\r\n\r\nx\r\n")).delivered
+    await deliverer.aclose()
+    assert sent[-1] == (b"BODY=8BITMIME",)
 
 
 async def test_a_recipient_that_could_inject_is_refused(mta: tuple[Handler, int]) -> None:
