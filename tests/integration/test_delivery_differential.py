@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from fetchd.demo.pop3server import DemoPOP3Server
+from tests.support.fetchmail import fetchmail_binary, oracle_user
 from tests.support.mta import Sink, running_mta
 
 pytestmark = pytest.mark.fetchmail
@@ -200,27 +201,6 @@ CASES = [
 ]
 
 
-def _fetchmail() -> str:
-    path = shutil.which("fetchmail")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("the real fetchmail is missing (CI installs the Debian package)")
-        pytest.skip("the real fetchmail is not installed (apt-get install fetchmail)")
-    return path
-
-
-def _oracle_user() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
-    name = os.environ.get("FETCHD_TEST_USER", "fmtest")
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        if os.environ.get("CI"):
-            pytest.fail(f"user {name} is missing (.ci/run creates it)")
-        pytest.skip(f"running as root and there is no user {name} to run fetchmail as")
-
-
 @pytest.fixture
 def oracle_home() -> Iterator[Path]:
     """A home the oracle's user can enter: pytest's own tmp_path is private to root."""
@@ -253,7 +233,7 @@ async def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 
 async def _fetchmail_delivers(case: Case, home: Path, user: pwd.struct_passwd) -> Sink:
-    fetchmail = _fetchmail()
+    fetchmail = fetchmail_binary()
     pop = DemoPOP3Server("demo", SECRET, [case.message])
     await pop.start()
     try:
@@ -318,7 +298,7 @@ def _delivery(sink: Sink) -> Delivery:
 async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
     case: Case, oracle_home: Path, tmp_path: Path
 ) -> None:
-    user = _oracle_user()
+    user = oracle_user()
     theirs = _delivery(await _fetchmail_delivers(case, oracle_home, user))
     ours = _delivery(await _fetchd_delivers(case, tmp_path))
     assert ours == theirs

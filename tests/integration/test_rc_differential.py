@@ -20,6 +20,7 @@ import pytest
 
 from fetchd.config import ParseEnvironment, configdump, load_rcfile
 from fetchd.errors import RCSyntaxError
+from tests.support.fetchmail import fetchmail_binary, oracle_user
 
 CORPUS = Path(__file__).parent.parent / "rcfiles"
 EXAMPLES = Path(__file__).parents[2] / "contrib" / "examples"
@@ -28,27 +29,6 @@ GOOD = sorted((CORPUS / "good").glob("*.rc")) + sorted(EXAMPLES.glob("*.fetchmai
 BAD = sorted((CORPUS / "bad").glob("*.rc"))
 
 pytestmark = pytest.mark.fetchmail
-
-
-def _fetchmail() -> str:
-    path = shutil.which("fetchmail")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("the real fetchmail is missing (CI installs the Debian package)")
-        pytest.skip("the real fetchmail is not installed (apt-get install fetchmail)")
-    return path
-
-
-def _oracle_user() -> pwd.struct_passwd:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
-    name = os.environ.get("FETCHD_TEST_USER", "fmtest")
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        if os.environ.get("CI"):
-            pytest.fail(f"user {name} is missing (.ci/run creates it)")
-        pytest.skip(f"running as root and there is no user {name} to run fetchmail as")
 
 
 @pytest.fixture
@@ -73,7 +53,7 @@ def _place(source: Path, home: Path, user: pwd.struct_passwd) -> Path:
 def _run_fetchmail(
     rcfile: Path, home: Path, user: pwd.struct_passwd
 ) -> subprocess.CompletedProcess[str]:
-    command = [_fetchmail(), "--configdump", "-f", str(rcfile)]
+    command = [fetchmail_binary(), "--configdump", "-f", str(rcfile)]
     if os.geteuid() == 0:
         # runuser sets HOME to the user's own: set ours again inside.
         command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
@@ -88,7 +68,7 @@ def _ours(rcfile: Path, home: Path, user: pwd.struct_passwd) -> str:
 
 @pytest.mark.parametrize("source", GOOD, ids=[p.stem for p in GOOD])
 def test_fetchd_dumps_what_fetchmail_dumps(source: Path, home: Path) -> None:
-    user = _oracle_user()
+    user = oracle_user()
     rcfile = _place(source, home, user)
     theirs = _run_fetchmail(rcfile, rcfile.parent, user)
     assert theirs.returncode == 0, f"fetchmail rejected a file of the good corpus: {theirs.stderr}"
@@ -97,7 +77,7 @@ def test_fetchd_dumps_what_fetchmail_dumps(source: Path, home: Path) -> None:
 
 @pytest.mark.parametrize("source", BAD, ids=[p.stem for p in BAD])
 def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None:
-    user = _oracle_user()
+    user = oracle_user()
     rcfile = _place(source, home, user)
     theirs = _run_fetchmail(rcfile, rcfile.parent, user)
     assert theirs.returncode == 5, f"fetchmail accepted a file of the bad corpus: {theirs.stdout}"
