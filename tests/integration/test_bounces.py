@@ -220,3 +220,60 @@ async def test_lmtp_bounces_go_to_the_smtp_listener(mta: tuple[RefusingMTA, int]
     assert outcome.may_delete  # type: ignore[attr-defined]
     [(sender, rcpts, content)] = handler.accepted
     assert sender == "" and rcpts == ["alice@example.org"] and b"5.2.2" in content
+
+
+class DataCommandRefuser:
+    """A scripted SMTP listener that refuses the DATA command itself (before 354), which
+    aiosmtpd cannot do, and accepts a notification (null sender) afterwards."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.notifications: list[bytes] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 scripted ESMTP\r\n")
+        sender = None
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-scripted\r\n250 8BITMIME\r\n")
+                elif verb == b"MAIL":
+                    sender = line[10:].strip()
+                    writer.write(b"250 ok\r\n")
+                elif verb == b"DATA" and sender != b"<>":
+                    writer.write(self.reply + b"\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    await writer.drain()
+                    body = b""
+                    while (chunk := await reader.readline()) != b".\r\n":
+                        body += chunk
+                    self.notifications.append(body)
+                    writer.write(b"250 queued\r\n")
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:  # RCPT, RSET, NOOP
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "deleted"), [(b"554 5.3.0 no DATA for you", True), (b"451 4.3.0 later", False)]
+)
+async def test_a_refusal_of_the_data_command_itself(reply: bytes, deleted: bool) -> None:
+    listener = DataCommandRefuser(reply)
+    server = await asyncio.start_server(listener.serve, "127.0.0.1", 0)
+    try:
+        outcome = await deliver(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcome.may_delete is deleted  # type: ignore[attr-defined]
+    assert "at DATA" in outcome.reason  # type: ignore[attr-defined]
+    assert len(listener.notifications) == (1 if deleted else 0)
+    if deleted:
+        assert b"Diagnostic-Code: smtp; 554 5.3.0 no DATA for you" in listener.notifications[0]
