@@ -27,15 +27,8 @@ from fetchd.delivery.headers import (
     normalize_line_endings,
     received_header,
 )
+from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
-
-
-@dataclass(frozen=True, slots=True)
-class BSMTPOutcome:
-    delivered: bool
-    may_delete: bool
-    reason: str
-    code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +83,14 @@ class BSMTPDeliverer:
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
-    ) -> BSMTPOutcome:
+    ) -> Outcome:
         settings = self.settings
         data = normalize_line_endings(message)
         domain = settings.smtpaddress or "localhost"
         names = settings.recipients if recipients is None else recipients
         rcpts = [r if "@" in r else f"{r}@{domain}" for r in names]
         if any(c in "".join(rcpts) for c in "\r\n\0<> \t"):
-            return BSMTPOutcome(False, False, "a recipient is not a usable address; kept", 550)
+            return Outcome(False, False, "a recipient is not a usable address; kept", 550)
         trace = (
             b""
             if settings.invisible
@@ -123,5 +116,5 @@ class BSMTPDeliverer:
                 await asyncio.to_thread(_append, settings.path, transaction)
         except OSError as exc:
             why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            return BSMTPOutcome(False, False, f"cannot write {settings.path}: {why}; kept")
-        return BSMTPOutcome(True, True, "delivered", 0)
+            return Outcome(False, False, f"cannot write {settings.path}: {why}; kept")
+        return Outcome(True, True, "delivered", 0)

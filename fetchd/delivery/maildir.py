@@ -22,18 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fetchd.delivery.headers import normalize_line_endings, received_header
+from fetchd.delivery.result import Outcome
 
 PREFIX = "maildir:"
 
 _counter = itertools.count()
-
-
-@dataclass(frozen=True, slots=True)
-class MaildirOutcome:
-    delivered: bool
-    may_delete: bool
-    reason: str
-    code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +106,7 @@ class MaildirDeliverer:
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
-    ) -> MaildirOutcome:
+    ) -> Outcome:
         """One copy into the Maildir, whoever ``recipients`` (multidrop) names."""
         data = normalize_line_endings(message)
         if not self.settings.invisible:
@@ -132,7 +125,7 @@ class MaildirDeliverer:
         try:
             name = await asyncio.to_thread(_write_tmp, self._maildir, data)
         except OSError as exc:
-            return MaildirOutcome(False, False, f"cannot write to {self._maildir}: {_why(exc)}")
+            return Outcome(False, False, f"cannot write to {self._maildir}: {_why(exc)}")
         try:
             if ready is not None:
                 await ready()  # the previous message's record, before this one is committed
@@ -143,8 +136,8 @@ class MaildirDeliverer:
         try:
             await asyncio.to_thread(_commit, self._maildir, name)
         except OSError as exc:
-            return MaildirOutcome(False, False, f"cannot deliver into {self._maildir}: {_why(exc)}")
-        return MaildirOutcome(True, True, "delivered", 0)
+            return Outcome(False, False, f"cannot deliver into {self._maildir}: {_why(exc)}")
+        return Outcome(True, True, "delivered", 0)
 
 
 def _why(exc: OSError) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from fetchd.delivery.headers import envelope_sender, normalize_line_endings, received_header
+from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
 
 log = structlog.get_logger("fetchd.mda")
@@ -35,14 +36,6 @@ EX_TEMPFAIL = 75
 _SAFE = re.compile(r"[^A-Za-z0-9@._+=:,/%-]")  # anything else becomes "_" (fetchmail's rule)
 # What the MDA may see of our environment: enough to find programs and a home, no secrets.
 _KEPT_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
-
-
-@dataclass(frozen=True, slots=True)
-class MDAOutcome:
-    delivered: bool
-    may_delete: bool
-    reason: str
-    code: int | None = None  # 550 stands for "permanent", so the engine warns once
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +102,7 @@ class MDADeliverer:
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
-    ) -> MDAOutcome:
+    ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         data = normalize_line_endings(message)
         sender = envelope_sender(data)
@@ -137,13 +130,13 @@ class MDADeliverer:
             try:
                 command = expand(self.settings.command, recipient, sender)
             except DeliveryError as exc:
-                return MDAOutcome(False, False, str(exc), 550)
+                return Outcome(False, False, str(exc), 550)
             outcome = await self._run(command, payload)
             if not outcome.delivered:
                 return outcome
-        return MDAOutcome(True, True, "delivered", 0)
+        return Outcome(True, True, "delivered", 0)
 
-    async def _run(self, command: str, payload: bytes) -> MDAOutcome:
+    async def _run(self, command: str, payload: bytes) -> Outcome:
         # Our own pipe, whose read end we keep: after the MDA exits, bytes still in the pipe
         # show it did not read the whole message (asyncio's pipe cannot tell: the last write
         # may sit in the kernel's buffer when the MDA exits without reading it).
@@ -176,7 +169,7 @@ class MDADeliverer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
-                return MDAOutcome(
+                return Outcome(
                     False, False, f"MDA did not finish in {self.settings.timeout:g} s; kept", None
                 )
             unread = _unread(read_end)
@@ -187,13 +180,13 @@ class MDADeliverer:
         for line in output.decode("utf-8", "replace").splitlines()[:20]:
             log.info("mda.output", text=f"MDA: {line[:200]}")
         if status == 0 and fully_read:
-            return MDAOutcome(True, True, "delivered", 0)
+            return Outcome(True, True, "delivered", 0)
         if status == 0:
-            return MDAOutcome(False, False, "MDA exited before reading the whole message; kept")
+            return Outcome(False, False, "MDA exited before reading the whole message; kept")
         if status == EX_TEMPFAIL:
-            return MDAOutcome(False, False, "MDA temporary failure (exit 75); kept", 451)
+            return Outcome(False, False, "MDA temporary failure (exit 75); kept", 451)
         how = f"killed by signal {-status}" if status < 0 else f"exit {status}"
-        return MDAOutcome(False, False, f"MDA failed ({how}) (softbounce; kept)", 550)
+        return Outcome(False, False, f"MDA failed ({how}) (softbounce; kept)", 550)
 
 
 def _write_all(fd: int, data: bytes) -> int:

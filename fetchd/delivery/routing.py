@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fetchd.delivery.headers import normalize_line_endings
+from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import edit_headers
 from fetchd.multidrop import MultidropRules, header_digest, route
 
 _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingOutcome:
-    delivered: bool
-    may_delete: bool
-    reason: str
-    code: int | None = None
 
 
 class RecipientDeliverer(Protocol):
@@ -71,13 +63,11 @@ class RoutingDeliverer:
             previous = _last_digest.get(self._account)
             _last_digest[self._account] = digest
             if not routing.from_envelope and digest == previous:
-                return RoutingOutcome(
+                return Outcome(
                     False, True, "the same message as the previous one (multidrop); deleted"
                 )
             if not routing.recipients:
-                return RoutingOutcome(
-                    False, False, "for no local user, and the postmaster is empty; kept"
-                )
+                return Outcome(False, False, "for no local user, and the postmaster is empty; kept")
             recipients, warning = routing.recipients, routing.warning
         data = edit_headers(
             data,

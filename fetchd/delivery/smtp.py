@@ -36,20 +36,13 @@ from fetchd.delivery.headers import (
     normalize_line_endings,
     received_header,
 )
+from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.errors import DeliveryError
 
 log = structlog.get_logger("fetchd.smtp")
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True, slots=True)
-class SMTPOutcome:
-    delivered: bool
-    may_delete: bool
-    reason: str
-    code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +156,7 @@ class SMTPDeliverer:
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
-    ) -> SMTPOutcome:
+    ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         smtp = await self._connection()
         data = normalize_line_endings(message)
@@ -191,7 +184,7 @@ class SMTPDeliverer:
             options.append("BODY=8BITMIME")
         if not sender.isascii() or not all(r.isascii() for r in rcpts):
             if not smtp.supports_extension("smtputf8"):
-                return SMTPOutcome(False, False, "the MTA does not accept non-ASCII addresses")
+                return Outcome(False, False, "the MTA does not accept non-ASCII addresses")
             options.append("SMTPUTF8")
         stage = "MAIL FROM"
         try:
@@ -234,8 +227,8 @@ class SMTPDeliverer:
             # The state of the message is unknown: keep it, and start over with a new link.
             await self._drop()
             what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
-            return SMTPOutcome(False, False, f"SMTP {what} at {stage}; kept")
-        return SMTPOutcome(True, True, "delivered", 250)
+            return Outcome(False, False, f"SMTP {what} at {stage}; kept")
+        return Outcome(True, True, "delivered", 250)
 
     async def _command(
         self,
@@ -328,7 +321,7 @@ class SMTPDeliverer:
         data: bytes,
         sender: str,
         refused: tuple[Refusal, ...],
-    ) -> SMTPOutcome:
+    ) -> Outcome:
         reason = f"SMTP {code} at {stage}: {text[:120]}"
         try:
             await smtp.rset()
@@ -348,14 +341,14 @@ class SMTPDeliverer:
         if not fate.delete:
             how = "temporary" if code < 500 or code == 530 else "softbounce"
             # The poll engine warns about a permanent refusal once per message, not per poll.
-            return SMTPOutcome(False, False, f"{reason} ({how}; kept)", code)
+            return Outcome(False, False, f"{reason} ({how}; kept)", code)
         if fate.notify is Notify.NOBODY:
             log.warning("smtp.spam", text=f"{reason}: discarded as spam (antispam)")
-            return SMTPOutcome(False, True, reason + " (spam; discarded)", code)
+            return Outcome(False, True, reason + " (spam; discarded)", code)
         postmaster = self._qualified(settings.postmaster) if settings.postmaster else ""
         to = recipient_for(fate.notify, sender, postmaster)
         if to is None:
-            return SMTPOutcome(False, False, f"{reason} (nobody to notify; kept)", code)
+            return Outcome(False, False, f"{reason} (nobody to notify; kept)", code)
         notification = build_dsn(
             original=data,
             to=to,
@@ -365,9 +358,9 @@ class SMTPDeliverer:
             explanation=fate.explanation,
         )
         if not await self._notify(to, notification):
-            return SMTPOutcome(False, False, f"{reason} (the bounce failed; kept)", code)
+            return Outcome(False, False, f"{reason} (the bounce failed; kept)", code)
         log.warning("smtp.bounced", text=f"{reason}: bounced to {to}, deleted")
-        return SMTPOutcome(False, True, f"{reason} (bounced to {to})", code)
+        return Outcome(False, True, f"{reason} (bounced to {to})", code)
 
     def _qualified(self, name: str) -> str:
         return (

@@ -360,6 +360,9 @@ async def test_under_systemd_the_lines_are_key_value(setup: Setup) -> None:
     daemon = await setup.start()
     try:
         await until(lambda: len(setup.sink.received) == 5)
+        # The summary follows the end of the poll (QUIT): a stop before that abandons the poll.
+        await until(lambda: not setup.pop.messages)
+        await asyncio.sleep(0.5)
     finally:
         output = await stop(daemon)
     lines = output.splitlines()
