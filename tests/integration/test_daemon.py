@@ -90,6 +90,19 @@ async def until(condition: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def status_until(setup: Setup, condition: object, timeout: float = 10.0) -> str:
+    """``fetchd --status`` until its table shows what ``condition`` wants: a poll's figures
+    are filled in when it ends, a moment after its last delivery."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, out = await setup.cli("--status")
+        assert code == 0, out
+        if condition(out):  # type: ignore[operator]
+            return out
+        assert time.monotonic() < deadline, f"--status never showed it:\n{out}"
+        await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     pop = DemoPOP3Server("demo", SECRET, list(MESSAGES))
@@ -113,9 +126,7 @@ async def test_poll_status_wake_and_quit(setup: Setup) -> None:
     try:
         await until(lambda: len(setup.sink.received) == 5)
         await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
-        code, out = await setup.cli("--status")
-        assert code == 0, out
-        assert "demo@127.0.0.1" in out and " 5 " in out
+        out = await status_until(setup, lambda out: "demo@127.0.0.1" in out and " 5 " in out)
         setup.pop.messages.append(b"Subject: late\r\n\r\nlate\r\n")
         code, out = await setup.cli("--poll")
         assert code == 0 and "awakened" in out
@@ -195,8 +206,13 @@ async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> Non
     daemon = await setup.start()
     try:
         await until(lambda: len(setup.sink.received) == 5)
-        code, out = await setup.cli("--status")
-        assert code == 0
+        accounts = ("demo@127.0.0.1", "demo@wrongpw", "demo@localhost")
+
+        def all_polled(out: str) -> bool:
+            results = {line.split()[0]: line.split()[3] for line in out.splitlines()[1:]}
+            return all(results.get(account, "-") != "-" for account in accounts)
+
+        out = await status_until(setup, all_polled)
         rows = {line.split()[0]: line for line in out.splitlines()[1:]}
         assert "cannot connect" in rows["demo@127.0.0.1"]
         assert " 3 " in rows["demo@wrongpw"]  # fetchmail's exit 3: authentication failed
