@@ -1,6 +1,6 @@
 """Between the poll and a deliverer: fetchmail's header edits for every message
-(fetchd.delivery.rewrite) and, for a
-multidrop account, who each message is for (fetchd.multidrop) and the duplicate check.
+(fetchd.delivery.rewrite) and, for a multidrop account, who each message is for
+(fetchd.multidrop) and the duplicate check.
 
 fetchmail drops a message whose whole header is the same as the previous one's when no
 envelope recipient told them apart: a server that delivered one message once per recipient
@@ -57,12 +57,11 @@ class RoutingDeliverer:
         data = _normalized_header(message)
         recipients: tuple[str, ...] | None = None
         warning: str | None = None
+        digest: bytes | None = None
         if self._rules is not None:
             routing = route(data, self._rules)
             digest = header_digest(data)
-            previous = _last_digest.get(self._account)
-            _last_digest[self._account] = digest
-            if not routing.from_envelope and digest == previous:
+            if not routing.from_envelope and digest == _last_digest.get(self._account):
                 return Outcome(
                     False, True, "the same message as the previous one (multidrop); deleted"
                 )
@@ -76,7 +75,12 @@ class RoutingDeliverer:
             dropdelivered=self._dropdelivered,
             warning=warning,
         )
-        return await self.inner.deliver(data, ready=ready, recipients=recipients)
+        outcome = await self.inner.deliver(data, ready=ready, recipients=recipients)
+        if digest is not None and outcome.may_delete:
+            # Only a message that has left for good counts as "the previous one": a copy kept
+            # after a failed delivery is fetched again, and must then be delivered, not dropped.
+            _last_digest[self._account] = digest
+        return outcome
 
     async def aclose(self) -> None:
         closer = getattr(self.inner, "aclose", None)
