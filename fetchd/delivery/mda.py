@@ -174,6 +174,9 @@ class MDADeliverer:
                 )
             unread = _unread(read_end)
         finally:
+            if process.returncode is None:  # abandoned (a stopping daemon): the MDA goes too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             os.close(read_end)  # a writer still blocked on a full pipe now gets EPIPE
             written = await writer
         fully_read = written == len(payload) and unread == 0

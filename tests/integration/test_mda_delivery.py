@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -116,3 +117,16 @@ async def test_procmail_delivers_into_a_maildir(tmp_path: Path) -> None:
     delivered = sorted(p.read_bytes() for p in (maildir / "new").iterdir())
     assert len(delivered) == 3
     assert all(b"\nhello\n.dotted\n" in m for m in delivered)
+
+
+async def test_a_cancelled_delivery_stops_an_mda_that_reads_nothing() -> None:
+    """A daemon stopping mid-delivery: the MDA is killed, and our writer (blocked on the full
+    pipe) is released, instead of both waiting for the MDA to end by itself."""
+    big = MESSAGE + b"x" * 2_000_000 + b"\r\n"
+    delivery = asyncio.create_task(mda("sleep 30", timeout=60).deliver(big))
+    await asyncio.sleep(0.5)
+    delivery.cancel()
+    began = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(delivery, 10)
+    assert time.monotonic() - began < 5
