@@ -4,7 +4,11 @@ each test using them."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +52,26 @@ def postfix_server() -> Iterator[Postfix]:
 def postfix(postfix_server: Postfix) -> Postfix:
     postfix_server.reset()
     return postfix_server
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 64 KiB tmpfs: what a full disk looks like to a writer."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        mountpoint.rmdir()
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr!r}")
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        mountpoint.rmdir()

@@ -25,7 +25,9 @@ from fetchd.delivery.headers import (
     envelope_sender,
     needs_8bit,
     normalize_line_endings,
+    qualify,
     received_header,
+    usable_address,
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
@@ -86,10 +88,9 @@ class BSMTPDeliverer:
     ) -> Outcome:
         settings = self.settings
         data = normalize_line_endings(message)
-        domain = settings.smtpaddress or "localhost"
         names = settings.recipients if recipients is None else recipients
-        rcpts = [r if "@" in r else f"{r}@{domain}" for r in names]
-        if any(c in "".join(rcpts) for c in "\r\n\0<> \t"):
+        rcpts = qualify(names, settings.smtpaddress or "localhost")
+        if not all(usable_address(rcpt) for rcpt in rcpts):
             return Outcome(False, False, "a recipient is not a usable address; kept", 550)
         trace = (
             b""

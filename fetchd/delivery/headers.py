@@ -55,6 +55,16 @@ def headers(message: bytes) -> list[tuple[str, str]]:
 _SENDER_HEADERS = ("resent-sender", "sender", "resent-from", "from", "apparently-from")
 
 
+def usable_address(address: str) -> bool:
+    """Nothing in it that could end an SMTP command early or start another one."""
+    return address.isprintable() and not any(c in address for c in "<> ")
+
+
+def qualify(names: tuple[str, ...], domain: str) -> list[str]:
+    """Local names as addresses: ``name@domain`` unless a name has its own domain."""
+    return [name if "@" in name else f"{name}@{domain}" for name in names]
+
+
 def _valid(address: str) -> bool:
     return (
         len(address) <= 256

@@ -34,7 +34,9 @@ from fetchd.delivery.headers import (
     envelope_sender,
     needs_8bit,
     normalize_line_endings,
+    qualify,
     received_header,
+    usable_address,
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
@@ -78,7 +80,7 @@ class SMTPSettings:
             return [self.smtpname]
         domain = self.smtpaddress or listener
         names = self.recipients if recipients is None else recipients
-        return [r if "@" in r else f"{r}@{domain}" for r in names]
+        return qualify(names, domain)
 
 
 def qualified_sender(sender: str, server: str) -> str:
@@ -162,7 +164,7 @@ class SMTPDeliverer:
         data = normalize_line_endings(message)
         rcpts = self.settings.rcpt_addresses(recipients, self._listener_name())
         for rcpt in rcpts:
-            if any(c in rcpt for c in "\r\n\0<> \t") or not rcpt.isprintable():
+            if not usable_address(rcpt):
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)
         trace = (
             b""
@@ -376,7 +378,7 @@ class SMTPDeliverer:
     async def _notify(self, to: str, notification: bytes) -> bool:
         """Send a notification with the null sender: over this SMTP connection, or for LMTP
         (which cannot relay) to the MTA on localhost, as fetchmail does."""
-        if any(c in to for c in "\r\n\0<> \t"):
+        if not usable_address(to):
             return False
         smtp: aiosmtplib.SMTP | None = None
         try:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.demo.pop3server import DemoPOP3Server
@@ -42,26 +37,6 @@ async def test_the_batch_is_the_smtp_dialogue(tmp_path: Path) -> None:
         + b".\r\n"
     )
     assert oct(out.stat().st_mode & 0o777) == "0o600"
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        mountpoint.rmdir()
-        pytest.skip("this machine cannot mount a tmpfs")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
-        mountpoint.rmdir()
 
 
 async def test_a_full_disk_leaves_the_file_as_it_was(small_disk: Path) -> None:

@@ -41,6 +41,17 @@ async def fetchd(
     return process.returncode, out.decode()
 
 
+def daemon_environment(home: Path) -> dict[str, str]:
+    """A daemon's environment: its own home, state and (private) runtime directory."""
+    (home / "run").mkdir(mode=0o700)
+    return {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+
+
 def rcfile(home: Path, dovecot: Dovecot, sink: Sink, protocol: str, extra: str = "") -> Path:
     port = dovecot.pop3_port if protocol == "pop3" else dovecot.imap_port
     path = home / "fetchmailrc"
@@ -184,13 +195,7 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
             f"poll down via {dovecot.host} proto pop3 port 1 user x password y is joe here\n"
         )
         rc.chmod(0o600)
-        environment = {
-            "HOME": str(tmp_path),
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        }
-        (tmp_path / "run").mkdir(mode=0o700)
+        environment = daemon_environment(tmp_path)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -236,13 +241,7 @@ async def test_stopping_the_daemon_mid_poll_loses_nothing(
     total = 500
     for i in range(total):
         dovecot.deliver(f"Subject: m{i}\r\nMessage-ID: <{i}@example.org>\r\n\r\n{i}\r\n".encode())
-    environment = {
-        "HOME": str(tmp_path),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    }
-    (tmp_path / "run").mkdir(mode=0o700)
+    environment = daemon_environment(tmp_path)
     async with running_mta(SlowSink()) as sink:
         rc = rcfile(tmp_path, dovecot, sink, protocol)
         one_shot = rc.read_text()
@@ -298,13 +297,7 @@ async def test_the_daemon_delivers_new_mail_at_the_interval_or_when_asked(
     import time
 
     interval = 2 if how == "interval" else 3600
-    environment = {
-        "HOME": str(tmp_path),
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    }
-    (tmp_path / "run").mkdir(mode=0o700)
+    environment = daemon_environment(tmp_path)
     dovecot.deliver(message(0))
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "imap")

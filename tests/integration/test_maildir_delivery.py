@@ -6,10 +6,8 @@ import asyncio
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,29 +77,6 @@ async def test_nothing_is_committed_before_the_previous_record(tmp_path: Path) -
     with pytest.raises(OSError, match="state store"):
         await deliverer(box).deliver(MESSAGE, ready=recording_failed)
     assert files(box, "new") == [] and files(box, "tmp") == []
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 64 KiB tmpfs: what a full disk looks like to a writer."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        mountpoint.rmdir()
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs: {mounted.stderr!r}")
-        pytest.skip("this machine cannot mount a tmpfs")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
-        mountpoint.rmdir()
 
 
 async def test_a_full_disk_leaves_no_half_written_file(small_disk: Path) -> None:
