@@ -7,11 +7,10 @@ fetchmail hands the command to the shell and treats a non-zero exit as a configu
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 
 import structlog
 
+from fetchd.children import kill_and_reap
 from fetchd.errors import HookError
 
 log = structlog.get_logger("fetchd.hooks")
@@ -28,12 +27,15 @@ async def run_hook(kind: str, command: str, account: str, timeout: float) -> Non
         start_new_session=True,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
     except TimeoutError:
-        # The shell's children hold our pipes: kill the whole group, not just the shell.
-        os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
         raise HookError(f"{kind} command for {account} did not finish in {timeout:g} s") from None
+    finally:
+        # Timed out, or cancelled by a stopping daemon. The shell's children hold our pipes:
+        # the whole group goes, not just the shell.
+        if process.returncode is None:
+            await kill_and_reap(process)
     for line in output.decode("utf-8", "replace").splitlines():
         log.info("hook.output", kind=kind, account=account, text=f"{kind}: {line}")
     status = process.returncode

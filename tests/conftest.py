@@ -3,12 +3,14 @@ each test using them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +77,19 @@ def small_disk() -> Iterator[Path]:
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
         mountpoint.rmdir()
+
+
+@pytest.fixture
+def started_shells(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.subprocess.Process]:
+    """Every process fetchd starts through ``asyncio.create_subprocess_shell`` (MDAs, hooks),
+    so a test can check what became of it."""
+    started: list[asyncio.subprocess.Process] = []
+    real = asyncio.create_subprocess_shell
+
+    async def recording(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        process = await real(*args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(asyncio, "create_subprocess_shell", recording)
+    return started

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import fcntl
 import os
 import re
-import signal
 import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from fetchd.children import kill_and_reap
 from fetchd.delivery.headers import envelope_sender, normalize_line_endings, received_header
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
@@ -166,18 +165,15 @@ class MDADeliverer:
                         pass  # read to the end, so the MDA never blocks on a full pipe
                     status = await process.wait()
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+                await kill_and_reap(process)
                 return Outcome(
                     False, False, f"MDA did not finish in {self.settings.timeout:g} s; kept", None
                 )
             unread = _unread(read_end)
         finally:
-            if process.returncode is None:  # abandoned (a stopping daemon): the MDA goes too
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
             os.close(read_end)  # a writer still blocked on a full pipe now gets EPIPE
+            if process.returncode is None:  # abandoned (a stopping daemon): the MDA goes too
+                await kill_and_reap(process)
             written = await writer
         fully_read = written == len(payload) and unread == 0
         for line in output.decode("utf-8", "replace").splitlines()[:20]:

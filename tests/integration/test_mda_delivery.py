@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -119,9 +120,12 @@ async def test_procmail_delivers_into_a_maildir(tmp_path: Path) -> None:
     assert all(b"\nhello\n.dotted\n" in m for m in delivered)
 
 
-async def test_a_cancelled_delivery_stops_an_mda_that_reads_nothing() -> None:
+async def test_a_cancelled_delivery_stops_an_mda_that_reads_nothing(
+    started_shells: list[asyncio.subprocess.Process],
+) -> None:
     """A daemon stopping mid-delivery: the MDA is killed, and our writer (blocked on the full
-    pipe) is released, instead of both waiting for the MDA to end by itself."""
+    pipe) is released, instead of both waiting for the MDA to end by itself. The killed MDA has
+    been waited for when the cancellation ends: no zombie, no open transport left behind."""
     big = MESSAGE + b"x" * 2_000_000 + b"\r\n"
     delivery = asyncio.create_task(mda("sleep 30", timeout=60).deliver(big))
     await asyncio.sleep(0.5)
@@ -130,3 +134,21 @@ async def test_a_cancelled_delivery_stops_an_mda_that_reads_nothing() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(delivery, 10)
     assert time.monotonic() - began < 5
+    [process] = started_shells
+    assert process.returncode == -signal.SIGKILL
+
+
+async def test_a_delivery_cancelled_again_while_the_mda_is_killed_still_waits_for_it(
+    started_shells: list[asyncio.subprocess.Process],
+) -> None:
+    """A stopping daemon cancels a poll again until it ends: the second cancellation arrives
+    while the killed MDA is being waited for, and must not leave it unwaited."""
+    delivery = asyncio.create_task(mda("sleep 30", timeout=60).deliver(MESSAGE))
+    await asyncio.sleep(0.5)
+    delivery.cancel()
+    await asyncio.sleep(0)  # the delivery is now in its cleanup, waiting for the MDA to end
+    delivery.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(delivery, 10)
+    [process] = started_shells
+    assert process.returncode == -signal.SIGKILL

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from pathlib import Path
+
 import pytest
 
 from fetchd.errors import ExitCode, HookError
@@ -43,3 +47,31 @@ async def test_hook_timeout_kills_it():
     """A hook that hangs is killed at the deadline and reported."""
     with pytest.raises(HookError, match="did not finish"):
         await run_hook("postconnect", "sleep 30", "joe@example", timeout=0.2)
+
+
+async def test_a_cancelled_hook_is_killed_and_waited_for(
+    tmp_path: Path, started_shells: list[asyncio.subprocess.Process]
+) -> None:
+    """A daemon stopping during a preconnect command: the command's whole process group is
+    killed (here the shell's background child too) and the shell is waited for."""
+    child_pid = tmp_path / "child"
+    hook = asyncio.create_task(
+        run_hook("preconnect", f"sleep 30 & echo $! > {child_pid}; wait", "joe@example", 60)
+    )
+    while not child_pid.exists() or not child_pid.read_text().strip():
+        await asyncio.sleep(0.05)
+    hook.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(hook, 10)
+    [shell] = started_shells
+    assert shell.returncode == -signal.SIGKILL
+    assert not running(int(child_pid.read_text()))  # the background sleep went with its group
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is alive (a killed orphan may linger as a zombie until init reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
