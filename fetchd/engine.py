@@ -12,6 +12,7 @@ import getpass
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from fetchd.config import Config, ParseEnvironment, configdump, configdump_json,
 from fetchd.config.describe import describe
 from fetchd.config.model import LocalName, RCGlobals, Server, User
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
+from fetchd.delivery.headers import Trace, tracepolls_note
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.delivery.mda import MDADeliverer, MDASettings
 from fetchd.delivery.routing import RoutingDeliverer
@@ -67,7 +69,6 @@ IGNORED_KEYWORDS = frozenset(
         "fastuidl",
         "fetchdomains",
         "uidl",
-        "tracepolls",
         "bad-header",
         "retrieve-error",
         "showdots",
@@ -379,6 +380,18 @@ async def _poll_folder(
         )
     open_source = _source_opener(server, user, password, protocol, folder, state)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
+    trace = Trace(
+        server=server.host,
+        protocol=protocol_name,
+        invisible=globals_.invisible,
+        polling=tracepolls_note(
+            server.pollname,
+            user.remote,
+            folder if user.mailboxes and protocol_name == "IMAP" else None,
+        )
+        if server.tracepolls
+        else "",
+    )
     deliverer: SMTPDeliverer | MDADeliverer | MaildirDeliverer | BSMTPDeliverer
     maildir = maildir_path(user.mda)
     if user.bsmtp:  # fetchmail's order: bsmtp, then mda, then SMTP
@@ -387,9 +400,7 @@ async def _poll_folder(
                 path=user.bsmtp,
                 recipients=tuple(_local(n) for n in user.localnames[:1]),
                 smtpaddress=user.smtpaddress,
-                invisible=globals_.invisible,
-                server=server.host,
-                protocol=protocol_name,
+                trace=trace,
                 multidrop=user.multidrop,
                 pass8bits=user.pass8bits,
             )
@@ -399,9 +410,7 @@ async def _poll_folder(
             MaildirSettings(
                 path=maildir,
                 recipient=_local(user.localnames[0]) if user.localnames else user.remote,
-                invisible=globals_.invisible,
-                server=server.host,
-                protocol=protocol_name,
+                trace=trace,
             )
         )
     elif user.mda:
@@ -411,9 +420,7 @@ async def _poll_folder(
                 recipients=tuple(_local(n) for n in user.localnames[:1]),
                 timeout=float(server.timeout),
                 stripcr=user.stripcr and not user.forcecr,
-                invisible=globals_.invisible,
-                server=server.host,
-                protocol=protocol_name,
+                trace=trace,
             )
         )
     else:
@@ -432,9 +439,8 @@ async def _poll_folder(
                 timeout=float(server.timeout),
                 lmtp=user.lmtp,
                 pass8bits=user.pass8bits,
-                server=server.host,
-                protocol=protocol_name,
-                invisible=globals_.invisible,
+                trace=trace,
+                helo_name=server.host if globals_.invisible else None,  # as fetchmail
                 multidrop=user.multidrop,
             )
         )
@@ -459,8 +465,16 @@ async def _poll_folder(
         dropdelivered=user.dropdelivered,
         rewrite_host=server.host if user.rewrite else None,
     )
+
+    async def open_source_naming_its_address() -> MailSource:
+        # The Received line names the address connected to, known only now (as fetchmail).
+        source = await open_source()
+        traced = replace(trace, server_ip=source.peer_address)
+        deliverer.settings = replace(deliverer.settings, trace=traced)
+        return source
+
     try:
-        return await poll_account(open_source, routed, state, settings)
+        return await poll_account(open_source_naming_its_address, routed, state, settings)
     finally:
         await routed.aclose()
 

@@ -18,19 +18,20 @@ import errno
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fetchd.delivery.headers import (
+    Trace,
     dot_stuff,
     envelope_sender,
     needs_8bit,
     normalize_line_endings,
     qualify,
-    received_header,
     usable_address,
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
+from fetchd.hostname import this_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,8 @@ class BSMTPSettings:
     path: str  # "-" for standard output
     recipients: tuple[str, ...]
     smtpaddress: str | None = None
-    invisible: bool = False
-    server: str = ""
-    protocol: str = "POP3"
-    by: str = "localhost"
+    trace: Trace = field(default_factory=Trace)
+    by: str = field(default_factory=this_host)  # the Received line's "by"
     multidrop: bool = False
     pass8bits: bool = False
 
@@ -92,17 +91,8 @@ class BSMTPDeliverer:
         rcpts = qualify(names, settings.smtpaddress or "localhost")
         if not all(usable_address(rcpt) for rcpt in rcpts):
             return Outcome(False, False, "a recipient is not a usable address; kept", 550)
-        trace = (
-            b""
-            if settings.invisible
-            else received_header(
-                server=settings.server,
-                server_ip=None,
-                protocol=settings.protocol,
-                by=settings.by,
-                recipient=rcpts[0],
-                multidrop=settings.multidrop,
-            )
+        trace = settings.trace.received(
+            by=settings.by, recipient=rcpts[0], multidrop=settings.multidrop
         )
         transaction = batch(
             drop_return_path(data), envelope_sender(data), rcpts, trace, settings.pass8bits

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, getaddresses
 
@@ -108,25 +109,39 @@ def _first_address(value: str) -> str:
     return ""
 
 
-def received_header(
-    *,
-    server: str,
-    server_ip: str | None,
-    protocol: str,
-    by: str,
-    recipient: str,
-    multidrop: bool,
-    now: datetime | None = None,
-) -> bytes:
-    """fetchmail's trace header (6.4 layout), naming fetchd."""
-    when = format_datetime(now or datetime.now(UTC).astimezone())
-    origin = f"{server} [{server_ip}]" if server_ip else server
-    mode = "multi-drop" if multidrop else "single-drop"
-    return (
-        f"Received: from {origin}\r\n"
-        f"\tby {by} with {protocol} (fetchd-{__version__})\r\n"
-        f"\tfor <{recipient}> ({mode}); {when}\r\n"
-    ).encode("utf-8", "replace")
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Where a message came from, for the ``Received:`` line fetchmail prepends (none at all
+    with ``invisible``)."""
+
+    server: str = ""
+    server_ip: str | None = None
+    protocol: str = "POP3"
+    invisible: bool = False
+    polling: str = ""  # tracepolls: "polling LABEL account USER[ folder NAME]"
+
+    def received(
+        self, *, by: str, recipient: str, multidrop: bool, now: datetime | None = None
+    ) -> bytes:
+        """fetchmail's trace header (6.4 layout), naming fetchd; empty when invisible."""
+        if self.invisible:
+            return b""
+        when = format_datetime(now or datetime.now(UTC).astimezone())
+        origin = f"{self.server} [{self.server_ip}]" if self.server_ip else self.server
+        mode = "multi-drop" if multidrop else "single-drop"
+        polling = f" {self.polling}" if self.polling else ""
+        return (
+            f"Received: from {origin}\r\n"
+            f"\tby {by} with {self.protocol} (fetchd-{__version__}{polling})\r\n"
+            f"\tfor <{recipient}> ({mode}); {when}\r\n"
+        ).encode("utf-8", "replace")
+
+
+def tracepolls_note(pollname: str, account: str, folder: str | None) -> str:
+    """fetchmail's ``tracepolls`` words: the poll label, the remote account, and the folder
+    when the rc file names one."""
+    note = f"polling {pollname} account {account}"
+    return f"{note} folder {folder}" if folder else note
 
 
 def dot_stuff(message: bytes) -> bytes:

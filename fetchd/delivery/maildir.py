@@ -18,11 +18,12 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fetchd.delivery.headers import normalize_line_endings, received_header
+from fetchd.delivery.headers import Trace, normalize_line_endings
 from fetchd.delivery.result import Outcome
+from fetchd.hostname import this_host
 
 PREFIX = "maildir:"
 
@@ -33,10 +34,8 @@ _counter = itertools.count()
 class MaildirSettings:
     path: str
     recipient: str
-    invisible: bool = False
-    server: str = ""
-    protocol: str = "POP3"
-    by: str = "localhost"
+    trace: Trace = field(default_factory=Trace)
+    by: str = field(default_factory=this_host)  # the Received line's "by"
 
 
 def maildir_path(mda: str | None) -> str | None:
@@ -109,18 +108,10 @@ class MaildirDeliverer:
     ) -> Outcome:
         """One copy into the Maildir, whoever ``recipients`` (multidrop) names."""
         data = normalize_line_endings(message)
-        if not self.settings.invisible:
-            data = (
-                received_header(
-                    server=self.settings.server,
-                    server_ip=None,
-                    protocol=self.settings.protocol,
-                    by=self.settings.by,
-                    recipient=self.settings.recipient,
-                    multidrop=False,
-                )
-                + data
-            )
+        trace = self.settings.trace.received(
+            by=self.settings.by, recipient=self.settings.recipient, multidrop=False
+        )
+        data = trace + data
         data = data.replace(b"\r\n", b"\n")  # a file on this system: local line endings
         try:
             name = await asyncio.to_thread(_write_tmp, self._maildir, data)

@@ -20,14 +20,15 @@ import os
 import re
 import termios
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from fetchd.children import kill_and_reap
-from fetchd.delivery.headers import envelope_sender, normalize_line_endings, received_header
+from fetchd.delivery.headers import Trace, envelope_sender, normalize_line_endings
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
+from fetchd.hostname import this_host
 
 log = structlog.get_logger("fetchd.mda")
 
@@ -43,10 +44,8 @@ class MDASettings:
     recipients: tuple[str, ...]
     timeout: float = 300.0
     stripcr: bool = True
-    invisible: bool = False
-    server: str = ""
-    protocol: str = "POP3"
-    by: str = "localhost"
+    trace: Trace = field(default_factory=Trace)
+    by: str = field(default_factory=this_host)  # the Received line's "by"
 
 
 def shell_word(value: str) -> str:
@@ -111,17 +110,8 @@ class MDADeliverer:
         if ready is not None:
             await ready()  # the previous message's record, before this one can be delivered
         for recipient in recipients:
-            trace = (
-                b""
-                if self.settings.invisible
-                else received_header(
-                    server=self.settings.server,
-                    server_ip=None,
-                    protocol=self.settings.protocol,
-                    by=self.settings.by,
-                    recipient=recipient,
-                    multidrop=len(recipients) > 1,
-                )
+            trace = self.settings.trace.received(
+                by=self.settings.by, recipient=recipient, multidrop=len(recipients) > 1
             )
             payload = trace + data
             if self.settings.stripcr:

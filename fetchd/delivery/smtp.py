@@ -18,9 +18,8 @@ import asyncio
 import ipaddress
 import logging
 import re
-import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosmtplib
 import structlog
@@ -30,17 +29,18 @@ from aiosmtplib.response import SMTPResponse
 from fetchd.delivery.bounce import BouncePolicy, Notify, disposition, recipient_for
 from fetchd.delivery.dsn import Refusal, build_dsn
 from fetchd.delivery.headers import (
+    Trace,
     dot_stuff,
     envelope_sender,
     needs_8bit,
     normalize_line_endings,
     qualify,
-    received_header,
     usable_address,
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.errors import DeliveryError
+from fetchd.hostname import this_host
 
 log = structlog.get_logger("fetchd.smtp")
 
@@ -64,11 +64,9 @@ class SMTPSettings:
     timeout: float = 300.0
     pass8bits: bool = False  # BODY=8BITMIME for every message, not only 8-bit ones
     lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
-    # For the Received header:
-    server: str = ""
-    server_ip: str | None = None
-    protocol: str = "POP3"
-    invisible: bool = False
+    trace: Trace = field(
+        default_factory=Trace
+    )  # the Received line; its server also qualifies the sender
     multidrop: bool = False
 
     def rcpt_addresses(
@@ -150,7 +148,7 @@ class SMTPDeliverer:
         self._smtp: aiosmtplib.SMTP | None = None
         self._host = ""
         self._sent = 0  # messages on the current connection, for batchlimit
-        self._by = settings.helo_name or socket.getfqdn()
+        self._by = settings.helo_name or this_host()
 
     async def deliver(
         self,
@@ -166,19 +164,10 @@ class SMTPDeliverer:
         for rcpt in rcpts:
             if not usable_address(rcpt):
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)
-        trace = (
-            b""
-            if self.settings.invisible
-            else received_header(
-                server=self.settings.server,
-                server_ip=self.settings.server_ip,
-                protocol=self.settings.protocol,
-                by=self._by,
-                recipient=rcpts[0],
-                multidrop=self.settings.multidrop,
-            )
+        trace = self.settings.trace.received(
+            by=self._by, recipient=rcpts[0], multidrop=self.settings.multidrop
         )
-        sender = qualified_sender(envelope_sender(data), self.settings.server)
+        sender = qualified_sender(envelope_sender(data), self.settings.trace.server)
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
         eight_bit = self.settings.pass8bits or needs_8bit(data)

@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 
 MESSAGE = (
@@ -77,7 +78,7 @@ async def deliver(port: int, message: bytes = MESSAGE, **extra: object) -> objec
     values: dict[str, object] = {
         "smtphunt": (f"127.0.0.1/{port}",),
         "recipients": ("joe",),
-        "server": "pop.example.org",
+        "trace": Trace(server="pop.example.org"),
         "helo_name": "fetchd.test",
         "timeout": 5.0,
         "postmaster": "pm",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
+from fetchd.delivery.headers import Trace
 from fetchd.demo.pop3server import DemoPOP3Server
 
 MESSAGE = b"Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nhello\r\n.dot\r\n"
@@ -15,7 +16,11 @@ AS_SENT = MESSAGE.split(b"\r\n", 1)[1]  # the Return-Path became MAIL FROM, as i
 
 
 def deliverer(path: Path | str, **extra: object) -> BSMTPDeliverer:
-    values: dict[str, object] = {"path": str(path), "recipients": ("joe",), "invisible": True}
+    values: dict[str, object] = {
+        "path": str(path),
+        "recipients": ("joe",),
+        "trace": Trace(invisible=True),
+    }
     values.update(extra)
     return BSMTPDeliverer(BSMTPSettings(**values))  # type: ignore[arg-type]
 

@@ -2,8 +2,9 @@
 
 Each message is served by a fresh demo POP3 server, once to fetchmail (the Debian package, the
 oracle) and once to fetchd, each forwarding to its own aiosmtpd sink in the test's event loop. We
-compare the envelope (MAIL FROM, RCPT TO), every header line but the tool's own ``Received:``
-trace header (fetchd names itself in it), and the body, after normalizing line ends to CRLF.
+compare the envelope (MAIL FROM, RCPT TO), the tool's own ``Received:`` header without the tool's
+name and version and the date, every other header line, and the body, after normalizing line
+ends to CRLF.
 
 fetchmail refuses some things as root, so as root it runs as an ordinary user (FETCHD_TEST_USER,
 default ``fmtest``) with its rc file owned by that user and private, as in test_rc_differential.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +48,7 @@ class Case:
     options: str = ""
     smtphost: str = "localhost"
     via: str = "127.0.0.1"
+    server_options: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Delivery:
 
     mail_from: str
     rcpt_to: list[str]
+    trace: list[str]  # the Received header, the tool's name, version and date taken out
     headers: list[str]
     body: bytes
 
@@ -198,6 +202,8 @@ CASES = [
     Case("no-domain-no-rewrite-via-name", NO_DOMAIN, "no rewrite", via="localhost"),
     # RCPT TO gets the smtphost name (as given) unless smtpaddress says otherwise.
     Case("smtphost-by-address", PLAIN, smtphost="127.0.0.1"),
+    # The poll label and account in the Received line.
+    Case("tracepolls", PLAIN, server_options="tracepolls"),
 ]
 
 
@@ -212,7 +218,7 @@ def oracle_home() -> Iterator[Path]:
 
 def _rc_text(case: Case, pop_port: int, smtp_port: int) -> str:
     return (
-        f"poll pop.test via {case.via} proto pop3 port {pop_port}\n"
+        f"poll pop.test via {case.via} proto pop3 port {pop_port} {case.server_options}\n"
         f'  user demo password "{SECRET}" is joe here\n'
         f"  smtphost {case.smtphost}/{smtp_port}\n"
         f"  sslproto '' fetchsizelimit 0 keep {case.options}\n"
@@ -291,7 +297,11 @@ def _delivery(sink: Sink) -> Delivery:
     rest = 1
     while rest < len(lines) and lines[rest][:1] in (" ", "\t"):
         rest += 1
-    return Delivery(mail_from, rcpt_to, lines[rest:], body)
+    trace = [_TOOL.sub("(TOOL", line).rsplit("; ", 1)[0] for line in lines[:rest]]
+    return Delivery(mail_from, rcpt_to, trace, lines[rest:], body)
+
+
+_TOOL = re.compile(r"\((?:fetchmail|fetchd)-[^ )]+")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -302,3 +312,5 @@ async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
     theirs = _delivery(await _fetchmail_delivers(case, oracle_home, user))
     ours = _delivery(await _fetchd_delivers(case, tmp_path))
     assert ours == theirs
+    if "tracepolls" in case.server_options:  # the words are there, not missing from both
+        assert "(TOOL polling pop.test account demo)" in theirs.trace[1]

@@ -52,11 +52,13 @@ def daemon_environment(home: Path) -> dict[str, str]:
     }
 
 
-def rcfile(home: Path, dovecot: Dovecot, sink: Sink, protocol: str, extra: str = "") -> Path:
+def rcfile(
+    home: Path, dovecot: Dovecot, sink: Sink, protocol: str, extra: str = "", server: str = ""
+) -> Path:
     port = dovecot.pop3_port if protocol == "pop3" else dovecot.imap_port
     path = home / "fetchmailrc"
     path.write_text(
-        f"poll {dovecot.host} proto {protocol} port {port}\n"
+        f"poll {dovecot.host} proto {protocol} port {port} {server}\n"
         f'  user {dovecot.user} password "{dovecot.password}" is joe here\n'
         f'  sslcertfile "{dovecot.ca_file}" smtphost 127.0.0.1/{sink.port} {extra}\n'
     )
@@ -83,6 +85,9 @@ async def test_poll_over_starttls(dovecot: Dovecot, tmp_path: Path, protocol: st
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted(messages)
         assert dovecot.messages() == []
+        # The Received line names the server and the address connected to, as fetchmail's does.
+        received = f"Received: from {dovecot.host} [127.0.0.1]\r\n".encode()
+        assert all(m.startswith(received) for m in sink.received), sink.received[0][:80]
         code, out = await fetchd(tmp_path, rc)
         assert code == 1, out
         assert len(sink.received) == 12
@@ -94,10 +99,14 @@ async def test_imap_keep_and_folders(dovecot: Dovecot, tmp_path: Path) -> None:
     dovecot.deliver(message(2), folder="Lists")
     dovecot.deliver(message(3), seen=True)  # already read: IMAP polls only unseen mail
     async with running_mta() as sink:
-        rc = rcfile(tmp_path, dovecot, sink, "imap", "keep folder INBOX Lists")
+        rc = rcfile(tmp_path, dovecot, sink, "imap", "keep folder INBOX Lists", "tracepolls")
         code, out = await fetchd(tmp_path, rc)
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted([message(1), message(2)])
+        # tracepolls: each message's Received line says which account and folder it came from.
+        polled = {m.split(b"\r\n")[1].split(b" polling ")[1] for m in sink.received}
+        account = f"{dovecot.host} account {dovecot.user}"
+        assert polled == {f"{account} folder {f})".encode() for f in ("INBOX", "Lists")}
         code, out = await fetchd(tmp_path, rc)
         assert code == 1, out  # nothing new: recorded UIDs are not fetched again
         assert len(dovecot.messages()) == 2 and len(dovecot.messages("Lists")) == 1

@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import DeliveryError
 
@@ -75,7 +76,7 @@ def deliverer(smtphost: str, *recipients: str) -> SMTPDeliverer:
             recipients=recipients or ("joe",),
             lmtp=True,
             helo_name="fetchd.test",
-            invisible=True,
+            trace=Trace(invisible=True),
             timeout=5.0,
         )
     )

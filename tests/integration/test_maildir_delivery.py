@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.demo.pop3server import DemoPOP3Server
 
@@ -28,7 +29,7 @@ def deliverer(path: Path, **extra: object) -> MaildirDeliverer:
     values: dict[str, object] = {
         "path": str(path),
         "recipient": "joe",
-        "server": "pop.example.org",
+        "trace": Trace(server="pop.example.org"),
         "by": "fetchd.test",
     }
     values.update(extra)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.mda import MDADeliverer, MDASettings
 
 MESSAGE = (
@@ -24,7 +25,7 @@ def mda(command: str, **extra: object) -> MDADeliverer:
         "command": command,
         "recipients": ("joe",),
         "timeout": 5.0,
-        "server": "pop.example.org",
+        "trace": Trace(server="pop.example.org"),
         "by": "fetchd.test",
     }
     values.update(extra)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import AuthError, TLSError
 from fetchd.poll import PollResult, PollSettings, poll_account
@@ -69,7 +70,7 @@ async def poll(
         SMTPSettings(
             smtphunt=(f"127.0.0.1/{sink.port}",),
             recipients=("joe",),
-            server="dovecot",
+            trace=Trace(server="dovecot"),
             timeout=10.0,
         )
     )

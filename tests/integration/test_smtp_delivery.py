@@ -10,6 +10,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from aiosmtplib.protocol import SMTPProtocol
 
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import DeliveryError
 
@@ -88,7 +89,7 @@ def settings(port: int, **extra: object) -> SMTPSettings:
     values: dict[str, object] = {
         "smtphunt": (f"127.0.0.1/{port}",),
         "recipients": ("joe",),
-        "server": "pop.example.org",
+        "trace": Trace(server="pop.example.org", invisible=bool(extra.pop("invisible", False))),
         "helo_name": "fetchd.test",
         "timeout": 5.0,
     }

@@ -1,0 +1,70 @@
+"""The Received line fetchd prepends (fetchmail's layout) and the host name it uses."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+
+import pytest
+
+from fetchd import __version__
+from fetchd.delivery.headers import Trace, tracepolls_note
+from fetchd.hostname import this_host
+
+WHEN = datetime(2026, 12, 1, 6, 0, 0, tzinfo=UTC)
+
+
+def test_received_line_names_server_address_protocol_host_and_recipient() -> None:
+    trace = Trace(server="pop.example.org", server_ip="192.0.2.7", protocol="IMAP")
+    assert trace.received(by="vm", recipient="joe@localhost", multidrop=False, now=WHEN) == (
+        b"Received: from pop.example.org [192.0.2.7]\r\n"
+        b"\tby vm with IMAP (fetchd-" + __version__.encode() + b")\r\n"
+        b"\tfor <joe@localhost> (single-drop); Tue, 01 Dec 2026 06:00:00 +0000\r\n"
+    )
+
+
+def test_tracepolls_words_follow_the_version() -> None:
+    trace = Trace(server="pop.example.org", polling=tracepolls_note("label", "joe", "Lists"))
+    line = trace.received(by="vm", recipient="joe", multidrop=True, now=WHEN).split(b"\r\n")[1]
+    assert line == b"\tby vm with POP3 (fetchd-%s polling label account joe folder Lists)" % (
+        __version__.encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        (None, "polling p account u"),
+        ("", "polling p account u"),
+        ("F", "polling p account u folder F"),
+    ],
+)
+def test_tracepolls_note(folder: str | None, expected: str) -> None:
+    assert tracepolls_note("p", "u", folder) == expected
+
+
+def test_invisible_adds_nothing() -> None:
+    assert (
+        Trace(server="x", invisible=True).received(by="vm", recipient="j", multidrop=False) == b""
+    )
+
+
+def test_this_host_is_fetchmails_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dotless name is made canonical through the resolver, and kept when it is unknown."""
+    this_host.cache_clear()
+    monkeypatch.setattr(socket, "gethostname", lambda: "vm")
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda *a, **k: [(socket.AF_INET, 1, 6, "vm.example.net", ("", 0))]
+    )
+    assert this_host() == "vm.example.net"
+    this_host.cache_clear()
+
+    def unknown(*args: object, **kwargs: object) -> object:
+        raise socket.gaierror(socket.EAI_NONAME, "unknown")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)
+    assert this_host() == "vm"
+    this_host.cache_clear()
+    monkeypatch.setattr(socket, "gethostname", lambda: "box.example.org")
+    assert this_host() == "box.example.org"
+    this_host.cache_clear()
