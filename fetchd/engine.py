@@ -69,7 +69,6 @@ IGNORED_KEYWORDS = frozenset(
         "fastuidl",
         "fetchdomains",
         "uidl",
-        "bad-header",
         "retrieve-error",
         "showdots",
         "properties",
@@ -464,6 +463,7 @@ async def _poll_folder(
         dropstatus=user.dropstatus,
         dropdelivered=user.dropdelivered,
         rewrite_host=server.host if user.rewrite else None,
+        accept_bad_header=server.badheader,
     )
 
     async def open_source_naming_its_address() -> MailSource:

@@ -34,6 +34,15 @@ def header_block(message: bytes) -> bytes:
     return message if end < 0 else message[: end + 2]
 
 
+def bad_header_line(message: bytes) -> int | None:
+    """The number (from 1) of the first header line that is neither a field (no colon) nor a
+    continuation, as fetchmail's ``bad-header`` check finds it; None when there is none."""
+    for number, line in enumerate(header_block(message).split(b"\r\n")[:-1], start=1):
+        if line and not line[:1].isspace() and b":" not in line:
+            return number
+    return None
+
+
 def headers(message: bytes) -> list[tuple[str, str]]:
     """The header fields, unfolded, names lower-cased, values decoded leniently."""
     fields: list[tuple[str, str]] = []

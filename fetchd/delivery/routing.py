@@ -1,6 +1,6 @@
-"""Between the poll and a deliverer: fetchmail's header edits for every message
-(fetchd.delivery.rewrite) and, for a multidrop account, who each message is for
-(fetchd.multidrop) and the duplicate check.
+"""Between the poll and a deliverer: fetchmail's header check (``bad-header``) and header
+edits for every message (fetchd.delivery.rewrite) and, for a multidrop account, who each
+message is for (fetchd.multidrop) and the duplicate check.
 
 fetchmail drops a message whose whole header is the same as the previous one's when no
 envelope recipient told them apart: a server that delivered one message once per recipient
@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from fetchd.delivery.headers import normalize_line_endings
+from fetchd.delivery.headers import bad_header_line, normalize_line_endings
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import edit_headers
 from fetchd.multidrop import MultidropRules, header_digest, route
@@ -43,8 +43,10 @@ class RoutingDeliverer:
         dropstatus: bool,
         dropdelivered: bool,
         rewrite_host: str | None = None,
+        accept_bad_header: bool = False,
     ) -> None:
         self.inner = inner
+        self._accept_bad_header = accept_bad_header
         self._account = account
         self._rules = rules
         self._rewrite_host = rewrite_host
@@ -55,6 +57,16 @@ class RoutingDeliverer:
         self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> Any:
         data = _normalized_header(message)
+        if not self._accept_bad_header and (line := bad_header_line(data)) is not None:
+            # fetchmail's bad-header reject: not delivered. fetchmail then deletes it; we keep
+            # it, so that nothing leaves the server undelivered.
+            return Outcome(
+                False,
+                False,
+                f"header line {line} is not a header field ('bad-header accept' delivers such "
+                "mail)",
+                550,
+            )
         recipients: tuple[str, ...] | None = None
         warning: str | None = None
         digest: bytes | None = None

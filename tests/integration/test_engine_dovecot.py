@@ -339,3 +339,24 @@ async def test_the_daemon_delivers_new_mail_at_the_interval_or_when_asked(
             await daemon.wait()
     assert sorted(sink.bodies()) == [message(0), message(1)]
     assert dovecot.messages() == []
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "imap"])
+async def test_a_bad_header_stays_on_the_server_until_accepted(
+    dovecot: Dovecot, tmp_path: Path, protocol: str
+) -> None:
+    """bad-header reject (the default): not delivered, and, unlike fetchmail, not deleted
+    either; the user is told why and how to get it. With bad-header accept it is delivered."""
+    broken = b"Subject: broken\r\nthis line has no colon\r\n\r\nbody\r\n"
+    dovecot.deliver(broken)
+    dovecot.deliver(message(1))
+    async with running_mta() as sink:
+        code, out = await fetchd(tmp_path, rcfile(tmp_path, dovecot, sink, protocol))
+        assert code == 0, out
+        assert sink.bodies() == [message(1)]
+        assert "header line 2 is not a header field ('bad-header accept'" in out, out
+        assert dovecot.messages() == [broken]
+        accepting = rcfile(tmp_path, dovecot, sink, protocol, server="bad-header accept")
+        code, out = await fetchd(tmp_path, accepting)
+        assert code == 0, out
+        assert sink.bodies() == [message(1), broken] and dovecot.messages() == []

@@ -1,7 +1,11 @@
-"""The multidrop duplicate check never drops a message that was not delivered."""
+"""Between poll and deliverer: the multidrop duplicate check never drops a message that was
+not delivered, and fetchmail's bad-header check keeps what it refuses."""
 
 from __future__ import annotations
 
+import pytest
+
+from fetchd.delivery.headers import bad_header_line
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.routing import RoutingDeliverer
 from fetchd.multidrop import MultidropRules
@@ -47,3 +51,36 @@ async def test_the_same_message_twice_in_a_row_is_delivered_once() -> None:
     duplicate = await target.deliver(MESSAGE)
     assert not duplicate.delivered and duplicate.may_delete
     assert mta.delivered == [("joe",)]
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        (MESSAGE, None),
+        (b"Subject: folded\r\n  no colon here\r\n\tnor here\r\n\r\nbody\r\n", None),
+        (b"From alice Sat Jan  3 01:05:34 1996\r\nSubject: x\r\n\r\nb\r\n", None),
+        (b"Subject: x\r\nthis line is broken\r\nTo: y\r\n\r\nbody\r\n", 2),
+        (b"Subject: x\r\n\r\nthe body may say anything\r\n", None),
+        (b"From alice\r\nSubject: x\r\n\r\nb\r\n", 1),
+        (b"Subject: no blank line, no body\r\nso this is a header line\r\n", 2),
+    ],
+)
+def test_bad_header_line(message: bytes, line: int | None) -> None:
+    """A header line that starts a field must have a colon; continuations need none."""
+    assert bad_header_line(message) == line
+
+
+BROKEN = b"Subject: x\r\nthis line is broken\r\n\r\nbody\r\n"
+
+
+async def test_a_bad_header_is_kept_on_the_server_unless_accepted() -> None:
+    mta = FlakyMTA()
+    mta.refusing = False
+    strict = RoutingDeliverer(mta, account="a", rules=None, dropstatus=False, dropdelivered=False)
+    refused = await strict.deliver(BROKEN)
+    assert (refused.delivered, refused.may_delete, refused.code) == (False, False, 550)
+    assert "header line 2" in refused.reason and mta.delivered == []
+    accepting = RoutingDeliverer(
+        mta, account="a", rules=None, dropstatus=False, dropdelivered=False, accept_bad_header=True
+    )
+    assert (await accepting.deliver(BROKEN)).delivered and mta.delivered == [None]
