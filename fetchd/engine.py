@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
+import pwd
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -63,8 +65,6 @@ IGNORED_KEYWORDS = frozenset(
         "interface",
         "monitor",
         "principal",
-        "esmtpname",
-        "esmtppassword",
         "mimedecode",
         "fastuidl",
         "fetchdomains",
@@ -440,6 +440,8 @@ async def _poll_folder(
                 pass8bits=user.pass8bits,
                 trace=trace,
                 helo_name=server.host if globals_.invisible else None,  # as fetchmail
+                esmtp_name=server.esmtpname or _calling_user(),
+                esmtp_password=server.esmtppassword,
                 multidrop=user.multidrop,
             )
         )
@@ -477,6 +479,14 @@ async def _poll_folder(
         return await poll_account(open_source_naming_its_address, routed, state, settings)
     finally:
         await routed.aclose()
+
+
+def _calling_user() -> str:
+    """fetchmail's default esmtpname: the user running it."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _local(name: LocalName) -> str:

@@ -9,10 +9,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import ssl
 from dataclasses import dataclass
 
 from fetchd.errors import ConfigError, TLSError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: a password may cross such a connection in clear."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Security(enum.Enum):

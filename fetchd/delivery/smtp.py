@@ -39,8 +39,10 @@ from fetchd.delivery.headers import (
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
+from fetchd.delivery.smtpauth import authenticate
 from fetchd.errors import DeliveryError
 from fetchd.hostname import this_host
+from fetchd.tls import is_loopback
 
 log = structlog.get_logger("fetchd.smtp")
 
@@ -64,6 +66,8 @@ class SMTPSettings:
     timeout: float = 300.0
     pass8bits: bool = False  # BODY=8BITMIME for every message, not only 8-bit ones
     lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
+    esmtp_name: str = ""  # ESMTP AUTH (esmtpname, esmtppassword): with a password only
+    esmtp_password: str | None = field(default=None, repr=False)
     trace: Trace = field(
         default_factory=Trace
     )  # the Received line; its server also qualifies the sender
@@ -91,6 +95,14 @@ def qualified_sender(sender: str, server: str) -> str:
     except ValueError:
         return f"{sender}@{server}"
     return f"{sender}@[{server}]"
+
+
+def _stays_local(smtp: aiosmtplib.SMTP, entry: str) -> bool:
+    """Whether the connection to the listener stays on this machine (Unix socket, loopback)."""
+    if entry.startswith("/"):
+        return True
+    peer = smtp.get_transport_info("peername")
+    return isinstance(peer, tuple) and bool(peer) and is_loopback(str(peer[0]))
 
 
 def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
@@ -414,8 +426,21 @@ class SMTPDeliverer:
                         await smtp.ehlo()
                     except aiosmtplib.SMTPHeloError:
                         await smtp.helo()
+                if self.settings.esmtp_password is not None:
+                    await authenticate(
+                        smtp,
+                        self.settings.esmtp_name,
+                        self.settings.esmtp_password,
+                        local=_stays_local(smtp, entry),
+                        listener=entry,
+                    )
             except (aiosmtplib.SMTPException, OSError) as exc:
                 failures.append(f"{entry}: {exc}")
+                smtp.close()
+                continue
+            except DeliveryError as exc:
+                failures.append(str(exc))
+                smtp.close()
                 continue
             self._smtp, self._host = smtp, entry
             return smtp

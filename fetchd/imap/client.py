@@ -21,7 +21,6 @@ import base64
 import binascii
 import contextlib
 import enum
-import ipaddress
 import socket
 import ssl
 from collections import deque
@@ -62,6 +61,7 @@ from fetchd.imap.parse import (
 from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
+from fetchd.tls import is_loopback
 
 log = structlog.get_logger("fetchd.imap")
 
@@ -662,7 +662,7 @@ class IMAPClient:
     # --- helpers ------------------------------------------------------------------------------
 
     def _require_safe_channel(self, what: str) -> None:
-        if self.encrypted or self._plaintext_allowed or _is_loopback(self.host):
+        if self.encrypted or self._plaintext_allowed or is_loopback(self.host):
             return
         raise AuthError(
             f"refusing {what}: it would send the password unencrypted to {self.host} "
@@ -721,15 +721,6 @@ def _connect_error(exc: OSError, host: str, port: int | None) -> FetchdError:
     if isinstance(exc, socket.gaierror):
         return DNSError(f"{host}: cannot resolve: {exc}")
     return SocketError(f"{where}: cannot connect: {exc}")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _capped(text: str, limit: int = 200) -> str:

@@ -13,9 +13,8 @@ from fetchd import sasl
 from fetchd.errors import AuthError, TLSError
 from fetchd.imap.client import IMAPClient, Security
 from fetchd.imap.source import IMAPSource
-from fetchd.pop3.client import is_loopback
 from fetchd.tls import Security as TLSSecurity
-from fetchd.tls import TLSSettings, make_context
+from fetchd.tls import TLSSettings, is_loopback, make_context
 
 
 async def open_imap(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import logging
 import socket
 import ssl
@@ -43,22 +42,20 @@ from fetchd.pop3.protocol import (
     parse_reply,
     shown,
 )
-from fetchd.tls import Security, TLSSettings, check_peer, make_context, server_hostname
+from fetchd.tls import (
+    Security,
+    TLSSettings,
+    check_peer,
+    is_loopback,
+    make_context,
+    server_hostname,
+)
 
 log = structlog.get_logger("fetchd.pop3")
 
 PIPELINE_WINDOW = 8  # commands in flight with PIPELINING: enough to hide the round trip
 PIPELINE_BYTES = 1 << 20  # ... and about this much mail, by the sizes LIST gave
 _T = TypeVar("_T")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class POP3Client:
