@@ -19,7 +19,7 @@ from fetchd.config.model import Server
 from fetchd.errors import ConfigError, ExitCode
 from fetchd.options import Options
 from fetchd.overrides import apply_overrides, select_entries
-from fetchd.runtime import DaemonLock, ensure_private_dir, runtime_dir
+from fetchd.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 from fetchd.sdnotify import Notifier
 from fetchd.state import UIDStore
 from fetchd.supervisor import AccountStatus, Supervisor
@@ -127,14 +127,20 @@ def run_daemon(
     directory = ensure_private_dir(runtime_dir())
     lock = DaemonLock(directory)
     lock.acquire()  # DaemonRunningError (exit 8) if another daemon of ours runs
+    named = options.pidfile or config.globals.pidfile
+    pidfile = PidFile(Path(named).absolute()) if named else None  # before detach's chdir
     try:
         if not options.nodetach:
             detach(config.globals.logfile)
             lock.rewrite_pid()  # the lock's descriptor went with us through both forks
+        if pidfile is not None:
+            pidfile.write(config.globals.poll_interval)
         return run_loop(
             lambda: _main(config, entries, options, env, directory, poll_one, idle_wait, can_idle)
         )
     finally:
+        if pidfile is not None:
+            pidfile.remove()
         lock.release()
 
 

@@ -72,7 +72,6 @@ IGNORED_KEYWORDS = frozenset(
         "retrieve-error",
         "showdots",
         "properties",
-        "pidfile",
     }
 )
 

@@ -550,7 +550,9 @@ def _build_parser() -> _Parser:
         const="json",
         help=argparse.SUPPRESS,
     )
-    general.add_argument("--pidfile", metavar="FILE", help="accepted for compatibility")
+    general.add_argument(
+        "--pidfile", metavar="FILE", help="the daemon writes its pid (and interval) there"
+    )
     general.add_argument(
         "--status", action="store_true", help="show the running daemon's accounts and exit"
     )

@@ -5,10 +5,15 @@
 left by a crashed daemon is not locked, so it is simply taken over; a socket file without a
 daemon holding the lock is stale and replaced. Anything there that is not ours (a symlink, a
 file of another user) is refused, never deleted.
+
+With ``set pidfile`` or ``--pidfile``, the daemon also writes fetchmail's pid file there (its
+pid, then its poll interval, a line each) for init scripts and monitors, and removes it at exit.
+It is only a report: the lock above is what keeps a second daemon out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
@@ -82,3 +87,38 @@ class DaemonLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class PidFile:
+    """fetchmail's pid file at a path the user chose, written whole (a new file renamed into
+    place, so a symlink planted there is replaced, not followed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, interval: int) -> None:
+        text = f"{os.getpid()}\n" + (f"{interval}\n" if interval else "")
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temporary, flags, 0o644)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise FetchdError(f"cannot write the pid file {self.path}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        """Remove the file if it still names this process (a later daemon may own it now)."""
+        try:
+            first = self.path.read_text().split("\n", 1)[0]
+        except OSError:
+            return
+        if first == str(os.getpid()):
+            with contextlib.suppress(OSError):
+                self.path.unlink()

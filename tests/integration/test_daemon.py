@@ -307,10 +307,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def test_detached_daemon_writes_its_logfile_and_quits(setup: Setup) -> None:
+async def test_detached_daemon_writes_its_logfile_and_pidfile_and_quits(setup: Setup) -> None:
     logfile = setup.home / "fetchd.log"
     logfile.touch()  # fetchmail's rule: the logfile must exist
-    setup.rc.write_text(f"set logfile {logfile}\n" + setup.rc.read_text())
+    pidfile = setup.home / "fetchmail.pid"
+    setup.rc.write_text(f"set logfile {logfile}\nset pidfile {pidfile}\n" + setup.rc.read_text())
     code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches, parent exits 0
     assert code == 0, out
     lock = setup.home / "run" / "fetchd" / "lock"
@@ -318,9 +319,11 @@ async def test_detached_daemon_writes_its_logfile_and_quits(setup: Setup) -> Non
     daemon_pid = int(lock.read_text())
     try:
         assert _alive(daemon_pid)
+        assert pidfile.read_text() == f"{daemon_pid}\n3600\n"  # fetchmail's: pid, interval
         code, out = await setup.cli("--quit")
         assert code == 0 and f"pid {daemon_pid}" in out, out
         await until(lambda: not _alive(daemon_pid))
+        assert not pidfile.exists()
     finally:
         if _alive(daemon_pid):
             os.kill(daemon_pid, signal.SIGKILL)

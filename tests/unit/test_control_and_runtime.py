@@ -13,7 +13,7 @@ import pytest
 
 from fetchd import control
 from fetchd.errors import DaemonRunningError, FetchdError
-from fetchd.runtime import DaemonLock, ensure_private_dir, runtime_dir
+from fetchd.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,36 @@ def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FetchdError, match="cannot open the daemon lock"):
         DaemonLock(tmp_path).acquire()
     assert target.read_text() == "keep me"
+
+
+def test_pidfile_is_fetchmails_and_replaces_a_planted_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    path = tmp_path / "fetchmail.pid"
+    path.symlink_to(victim)
+    pidfile = PidFile(path)
+    pidfile.write(300)
+    assert not path.is_symlink() and path.read_text() == f"{os.getpid()}\n300\n"
+    assert victim.read_text() == "keep me\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 & ~_umask()
+    pidfile.remove()
+    assert not path.exists()
+
+
+def test_pidfile_of_another_process_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "fetchmail.pid"
+    path.write_text("1\n300\n")  # a later daemon's, say
+    PidFile(path).remove()
+    assert path.read_text() == "1\n300\n"
+
+
+def test_an_unwritable_pidfile_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FetchdError, match=r"cannot write the pid file .*missing/x\.pid"):
+        PidFile(tmp_path / "missing" / "x.pid").write(0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
