@@ -229,15 +229,16 @@ async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: in
 
 async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World) -> None:
     rc = world.rcfile(
-        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface eth0/10.0.0.1\n"
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface eth0/10.0.0.1 uidl\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
         f"  mimedecode\n"
-        f"  mimedecode\n"
+        f'  mimedecode properties "for another program"\n'
     )
     code, _out, err = await world.fetchd("-f", str(rc))
     assert code == 0, err
     assert err.count(f"fetchd: {rc}:3: 'mimedecode' is read but not acted on yet by fetchd") == 1
     assert f"fetchd: {rc}:1: 'interface' is read but not acted on yet" in err
+    assert err.count("is read but not acted on") == 2  # uidl and properties: nothing to do
     assert len(world.sink.received) == 10
 
 
