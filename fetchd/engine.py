@@ -42,6 +42,7 @@ from fetchd.multidrop import MultidropRules
 from fetchd.options import Options, version_line
 from fetchd.outcome import combine_exit_codes
 from fetchd.overrides import apply_overrides, select_entries
+from fetchd.plugin import Connector, PluginLinks
 from fetchd.poll import PollResult, PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MailSource
@@ -51,12 +52,6 @@ from fetchd.tls import TLSSettings
 
 log = structlog.get_logger("fetchd")
 
-# Keywords that would change where mail goes if ignored: an account using one is not polled
-# (with a clear error) until fetchd implements it, rather than deliver somewhere else.
-REFUSED_KEYWORDS = {
-    "plugin": "connections through a plugin",
-    "plugout": "SMTP connections through a plugout",
-}
 # Keywords fetchd reads but does not act on yet: one warning per keyword and run. Not here,
 # because fetchd's behaviour is already what they ask for: `uidl` (POP3 UIDs are always
 # tracked), `fastuidl` (a faster search for them: fetchd lists them with one UIDL) and
@@ -195,10 +190,21 @@ def warn_idle_refused(entries: list[Server]) -> None:
 async def _idle_until_mail(config: Config, server: Server, user: User) -> None:
     """Wait in IDLE until the folder changes; the caller then polls (a fresh search, so nothing
     that arrived between the poll and the IDLE is missed)."""
-    from fetchd.imap.connect import open_imap
-
     label = f"{user.remote}@{server.pollname}"
     password = await _password(config, server, user)
+    plugin = PluginLinks(server.plugin) if server.plugin else None
+    try:
+        await _idle_once(server, user, label, password, plugin)
+    finally:
+        if plugin is not None:
+            await plugin.aclose()
+
+
+async def _idle_once(
+    server: Server, user: User, label: str, password: str, plugin: PluginLinks | None
+) -> None:
+    from fetchd.imap.connect import open_imap
+
     source = await open_imap(
         host=server.host,
         port=server.port,
@@ -211,6 +217,7 @@ async def _idle_until_mail(config: Config, server: Server, user: User) -> None:
         folder=(user.mailboxes or ("INBOX",))[0],
         fetchall=user.fetchall,
         recorded=None,
+        connector=_plugin_connector(plugin, server, user, "IMAP"),
     )
     try:
         log.info("idle.start", text=f"{label}: waiting for new mail (IDLE)")
@@ -251,7 +258,6 @@ async def _poll_user(
     messages = octets = 0
     began = time.monotonic()
     try:
-        _refuse_unsupported(server, user)
         protocol = _protocol(server)
         folders = user.mailboxes or ("INBOX",)
         if protocol == "POP3":
@@ -301,18 +307,6 @@ async def _poll_user(
         status.messages += messages
         status.octets += octets
     return code
-
-
-def _refuse_unsupported(server: Server, user: User) -> None:
-    for keyword, what in REFUSED_KEYWORDS.items():
-        value = (
-            getattr(server, keyword, None) if keyword.startswith("plug") else getattr(user, keyword)
-        )
-        if value:
-            raise ConfigError(
-                f"{what} ({keyword}) is not supported by fetchd yet; this account "
-                "is not polled, so no mail goes anywhere it should not"
-            )
 
 
 def _protocol(server: Server) -> str:
@@ -376,7 +370,9 @@ async def _poll_folder(
             folder,
             fetchids_host=server.host,
         )
-    open_source = _source_opener(server, user, password, protocol, folder, state)
+    plugin = PluginLinks(server.plugin) if server.plugin else None
+    plugout = PluginLinks(server.plugout, "plugout") if server.plugout else None
+    open_source = _source_opener(server, user, password, protocol, folder, state, plugin)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
     trace = Trace(
         server=server.host,
@@ -442,7 +438,8 @@ async def _poll_folder(
                 esmtp_name=server.esmtpname or _calling_user(),
                 esmtp_password=server.esmtppassword,
                 multidrop=user.multidrop,
-            )
+            ),
+            plugout=plugout,
         )
     settings = PollSettings(
         selection=SelectionPolicy(
@@ -477,7 +474,12 @@ async def _poll_folder(
     try:
         return await poll_account(open_source_naming_its_address, routed, state, settings)
     finally:
-        await routed.aclose()
+        try:
+            await routed.aclose()
+        finally:
+            for links in (plugin, plugout):
+                if links is not None:
+                    await links.aclose()
 
 
 def _calling_user() -> str:
@@ -508,8 +510,25 @@ def _multidrop_rules(globals_: RCGlobals, server: Server, user: User) -> Multidr
     )
 
 
+def _plugin_connector(
+    plugin: PluginLinks | None, server: Server, user: User, protocol: str
+) -> Connector | None:
+    """The connection through ``plugin``, with fetchmail's %h and %p: the server's name, and its
+    port or service as the rc file gives it, else the protocol's service name."""
+    if plugin is None:
+        return None
+    default = {"POP3": "pop3", "IMAP": "imap"}[protocol] + ("s" if user.ssl else "")
+    return lambda: plugin.connect(server.host, server.service or default)
+
+
 def _source_opener(
-    server: Server, user: User, password: str, protocol: str, folder: str, state: AccountState
+    server: Server,
+    user: User,
+    password: str,
+    protocol: str,
+    folder: str,
+    state: AccountState,
+    plugin: PluginLinks | None = None,
 ) -> Callable[[], Awaitable[MailSource]]:
     label = f"{user.remote}@{server.pollname}" + (f"/{folder}" if folder != "INBOX" else "")
 
@@ -527,7 +546,8 @@ def _source_opener(
                 timeout=float(server.timeout),
                 auth=server.auth,
                 apop=server.protocol == "APOP",
-            )
+            ),
+            connector=_plugin_connector(plugin, server, user, "POP3"),
         )
 
     async def open_imap_source() -> MailSource:
@@ -546,6 +566,7 @@ def _source_opener(
             fetchall=user.fetchall,
             recorded=state.delivered,
             size_chunk=user.fetchsizelimit,
+            connector=_plugin_connector(plugin, server, user, "IMAP"),
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
             log.warning(

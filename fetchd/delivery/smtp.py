@@ -40,8 +40,9 @@ from fetchd.delivery.headers import (
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate
-from fetchd.errors import DeliveryError
+from fetchd.errors import DeliveryError, SocketError
 from fetchd.hostname import this_host
+from fetchd.plugin import PluginLinks
 from fetchd.tls import is_loopback
 
 log = structlog.get_logger("fetchd.smtp")
@@ -155,8 +156,9 @@ def _worst(replies: list[SMTPResponse]) -> SMTPResponse | None:
 class SMTPDeliverer:
     """Implements fetchd.poll.Deliverer for one poll; call ``aclose`` at its end."""
 
-    def __init__(self, settings: SMTPSettings) -> None:
+    def __init__(self, settings: SMTPSettings, plugout: PluginLinks | None = None) -> None:
         self.settings = settings
+        self._plugout = plugout
         self._smtp: aiosmtplib.SMTP | None = None
         self._host = ""
         self._sent = 0  # messages on the current connection, for batchlimit
@@ -414,7 +416,11 @@ class SMTPDeliverer:
         self._sent = 1
         failures = []
         for entry in self.settings.smtphunt:
-            smtp = self._client(entry)
+            try:
+                smtp = await self._client(entry)
+            except (DeliveryError, SocketError) as exc:  # a bad entry, a plugout that will not run
+                failures.append(str(exc))
+                continue
             try:
                 await smtp.connect()
                 # EHLO now, so the extensions are known before the first MAIL (8BITMIME...);
@@ -454,7 +460,15 @@ class SMTPDeliverer:
             raise aiosmtplib.SMTPHeloError(reply.code, reply.message)
         smtp.last_ehlo_response = reply
 
-    def _client(self, entry: str) -> aiosmtplib.SMTP:
+    async def _client(self, entry: str) -> aiosmtplib.SMTP:
+        if self._plugout is not None:  # fetchmail's plugout: the command makes the connection
+            host, port = _host_port(entry, self.settings.lmtp)
+            return aiosmtplib.SMTP(
+                sock=await self._plugout.connect(host, str(port)),
+                timeout=self.settings.timeout,
+                local_hostname=self._by,
+                start_tls=False,
+            )
         if entry.startswith("/"):
             return aiosmtplib.SMTP(
                 socket_path=entry,

@@ -26,7 +26,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from aioimaplib import aioimaplib  # type: ignore[import-untyped]  # ships no type information
@@ -61,6 +61,7 @@ from fetchd.imap.parse import (
 from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
+from fetchd.plugin import Connector
 from fetchd.tls import is_loopback
 
 log = structlog.get_logger("fetchd.imap")
@@ -246,11 +247,13 @@ class IMAPClient:
         timeout: float = 300.0,
         max_literal: int = MAX_LITERAL,
         plaintext_password_allowed: bool = False,
+        connector: Connector | None = None,
     ) -> IMAPClient:
         """Connect, read the greeting, set up TLS as ``security`` asks, learn the capabilities.
 
         ``plaintext_password_allowed``: the user explicitly turned TLS off, so a password may
         cross an unencrypted connection to another host (loopback is always allowed).
+        ``connector``: the connection comes from a plugin command, not from TCP to host:port.
         """
         if security is not Security.PLAIN and ssl_context is None:
             raise TLSError(f"{security.value} needs an SSL context")
@@ -259,14 +262,16 @@ class IMAPClient:
         implicit = security is Security.TLS
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: protocol,
-                    host,
-                    port,
-                    ssl=ssl_context if implicit else None,
-                    server_hostname=host if implicit else None,
-                    ssl_handshake_timeout=timeout if implicit else None,
-                )
+                tls_options: dict[str, Any] = {
+                    "ssl": ssl_context if implicit else None,
+                    "server_hostname": host if implicit else None,
+                    "ssl_handshake_timeout": timeout if implicit else None,
+                }
+                if connector is None:
+                    await loop.create_connection(lambda: protocol, host, port, **tls_options)
+                else:
+                    sock = await connector()
+                    await loop.create_connection(lambda: protocol, sock=sock, **tls_options)
         except OSError as exc:  # refused, DNS, TLS, timeout: all OSError subclasses
             raise _connect_error(exc, host, port) from exc
         assert protocol.transport is not None

@@ -13,6 +13,7 @@ from fetchd import sasl
 from fetchd.errors import AuthError, TLSError
 from fetchd.imap.client import IMAPClient, Security
 from fetchd.imap.source import IMAPSource
+from fetchd.plugin import Connector
 from fetchd.tls import Security as TLSSecurity
 from fetchd.tls import TLSSettings, is_loopback, make_context
 
@@ -31,8 +32,10 @@ async def open_imap(
     fetchall: bool,
     recorded: Callable[[], Collection[str]] | None,
     size_chunk: int = 0,
+    connector: Connector | None = None,
 ) -> IMAPSource:
-    client = await _connect(host, port, tls, timeout)
+    """Connect (through ``connector``, a plugin, when given), log in and select ``folder``."""
+    client = await _connect(host, port, tls, timeout, connector)
     try:
         if not client.preauthenticated:
             if auth in ("any", "password"):
@@ -55,11 +58,18 @@ async def open_imap(
         raise
 
 
-async def _connect(host: str, port: int | None, tls: TLSSettings, timeout: float) -> IMAPClient:
+async def _connect(
+    host: str, port: int | None, tls: TLSSettings, timeout: float, connector: Connector | None
+) -> IMAPClient:
     wanted = tls.security()
     if wanted is TLSSecurity.TLS:
         return await IMAPClient.connect(
-            host, port or 993, security=Security.TLS, ssl_context=make_context(tls), timeout=timeout
+            host,
+            port or 993,
+            security=Security.TLS,
+            ssl_context=make_context(tls),
+            timeout=timeout,
+            connector=connector,
         )
     if wanted is TLSSecurity.PLAIN:
         return await IMAPClient.connect(
@@ -68,6 +78,7 @@ async def _connect(host: str, port: int | None, tls: TLSSettings, timeout: float
             security=Security.PLAIN,
             timeout=timeout,
             plaintext_password_allowed=True,
+            connector=connector,
         )
     try:
         return await IMAPClient.connect(
@@ -76,12 +87,13 @@ async def _connect(host: str, port: int | None, tls: TLSSettings, timeout: float
             security=Security.STARTTLS,
             ssl_context=make_context(tls),
             timeout=timeout,
+            connector=connector,
         )
     except TLSError as exc:
         # A loopback server without STARTTLS is fine in clear (nothing crosses a network);
         # anything else fails here rather than fall back.
         if is_loopback(host) and "does not offer STARTTLS" in str(exc):
             return await IMAPClient.connect(
-                host, port or 143, security=Security.PLAIN, timeout=timeout
+                host, port or 143, security=Security.PLAIN, timeout=timeout, connector=connector
             )
         raise

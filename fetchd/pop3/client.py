@@ -29,6 +29,7 @@ from fetchd.errors import (
     SocketError,
     TLSError,
 )
+from fetchd.plugin import Connector
 from fetchd.pop3.protocol import (
     MAX_LINE,
     MAX_MESSAGE,
@@ -94,17 +95,23 @@ class POP3Client:
         *,
         tls: TLSSettings,
         timeout: float = 300.0,
+        connector: Connector | None = None,
     ) -> POP3Client:
-        """Connect, read the greeting, set up TLS as ``tls`` asks, learn the capabilities."""
+        """Connect, read the greeting, set up TLS as ``tls`` asks, learn the capabilities.
+
+        ``connector``: the connection comes from a plugin command, not from TCP to host:port.
+        """
         security = tls.security()
         context = make_context(tls) if security is not Security.PLAIN else None
         if port is None:
             port = 995 if security is Security.TLS else 110
         try:
             async with asyncio.timeout(timeout):
+                sock = await connector() if connector is not None else None
                 reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
+                    None if sock else host,
+                    None if sock else port,
+                    sock=sock,
                     limit=MAX_MESSAGE,
                     ssl=context if security is Security.TLS else None,
                     server_hostname=server_hostname(tls, host)

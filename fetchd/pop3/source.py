@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from fetchd.errors import ProtocolError
+from fetchd.plugin import Connector
 from fetchd.pop3.client import POP3Client
 from fetchd.source import MessageInfo
 from fetchd.tls import TLSSettings
@@ -73,10 +74,11 @@ class POP3Source:
         self.client.close()
 
 
-async def open_pop3(account: POP3Account) -> POP3Source:
-    """Connect and log in; the caller owns the session (commit or abort)."""
+async def open_pop3(account: POP3Account, connector: Connector | None = None) -> POP3Source:
+    """Connect (through ``connector``, a plugin, when given) and log in; the caller owns the
+    session (commit or abort)."""
     client = await POP3Client.connect(
-        account.host, account.port, tls=account.tls, timeout=account.timeout
+        account.host, account.port, tls=account.tls, timeout=account.timeout, connector=connector
     )
     try:
         await client.login(
