@@ -108,6 +108,18 @@ def _account(s: Server, u: User) -> list[str]:
         out.append(f'  Server connection will be brought up with "{u.preconnect}".')
     if u.postconnect:
         out.append(f'  Server connection will be taken down with "{u.postconnect}".')
+    if s.plugin:
+        out.append(
+            f"  Server connections will be made via plugin {s.plugin} (--plugin {s.plugin})."
+        )
+    if s.plugout:
+        out.append(
+            f"  Listener connections will be made via plugout {s.plugout} (--plugout {s.plugout})."
+        )
+    if s.tracepolls:
+        out.append("  Poll trace information will be added to the Received header.")
+    if s.badheader:
+        out.append("  Messages with bad headers will be passed on.")
     if u.multidrop:
         out.append(f"  Multi-drop mode: {len(u.localnames)} local name(s) recognized.")
     else:

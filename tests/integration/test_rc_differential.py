@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from fetchd.config import ParseEnvironment, configdump, load_rcfile
+from fetchd.config.describe import describe
 from fetchd.errors import RCSyntaxError
 from tests.support.fetchmail import fetchmail_binary, oracle_user
 
@@ -51,9 +52,9 @@ def _place(source: Path, home: Path, user: pwd.struct_passwd) -> Path:
 
 
 def _run_fetchmail(
-    rcfile: Path, home: Path, user: pwd.struct_passwd
+    rcfile: Path, home: Path, user: pwd.struct_passwd, what: str = "--configdump"
 ) -> subprocess.CompletedProcess[str]:
-    command = [fetchmail_binary(), "--configdump", "-f", str(rcfile)]
+    command = [fetchmail_binary(), what, "-f", str(rcfile)]
     if os.geteuid() == 0:
         # runuser sets HOME to the user's own: set ours again inside.
         command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
@@ -93,3 +94,32 @@ def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None
 def test_the_corpus_is_large_enough() -> None:
     assert len(GOOD) >= 40 and len(BAD) >= 10
     assert len(list(EXAMPLES.glob("*.fetchmailrc"))) >= 3
+
+
+# Sentences of fetchmail's -V that fetchd writes word for word.
+SAME_SENTENCES = (
+    "Server connections will be made via plugin",
+    "Listener connections will be made via plugout",
+    "Poll trace information",
+    "Messages with bad headers",
+)
+
+
+def test_verbose_describes_plugins_tracepolls_and_bad_headers_as_fetchmail(home: Path) -> None:
+    user = oracle_user()
+    source = home / "v.rc"
+    source.write_text(
+        'poll a.example proto pop3 tracepolls bad-header accept plugin "ssh -W %h:%p gw"\n'
+        '  plugout "nc %h %p" user joe pass secret\n'
+        "poll b.example proto imap user ann pass secret\n"
+    )
+    rcfile = _place(source, home, user)
+    theirs = _run_fetchmail(rcfile, home, user, "-V")
+    env = ParseEnvironment(login=user.pw_name, home=str(home), rcdir=str(home))
+    ours = describe(load_rcfile(str(rcfile), env=env, check=False))
+
+    def chosen(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.strip().startswith(SAME_SENTENCES)]
+
+    assert len(chosen(theirs.stdout)) == 4  # all for the first server, none for the second
+    assert chosen(ours) == chosen(theirs.stdout)
