@@ -7,6 +7,7 @@ off with ``sslproto ''``. Only a loopback server may be used in clear without sa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 
 from fetchd import sasl
@@ -62,38 +63,16 @@ async def _connect(
     host: str, port: int | None, tls: TLSSettings, timeout: float, connector: Connector | None
 ) -> IMAPClient:
     wanted = tls.security()
+    connect = functools.partial(IMAPClient.connect, host, timeout=timeout, connector=connector)
     if wanted is TLSSecurity.TLS:
-        return await IMAPClient.connect(
-            host,
-            port or 993,
-            security=Security.TLS,
-            ssl_context=make_context(tls),
-            timeout=timeout,
-            connector=connector,
-        )
+        return await connect(port or 993, security=Security.TLS, ssl_context=make_context(tls))
     if wanted is TLSSecurity.PLAIN:
-        return await IMAPClient.connect(
-            host,
-            port or 143,
-            security=Security.PLAIN,
-            timeout=timeout,
-            plaintext_password_allowed=True,
-            connector=connector,
-        )
+        return await connect(port or 143, security=Security.PLAIN, plaintext_password_allowed=True)
     try:
-        return await IMAPClient.connect(
-            host,
-            port or 143,
-            security=Security.STARTTLS,
-            ssl_context=make_context(tls),
-            timeout=timeout,
-            connector=connector,
-        )
+        return await connect(port or 143, security=Security.STARTTLS, ssl_context=make_context(tls))
     except TLSError as exc:
         # A loopback server without STARTTLS is fine in clear (nothing crosses a network);
         # anything else fails here rather than fall back.
         if is_loopback(host) and "does not offer STARTTLS" in str(exc):
-            return await IMAPClient.connect(
-                host, port or 143, security=Security.PLAIN, timeout=timeout, connector=connector
-            )
+            return await connect(port or 143, security=Security.PLAIN)
         raise
