@@ -13,10 +13,10 @@ import os
 import pwd
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -49,6 +49,9 @@ from fetchd.source import MailSource
 from fetchd.state import AccountLock, AccountState, UIDStore
 from fetchd.supervisor import AccountStatus
 from fetchd.tls import TLSSettings
+
+if TYPE_CHECKING:  # the IMAP modules (and aioimaplib) are imported when an account needs them
+    from fetchd.imap.source import IMAPSource
 
 log = structlog.get_logger("fetchd")
 
@@ -203,22 +206,8 @@ async def _idle_until_mail(config: Config, server: Server, user: User) -> None:
 async def _idle_once(
     server: Server, user: User, label: str, password: str, plugin: PluginLinks | None
 ) -> None:
-    from fetchd.imap.connect import open_imap
-
-    source = await open_imap(
-        host=server.host,
-        port=server.port,
-        user=user.remote,
-        password=password,
-        label=label,
-        tls=_tls(user),
-        timeout=float(server.timeout),
-        auth=server.auth,
-        folder=(user.mailboxes or ("INBOX",))[0],
-        fetchall=user.fetchall,
-        recorded=None,
-        connector=_plugin_connector(plugin, server, user, "IMAP"),
-    )
+    folder = (user.mailboxes or ("INBOX",))[0]
+    source = await _open_imap(server, user, password, label, folder, plugin)
     try:
         log.info("idle.start", text=f"{label}: waiting for new mail (IDLE)")
         while not await source.client.idle(IDLE_RENEW):
@@ -521,6 +510,35 @@ def _plugin_connector(
     return lambda: plugin.connect(server.host, server.service or default)
 
 
+async def _open_imap(
+    server: Server,
+    user: User,
+    password: str,
+    label: str,
+    folder: str,
+    plugin: PluginLinks | None,
+    *,
+    recorded: Callable[[], Collection[str]] | None = None,
+) -> IMAPSource:
+    from fetchd.imap.connect import open_imap
+
+    return await open_imap(
+        host=server.host,
+        port=server.port,
+        user=user.remote,
+        password=password,
+        label=label,
+        tls=_tls(user),
+        timeout=float(server.timeout),
+        auth=server.auth,
+        folder=folder,
+        fetchall=user.fetchall,
+        recorded=recorded,
+        size_chunk=user.fetchsizelimit,
+        connector=_plugin_connector(plugin, server, user, "IMAP"),
+    )
+
+
 def _source_opener(
     server: Server,
     user: User,
@@ -551,22 +569,8 @@ def _source_opener(
         )
 
     async def open_imap_source() -> MailSource:
-        from fetchd.imap.connect import open_imap
-
-        source = await open_imap(
-            host=server.host,
-            port=server.port,
-            user=user.remote,
-            password=password,
-            label=label,
-            tls=_tls(user),
-            timeout=float(server.timeout),
-            auth=server.auth,
-            folder=folder,
-            fetchall=user.fetchall,
-            recorded=state.delivered,
-            size_chunk=user.fetchsizelimit,
-            connector=_plugin_connector(plugin, server, user, "IMAP"),
+        source = await _open_imap(
+            server, user, password, label, folder, plugin, recorded=state.delivered
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
             log.warning(
