@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fetchd.delivery import smtp as smtp_module
@@ -218,3 +219,39 @@ async def test_whole_command_logs_in_and_says_nothing_of_the_password(tmp_path: 
     assert "SMTP> AUTH PLAIN *" in text
     plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
     assert PASSWORD not in text and plain not in text
+
+
+async def test_lmtp_logs_in_after_lhlo_on_a_unix_socket(tmp_path: Path) -> None:
+    """LHLO lists AUTH as EHLO does; a Unix socket stays on this machine, so PLAIN is fine."""
+    mta = AuthMTA()
+    path = str(tmp_path / "lmtp.sock")
+    server = await asyncio.get_running_loop().create_unix_server(
+        lambda: LMTP(
+            mta,
+            decode_data=False,
+            authenticator=mta.authenticator,
+            auth_require_tls=False,
+            auth_exclude_mechanism=["CRAM-MD5"],
+        ),
+        path,
+    )
+    deliverer = SMTPDeliverer(
+        SMTPSettings(
+            smtphunt=(path,),
+            recipients=("joe",),
+            lmtp=True,
+            helo_name="fetchd.test",
+            timeout=5.0,
+            trace=Trace(invisible=True),
+            esmtp_name=USER,
+            esmtp_password=PASSWORD,
+        )
+    )
+    try:
+        outcome = await deliverer.deliver(MESSAGE)
+    finally:
+        await deliverer.aclose()
+        server.close()
+        await server.wait_closed()
+    assert outcome.delivered, outcome.reason
+    assert mta.attempts == ["PLAIN"] and mta.logins == [USER]
