@@ -139,11 +139,21 @@ class Trace:
         origin = f"{self.server} [{self.server_ip}]" if self.server_ip else self.server
         mode = "multi-drop" if multidrop else "single-drop"
         polling = f" {self.polling}" if self.polling else ""
+        # Names from the rc file (a folder, a label) can hold any character through its escapes:
+        # none may end the line and start a header of its own.
         return (
-            f"Received: from {origin}\r\n"
-            f"\tby {by} with {self.protocol} (fetchd-{__version__}{polling})\r\n"
-            f"\tfor <{recipient}> ({mode}); {when}\r\n"
+            f"Received: from {_one_line(origin)}\r\n"
+            f"\tby {_one_line(by)} with {self.protocol} (fetchd-{__version__}"
+            f"{_one_line(polling)})\r\n"
+            f"\tfor <{_one_line(recipient)}> ({mode}); {when}\r\n"
         ).encode("utf-8", "replace")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    return _CONTROL.sub("_", text)
 
 
 def tracepolls_note(pollname: str, account: str, folder: str | None) -> str:

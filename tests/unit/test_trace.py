@@ -68,3 +68,12 @@ def test_this_host_is_fetchmails_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "box.example.org")
     assert this_host() == "box.example.org"
     this_host.cache_clear()
+
+
+def test_no_name_can_start_a_header_of_its_own() -> None:
+    """A folder or label from the rc file may hold CR and LF through its escapes."""
+    trace = Trace(server="pop\r\nX-Evil: 1", polling=tracepolls_note("p", "u", "F\r\nBcc: x"))
+    text = trace.received(by="vm", recipient="joe\n", multidrop=False, now=WHEN)
+    lines = text.split(b"\r\n")
+    assert len(lines) == 4 and lines[3] == b""  # three lines, each ended once
+    assert b"pop__X-Evil: 1" in lines[0] and b"folder F__Bcc: x)" in lines[1]
