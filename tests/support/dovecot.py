@@ -195,12 +195,19 @@ service stats {{
             os.chown(target, self.uid, self.gid)
 
     def messages(self, folder: str = "INBOX") -> list[bytes]:
-        """What the folder holds now, oldest first, with CRLF line endings."""
+        """What the folder holds now, oldest first, with CRLF line endings. A client may be
+        expunging meanwhile: a file gone between listing and reading was no longer there."""
         base = self.maildir if folder == "INBOX" else self.maildir / f".{folder}"
         files = sorted(
             (*base.joinpath("new").iterdir(), *base.joinpath("cur").iterdir()), key=lambda p: p.name
         )
-        return [f.read_bytes().replace(b"\n", b"\r\n") for f in files]
+        held = []
+        for file in files:
+            try:
+                held.append(file.read_bytes().replace(b"\n", b"\r\n"))
+            except FileNotFoundError:
+                continue
+        return held
 
     def create_folder(self, name: str) -> None:
         folder = self.maildir / f".{name}"
