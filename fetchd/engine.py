@@ -11,10 +11,10 @@ import asyncio
 import getpass
 import os
 import pwd
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import (
     AuthError,
     ConfigError,
+    DNSError,
     ExitCode,
     FetchdError,
     SocketError,
@@ -61,8 +62,6 @@ log = structlog.get_logger("fetchd")
 # `properties` (fetchmail ignores it too; it is for other programs reading the rc file).
 IGNORED_KEYWORDS = frozenset(
     {
-        "dns",
-        "checkalias",
         "interface",
         "monitor",
         "principal",
@@ -363,8 +362,10 @@ async def _poll_folder(
     plugout = PluginLinks(server.plugout, "plugout") if server.plugout else None
     open_source = _source_opener(server, user, password, protocol, folder, state, plugin)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
+    truename, trueaddr = await _true_name(server)
     trace = Trace(
-        server=server.host,
+        server=truename,
+        server_ip=trueaddr,
         protocol=protocol_name,
         invisible=globals_.invisible,
         polling=tracepolls_note(
@@ -423,7 +424,7 @@ async def _poll_folder(
                 lmtp=user.lmtp,
                 pass8bits=user.pass8bits,
                 trace=trace,
-                helo_name=server.host if globals_.invisible else None,  # as fetchmail
+                helo_name=truename if globals_.invisible else None,  # as fetchmail
                 esmtp_name=server.esmtpname or _calling_user(),
                 esmtp_password=server.esmtppassword,
                 multidrop=user.multidrop,
@@ -446,22 +447,15 @@ async def _poll_folder(
     routed = RoutingDeliverer(
         deliverer,
         account=f"{user.remote}@{server.pollname}",
-        rules=_multidrop_rules(globals_, server, user),
+        rules=_multidrop_rules(globals_, server, user, truename),
         dropstatus=user.dropstatus,
         dropdelivered=user.dropdelivered,
-        rewrite_host=server.host if user.rewrite else None,
+        rewrite_host=truename if user.rewrite else None,
         accept_bad_header=server.badheader,
     )
 
-    async def open_source_naming_its_address() -> MailSource:
-        # The Received line names the address connected to, known only now (as fetchmail).
-        source = await open_source()
-        traced = replace(trace, server_ip=source.peer_address)
-        deliverer.settings = replace(deliverer.settings, trace=traced)
-        return source
-
     try:
-        return await poll_account(open_source_naming_its_address, routed, state, settings)
+        return await poll_account(open_source, routed, state, settings)
     finally:
         try:
             await routed.aclose()
@@ -469,6 +463,28 @@ async def _poll_folder(
             for links in (plugin, plugout):
                 if links is not None:
                     await links.aclose()
+
+
+async def _true_name(server: Server) -> tuple[str, str | None]:
+    """fetchmail's true name and address of the server, for the Received line, rewriting and
+    multidrop: with ``dns`` (the default) its canonical name and first address as the resolver
+    gives them; with ``no dns``, the name from the rc file and no address."""
+    if not server.dns:
+        return server.host, None
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            server.host,
+            None,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_CANONNAME | socket.AI_ADDRCONFIG,
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise DNSError(
+            f"couldn't find canonical DNS name of {server.pollname} ({server.host}): {reason}"
+        ) from None
+    _family, _type, _proto, canonical, address = found[0]
+    return canonical or server.host, str(address[0])
 
 
 def _calling_user() -> str:
@@ -483,10 +499,12 @@ def _local(name: LocalName) -> str:
     return name[1] if isinstance(name, tuple) else name
 
 
-def _multidrop_rules(globals_: RCGlobals, server: Server, user: User) -> MultidropRules | None:
+def _multidrop_rules(
+    globals_: RCGlobals, server: Server, user: User, truename: str
+) -> MultidropRules | None:
     if not user.multidrop:
         return None
-    names = (server.pollname, *((server.via,) if server.via else ()), *server.aka)
+    names = (server.pollname, *((server.via,) if server.via else ()), truename, *server.aka)
     return MultidropRules(
         server_names=names,
         localnames=user.localnames,

@@ -26,12 +26,6 @@ class MailSource(Protocol):
 
     label: str  # "user@server" or "user@server/folder", for progress lines and errors
 
-    @property
-    def peer_address(self) -> str | None:
-        """The server's IP address as connected to (fetchmail names it in its Received line);
-        None when not known."""
-        ...
-
     async def list_messages(self) -> Sequence[MessageInfo]:
         """Every message in the mailbox, in server order."""
         ...

@@ -227,13 +227,6 @@ class IMAPClient:
         self._tagged: Tagged | None = None  # the tagged reply of the command in progress
         self._pending_tag = ""
 
-    @property
-    def peer_address(self) -> str | None:
-        """The server's IP address, as connected to (for the Received line)."""
-        transport = self._protocol.transport
-        peername = transport.get_extra_info("peername") if transport is not None else None
-        return peername[0] if isinstance(peername, tuple) and peername else None
-
     # --- connecting ---------------------------------------------------------------------------
 
     @classmethod

@@ -73,10 +73,6 @@ class IMAPSource:
         self._recorded = recorded
         self._deleted: set[int] = set()
 
-    @property
-    def peer_address(self) -> str | None:
-        return self.client.peer_address
-
     @classmethod
     async def open(
         cls,

@@ -79,12 +79,6 @@ class POP3Client:
         self._reader = reader
         self._writer = writer
 
-    @property
-    def peer_address(self) -> str | None:
-        """The server's IP address, as connected to (for the Received line)."""
-        peername = self._writer.get_extra_info("peername")
-        return peername[0] if isinstance(peername, tuple) and peername else None
-
     # --- connecting -----------------------------------------------------------------------
 
     @classmethod

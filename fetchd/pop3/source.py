@@ -40,10 +40,6 @@ class POP3Source:
         self.client = client
         self.label = label
 
-    @property
-    def peer_address(self) -> str | None:
-        return self.client.peer_address
-
     async def list_messages(self) -> Sequence[MessageInfo]:
         sizes = await self.client.list_sizes()
         uids = await self.client.uidl()

@@ -213,6 +213,10 @@ CASES = [
     Case("smtphost-by-address", PLAIN, smtphost="127.0.0.1"),
     # The poll label and account in the Received line.
     Case("tracepolls", PLAIN, server_options="tracepolls"),
+    # The server's true name: the resolver's canonical name and address, or with `no dns` the
+    # name from the rc file and no address.
+    Case("no-dns", PLAIN, server_options="no dns"),
+    Case("no-dns-via-name", NO_DOMAIN, server_options="no dns", via="localhost"),
     Case("bad-header-accept", BAD_HEADER, server_options="bad-header accept"),
 ]
 
@@ -326,6 +330,8 @@ async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
     assert ours == theirs
     if "tracepolls" in case.server_options:  # the words are there, not missing from both
         assert "(TOOL polling pop.test account demo)" in theirs.trace[1]
+    # The address is there with `dns`, and not without: the cases test both.
+    assert ("[" in theirs.trace[0]) == ("no dns" not in case.server_options), theirs.trace
 
 
 async def test_a_bad_header_is_refused_by_both(oracle_home: Path, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,35 @@ def test_no_name_can_start_a_header_of_its_own() -> None:
     lines = text.split(b"\r\n")
     assert len(lines) == 4 and lines[3] == b""  # three lines, each ended once
     assert b"pop__X-Evil: 1" in lines[0] and b"folder F__Bcc: x)" in lines[1]
+
+
+async def test_true_name_is_the_resolvers_canonical_name_and_first_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fetchmail's truename/trueaddr with `dns`; the rc file's name and no address without."""
+    import asyncio
+
+    from fetchd.config.model import Server
+    from fetchd.engine import _true_name
+    from fetchd.errors import DNSError
+
+    server = Server(pollname="pop.example.org")
+
+    async def resolve(host: str, port: object, **kwargs: object) -> list[tuple[Any, ...]]:
+        assert host == "pop.example.org"
+        return [(socket.AF_INET, 1, 6, "mail.example.net", ("192.0.2.7", 0))]
+
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+    assert await _true_name(server) == ("mail.example.net", "192.0.2.7")
+    assert await _true_name(Server(pollname="pop.example.org", dns=False)) == (
+        "pop.example.org",
+        None,
+    )
+
+    async def fail(host: str, port: object, **kwargs: object) -> list[tuple[Any, ...]]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(loop, "getaddrinfo", fail)
+    with pytest.raises(DNSError, match=r"canonical DNS name of pop.example.org \(pop.example"):
+        await _true_name(server)
