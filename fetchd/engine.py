@@ -67,7 +67,6 @@ IGNORED_KEYWORDS = frozenset(
         "principal",
         "mimedecode",
         "fetchdomains",
-        "retrieve-error",
         "showdots",
     }
 )

@@ -124,7 +124,6 @@ KEYWORDS: dict[str, str] = {
         "showdots",
         "no",
         "bad-header",
-        "retrieve-error",
     ]
 }
 KEYWORDS.update(

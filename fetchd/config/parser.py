@@ -45,7 +45,6 @@ SERVER_OPTIONS: dict[str, tuple[str, str]] = {
     "uidl": ("uidl", "flag"),
     "tracepolls": ("tracepolls", "flag"),
     "bad-header": ("badheader", "badheader"),
-    "retrieve-error": ("retrieveerror", "retrieveerror"),
 }
 SERVER_NEGATABLE = frozenset({"dns", "checkalias", "uidl", "tracepolls", "envelope"})
 
@@ -385,11 +384,6 @@ class _Parser:
             if word.value not in ("accept", "reject"):
                 raise self.error("accept or reject", word)
             options["badheader"] = word.value == "accept"
-        elif kind == "retrieveerror":
-            word = self.expect(Kind.STRING, "abort, continue or markseen")
-            if word.value not in ("abort", "continue", "markseen"):
-                raise self.error("abort, continue or markseen", word)
-            options["retrieveerror"] = word.value
         return True
 
     def user_description(self, user: _RawUser) -> None:
