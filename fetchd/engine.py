@@ -39,6 +39,7 @@ from fetchd.errors import (
     SocketError,
 )
 from fetchd.hooks import run_hook
+from fetchd.interface import note_activity, skip_reason
 from fetchd.multidrop import MultidropRules
 from fetchd.options import Options, version_line
 from fetchd.outcome import combine_exit_codes
@@ -62,8 +63,6 @@ log = structlog.get_logger("fetchd")
 # `properties` (fetchmail ignores it too; it is for other programs reading the rc file).
 IGNORED_KEYWORDS = frozenset(
     {
-        "interface",
-        "monitor",
         "principal",
         "mimedecode",
         "fetchdomains",
@@ -249,28 +248,36 @@ async def _poll_user(
         folders = user.mailboxes or ("INBOX",)
         if protocol == "POP3":
             folders = ("INBOX",)
-        lock = AccountLock.for_account(server.pollname, user.remote)
-        stage = "locking"
-        with lock:
-            if user.preconnect:
-                stage = "preconnect"
-                await run_hook("preconnect", user.preconnect, label, server.timeout)
-            stage = "password"
-            password = await _password(config, server, user)
-            delivered = 0
-            for folder in folders:
-                stage = f"polling {folder}" if protocol == "IMAP" else "polling"
-                result = await _poll_folder(
-                    config.globals, server, user, password, protocol, folder, options, store
-                )
-                delivered += result.delivered
-                messages += result.delivered
-                octets += result.octets
-                if options.check and result.on_server - result.seen > 0:
-                    delivered += 1
-            if user.postconnect:
-                stage = "postconnect"
-                await run_hook("postconnect", user.postconnect, label, server.timeout)
+        stage = "interface"
+        skipped = skip_reason(server.pollname, server.interface, server.monitor)
+        delivered = 0
+        if skipped is not None:  # fetchmail's interface/monitor: not now, and not an error
+            log.info("poll.skipped", text=skipped)
+        else:
+            try:
+                lock = AccountLock.for_account(server.pollname, user.remote)
+                stage = "locking"
+                with lock:
+                    if user.preconnect:
+                        stage = "preconnect"
+                        await run_hook("preconnect", user.preconnect, label, server.timeout)
+                    stage = "password"
+                    password = await _password(config, server, user)
+                    for folder in folders:
+                        stage = f"polling {folder}" if protocol == "IMAP" else "polling"
+                        result = await _poll_folder(
+                            config.globals, server, user, password, protocol, folder, options, store
+                        )
+                        delivered += result.delivered
+                        messages += result.delivered
+                        octets += result.octets
+                        if options.check and result.on_server - result.seen > 0:
+                            delivered += 1
+                    if user.postconnect:
+                        stage = "postconnect"
+                        await run_hook("postconnect", user.postconnect, label, server.timeout)
+            finally:
+                note_activity(server.monitor)  # our own traffic is not the link's activity
         code, error = int(ExitCode.MAIL if delivered else ExitCode.NOMAIL), None
     except FetchdError as exc:
         code, error = int(exc.exit_code), f"{stage}: {exc}"

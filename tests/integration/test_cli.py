@@ -229,7 +229,7 @@ async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: in
 
 async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World) -> None:
     rc = world.rcfile(
-        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface eth0/10.0.0.1 uidl\n"
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} principal imap/host uidl\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
         f"  mimedecode\n"
         f'  mimedecode properties "for another program"\n'
@@ -237,7 +237,7 @@ async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World)
     code, _out, err = await world.fetchd("-f", str(rc))
     assert code == 0, err
     assert err.count(f"fetchd: {rc}:3: 'mimedecode' is read but not acted on yet by fetchd") == 1
-    assert f"fetchd: {rc}:1: 'interface' is read but not acted on yet" in err
+    assert f"fetchd: {rc}:1: 'principal' is read but not acted on yet" in err
     assert err.count("is read but not acted on") == 2  # uidl and properties: nothing to do
     assert len(world.sink.received) == 10
 
@@ -347,3 +347,21 @@ async def test_multidrop_routes_each_message_to_its_local_users(world: World) ->
     )
     assert b"(multi-drop)" in world.sink.received[1]
     assert world.pop.messages == []  # the duplicate left the server too
+
+
+async def test_interface_decides_whether_to_poll(world: World) -> None:
+    """fetchmail's `interface`: the loopback interface has 127.0.0.1, not 10.0.0.1."""
+    line = f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+    excluded = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface lo/10.0.0.1\n" + line
+    )
+    code, out, err = await world.fetchd("-f", str(excluded))
+    assert code == 1, err  # fetchmail's "no mail": skipped, not failed
+    assert "skipping poll of 127.0.0.1, lo/10.0.0.1 IP address excluded" in out + err
+    assert world.sink.received == []
+    admitted = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface lo/127.0.0.0/255.0.0.0\n" + line
+    )
+    code, out, err = await world.fetchd("-f", str(admitted))
+    assert code == 0, err
+    assert len(world.sink.received) == 10
