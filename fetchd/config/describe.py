@@ -108,6 +108,10 @@ def _account(s: Server, u: User) -> list[str]:
         out.append(f'  Server connection will be brought up with "{u.preconnect}".')
     if u.postconnect:
         out.append(f'  Server connection will be taken down with "{u.postconnect}".')
+    if s.interface:
+        out.append(f"  Connection must be through interface {s.interface}.")
+    if s.monitor:
+        out.append(f"  Polling loop will monitor {s.monitor}.")
     if s.plugin:
         out.append(
             f"  Server connections will be made via plugin {s.plugin} (--plugin {s.plugin})."

@@ -98,6 +98,8 @@ def test_the_corpus_is_large_enough() -> None:
 
 # Sentences of fetchmail's -V that fetchd writes word for word.
 SAME_SENTENCES = (
+    "Connection must be through interface",
+    "Polling loop will monitor",
     "Server connections will be made via plugin",
     "Listener connections will be made via plugout",
     "Poll trace information",
@@ -105,12 +107,13 @@ SAME_SENTENCES = (
 )
 
 
-def test_verbose_describes_plugins_tracepolls_and_bad_headers_as_fetchmail(home: Path) -> None:
+def test_verbose_describes_links_tracepolls_and_bad_headers_as_fetchmail(home: Path) -> None:
     user = oracle_user()
     source = home / "v.rc"
     source.write_text(
         'poll a.example proto pop3 tracepolls bad-header accept plugin "ssh -W %h:%p gw"\n'
-        '  plugout "nc %h %p" user joe pass secret\n'
+        '  plugout "nc %h %p" interface ppp0/10.0.0.1/255.255.255.0 monitor ppp0\n'
+        "  user joe pass secret\n"
         "poll b.example proto imap user ann pass secret\n"
     )
     rcfile = _place(source, home, user)
@@ -121,5 +124,5 @@ def test_verbose_describes_plugins_tracepolls_and_bad_headers_as_fetchmail(home:
     def chosen(text: str) -> list[str]:
         return [line for line in text.splitlines() if line.strip().startswith(SAME_SENTENCES)]
 
-    assert len(chosen(theirs.stdout)) == 4  # all for the first server, none for the second
+    assert len(chosen(theirs.stdout)) == 6  # all for the first server, none for the second
     assert chosen(ours) == chosen(theirs.stdout)
