@@ -69,9 +69,8 @@ class SMTPSettings:
     lmtp: bool = False  # RFC 2033: LHLO, and one reply per accepted recipient after the dot
     esmtp_name: str = ""  # ESMTP AUTH (esmtpname, esmtppassword): with a password only
     esmtp_password: str | None = field(default=None, repr=False)
-    trace: Trace = field(
-        default_factory=Trace
-    )  # the Received line; its server also qualifies the sender
+    # The Received line; its server (fetchmail's true name) also qualifies a bare sender.
+    trace: Trace = field(default_factory=Trace)
     multidrop: bool = False
 
     def rcpt_addresses(
