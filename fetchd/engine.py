@@ -330,10 +330,13 @@ async def _password(config: Config, server: Server, user: User) -> str:
     return _asked_passwords[key]
 
 
-def _tls(user: User) -> TLSSettings:
+def _tls(user: User, server: Server) -> TLSSettings:
+    # `auth ssh` through a plugin: the command (ssh) started the server already logged in and
+    # carries the session; no password is sent, and TLS is the rc file's choice, not required.
+    tunnel = server.plugin is not None and server.auth == "ssh"
     return TLSSettings(
         ssl=user.ssl,
-        sslproto=user.sslproto,
+        sslproto="" if tunnel and user.sslproto is None and not user.ssl else user.sslproto,
         sslcertck=user.sslcertck,
         sslcertfile=user.sslcertfile,
         sslcertpath=user.sslcertpath,
@@ -552,7 +555,7 @@ async def _open_imap(
         user=user.remote,
         password=password,
         label=label,
-        tls=_tls(user),
+        tls=_tls(user, server),
         timeout=float(server.timeout),
         auth=server.auth,
         folder=folder,
@@ -584,7 +587,7 @@ def _source_opener(
                 user=user.remote,
                 password=password,
                 label=label,
-                tls=_tls(user),
+                tls=_tls(user, server),
                 timeout=float(server.timeout),
                 auth=server.auth,
                 apop=server.protocol == "APOP",

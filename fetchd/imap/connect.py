@@ -44,6 +44,11 @@ async def open_imap(
             elif auth in ("cram-md5", "xoauth2", "oauthbearer"):
                 mechanism = sasl.mechanism(auth, user, password)
                 await client.authenticate(mechanism, sends_secret=auth != "cram-md5")
+            elif auth == "ssh":
+                raise AuthError(
+                    "auth ssh: the server did not greet with PREAUTH, so the session is not "
+                    "logged in, and with auth ssh fetchd sends no password"
+                )
             else:
                 raise AuthError(f"authentication {auth!r} is not supported by fetchd for IMAP")
         return await IMAPSource.open(

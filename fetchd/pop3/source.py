@@ -77,6 +77,8 @@ async def open_pop3(account: POP3Account, connector: Connector | None = None) ->
         account.host, account.port, tls=account.tls, timeout=account.timeout, connector=connector
     )
     try:
+        if account.auth == "ssh":  # fetchmail's: the tunnel that started the server logged in
+            return POP3Source(client, account.label)
         await client.login(
             account.user,
             account.password,

@@ -4,6 +4,8 @@ real Dovecot and a real SMTP server, TLS included, as fetchmail runs them."""
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -95,3 +97,48 @@ async def test_a_plugin_that_outlives_its_connection_is_killed(
     processes = list(links._processes)
     await asyncio.wait_for(links.aclose(), 10)
     assert [p.returncode for p in processes] == [-9]
+
+
+async def test_auth_ssh_through_a_plugin_that_starts_imap_preauthenticated(
+    dovecot: Dovecot, tmp_path: Path
+) -> None:
+    """The classic `plugin "ssh host /usr/lib/dovecot/imap"` with `auth ssh`: Dovecot's imap runs
+    as the mailbox's owner and greets with PREAUTH; no password is sent and no TLS is asked for."""
+    for i in range(3):
+        dovecot.deliver(message(i))
+    imap = f"env USER={dovecot.user} /usr/lib/dovecot/imap -c {dovecot.root / 'dovecot.conf'}"
+    if os.geteuid() == 0:  # as ssh would: the mail's owner, not us
+        imap = f"runuser -u {pwd.getpwuid(dovecot.uid).pw_name} -- {imap}"
+    async with running_mta() as sink:
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(
+            f'poll mail.example.org proto imap no dns auth ssh plugin "{imap}"\n'
+            f"  user {dovecot.user} is joe here smtphost 127.0.0.1/{sink.port}\n"
+        )
+        rc.chmod(0o600)
+        code, out = await fetchd(tmp_path, rc)  # the rc file gives no password at all
+        assert code == 0, out
+        assert sorted(sink.bodies()) == sorted(message(i) for i in range(3))
+    assert dovecot.messages() == []
+
+
+async def test_auth_ssh_without_preauth_is_a_clear_error(tmp_path: Path) -> None:
+    """A plugin that reaches a server wanting a login: auth ssh sends no password, and says so."""
+    from tests.fakes.imapserver import FakeIMAPServer
+
+    server = FakeIMAPServer()
+    await server.start()
+    try:
+        async with running_mta() as sink:
+            rc = tmp_path / "fetchmailrc"
+            rc.write_text(
+                f'poll mail.example.org proto imap no dns auth ssh plugin "{RELAY} 127.0.0.1 %p"\n'
+                f"  port {server.port} user u is joe here smtphost 127.0.0.1/{sink.port}\n"
+            )
+            rc.chmod(0o600)
+            code, out = await fetchd(tmp_path, rc, env={"RELAY_LOG": str(tmp_path / "log")})
+            assert code == 3, out  # fetchmail's authentication failure
+            assert "auth ssh: the server did not greet with PREAUTH" in out
+            assert sink.received == []
+    finally:
+        await server.stop()
