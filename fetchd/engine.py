@@ -480,13 +480,21 @@ async def _true_name(server: Server) -> tuple[str, str | None]:
     gives them; with ``no dns``, the name from the rc file and no address."""
     if not server.dns:
         return server.host, None
+    loop = asyncio.get_running_loop()
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(
-            server.host,
-            None,
-            type=socket.SOCK_STREAM,
-            flags=socket.AI_CANONNAME | socket.AI_ADDRCONFIG,
-        )
+        try:
+            found = await loop.getaddrinfo(
+                server.host,
+                None,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_CANONNAME | socket.AI_ADDRCONFIG,
+            )
+        except socket.gaierror:
+            # fetchmail asks with AI_ADDRCONFIG only; on a machine whose only address is
+            # loopback that finds nothing for "localhost", which is still reachable.
+            found = await loop.getaddrinfo(
+                server.host, None, type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME
+            )
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise DNSError(

@@ -110,3 +110,21 @@ async def test_true_name_is_the_resolvers_canonical_name_and_first_address(
     monkeypatch.setattr(loop, "getaddrinfo", fail)
     with pytest.raises(DNSError, match=r"canonical DNS name of pop.example.org \(pop.example"):
         await _true_name(server)
+
+
+async def test_true_name_without_addrconfig_when_only_loopback_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AI_ADDRCONFIG finds nothing for "localhost" on a machine with only a loopback address."""
+    import asyncio
+
+    from fetchd.config.model import Server
+    from fetchd.engine import _true_name
+
+    async def resolve(host: str, port: object, **kwargs: Any) -> list[tuple[Any, ...]]:
+        if kwargs["flags"] & socket.AI_ADDRCONFIG:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, 1, 6, "localhost", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
+    assert await _true_name(Server(pollname="localhost")) == ("localhost", "127.0.0.1")
