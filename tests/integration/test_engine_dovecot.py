@@ -10,35 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot
 from tests.support.mta import Sink, SlowSink, running_mta
 
 pytestmark = pytest.mark.dovecot
-
-
-async def fetchd(
-    home: Path, rc: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[int, str]:
-    environment = {
-        "HOME": str(home),
-        "XDG_STATE_HOME": str(home / "state"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        **(env or {}),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fetchd",
-        "-f",
-        str(rc),
-        *args,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 def daemon_environment(home: Path) -> dict[str, str]:
@@ -81,14 +57,14 @@ async def test_poll_over_starttls(dovecot: Dovecot, tmp_path: Path, protocol: st
         dovecot.deliver(item)
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, protocol)
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted(messages)
         assert dovecot.messages() == []
         # The Received line names the server and the address connected to, as fetchmail's does.
         received = f"Received: from {dovecot.host} [127.0.0.1]\r\n".encode()
         assert all(m.startswith(received) for m in sink.received), sink.received[0][:80]
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 1, out
         assert len(sink.received) == 12
 
@@ -100,14 +76,14 @@ async def test_imap_keep_and_folders(dovecot: Dovecot, tmp_path: Path) -> None:
     dovecot.deliver(message(3), seen=True)  # already read: IMAP polls only unseen mail
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "imap", "keep folder INBOX Lists", "tracepolls")
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted([message(1), message(2)])
         # tracepolls: each message's Received line says which account and folder it came from.
         polled = {m.split(b"\r\n")[1].split(b" polling ")[1] for m in sink.received}
         account = f"{dovecot.host} account {dovecot.user}"
         assert polled == {f"{account} folder {f})".encode() for f in ("INBOX", "Lists")}
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 1, out  # nothing new: recorded UIDs are not fetched again
         assert len(dovecot.messages()) == 2 and len(dovecot.messages("Lists")) == 1
 
@@ -127,7 +103,7 @@ async def test_fetchids_import_skips_what_fetchmail_kept(dovecot: Dovecot, tmp_p
     ids.write_text("".join(f"{dovecot.user}@{dovecot.host} {uid}\n" for uid in uids[:2]))
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "pop3", "keep")
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted([message(2), message(3)])
 
@@ -144,10 +120,10 @@ async def test_kill_9_during_a_300_message_poll(
         dovecot.deliver(item)
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "pop3")
-        code, out = await fetchd(tmp_path, rc, env={"FETCHD_FAILPOINTS": failpoint})
+        code, out = await run_fetchd(tmp_path, rc, env={"FETCHD_FAILPOINTS": failpoint})
         assert code == -9, out
         assert len(dovecot.messages()) == 300  # no QUIT: Dovecot rolled every DELE back
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code in (0, 1), out
         delivered = sink.bodies()
         assert sorted(set(delivered)) == sorted(messages)  # none lost
@@ -163,7 +139,7 @@ async def test_imap_keep_marks_delivered_mail_seen(dovecot: Dovecot, tmp_path: P
         dovecot.deliver(message(i))
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "imap", "keep")
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 0, out
     client = imaplib.IMAP4(dovecot.host, dovecot.imap_port)
     client.login(dovecot.user, dovecot.password)
@@ -291,7 +267,7 @@ async def test_stopping_the_daemon_mid_poll_loses_nothing(
         on_server = {m.split(b"\r\n")[0].decode() for m in dovecot.messages()}
         assert {f"Subject: m{i}" for i in range(total)} <= on_server | set(sink.subjects())
         rc.write_text(one_shot)
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code in (0, 1), out
     subjects = sink.subjects()
     assert set(subjects) == {f"Subject: m{i}" for i in range(total)}
@@ -351,12 +327,12 @@ async def test_a_bad_header_stays_on_the_server_until_accepted(
     dovecot.deliver(broken)
     dovecot.deliver(message(1))
     async with running_mta() as sink:
-        code, out = await fetchd(tmp_path, rcfile(tmp_path, dovecot, sink, protocol))
+        code, out = await run_fetchd(tmp_path, rcfile(tmp_path, dovecot, sink, protocol))
         assert code == 0, out
         assert sink.bodies() == [message(1)]
         assert "header line 2 is not a header field ('bad-header accept'" in out, out
         assert dovecot.messages() == [broken]
         accepting = rcfile(tmp_path, dovecot, sink, protocol, server="bad-header accept")
-        code, out = await fetchd(tmp_path, accepting)
+        code, out = await run_fetchd(tmp_path, accepting)
         assert code == 0, out
         assert sink.bodies() == [message(1), broken] and dovecot.messages() == []

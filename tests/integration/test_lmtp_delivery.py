@@ -161,10 +161,8 @@ async def test_fetchd_delivers_over_lmtp_end_to_end(
 ) -> None:
     """`lmtp smtphost /path/to/socket` in an rc file: every message is delivered over LMTP
     (with fetchd's Received header) and leaves the server."""
-    import os
-    import sys
-
     from fetchd.demo.pop3server import DemoPOP3Server
+    from tests.support.command import run_fetchd
 
     handler, path = lmtp_socket
     messages = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(3)]
@@ -177,14 +175,8 @@ async def test_fetchd_delivers_over_lmtp_end_to_end(
             f' lmtp smtphost "{path}"\n'
         )
         rc.chmod(0o600)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fetchd", "-f", str(rc),
-            env={"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
-                 "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        out, _ = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, out.decode()
+        code, out = await run_fetchd(tmp_path, rc, timeout=60)
+        assert code == 0, out
     finally:
         await pop.stop()
     assert [rcpts for rcpts, _ in handler.received] == [["joe@localhost"]] * 3

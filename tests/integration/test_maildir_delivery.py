@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import stat
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from fetchd.delivery.headers import Trace
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.demo.pop3server import DemoPOP3Server
+from tests.support.command import run_fetchd
 
 MESSAGE = b"Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nhello\r\n.dotted\r\n"
 
@@ -108,23 +107,13 @@ async def test_a_poll_into_a_full_maildir_keeps_what_did_not_fit(small_disk: Pat
             f' here mda "maildir:{box}"\n'
         )
         rc.chmod(0o600)
-        env = {"HOME": str(home), "XDG_STATE_HOME": str(home / "state"), "PATH": "/usr/bin:/bin"}
 
-        async def poll() -> tuple[int, str]:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "fetchd", "-f", str(rc), env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-            out, _ = await asyncio.wait_for(process.communicate(), 60)
-            assert process.returncode is not None
-            return process.returncode, out.decode()
-
-        code, out = await poll()
+        code, out = await run_fetchd(home, rc, timeout=60)
         assert "disk full" in out, out
         assert len(files(box, "new")) == 3 and files(box, "tmp") == []
         assert pop.messages == [big]  # only what was delivered left the server
         filler.unlink()  # room again
-        code, out = await poll()
+        code, out = await run_fetchd(home, rc, timeout=60)
         assert code == 0, out
         arrived = [p.read_bytes() for p in files(box, "new")]
         assert len(arrived) == 4 and sum(m.endswith(b"y" * 76 + b"\n") for m in arrived) == 1

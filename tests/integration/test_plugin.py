@@ -14,7 +14,8 @@ import pytest
 from fetchd import plugin as plugin_module
 from fetchd.errors import ConfigError
 from fetchd.plugin import PluginLinks, plugin_argv
-from tests.integration.test_engine_dovecot import fetchd, message, rcfile
+from tests.integration.test_engine_dovecot import message, rcfile
+from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot
 from tests.support.mta import running_mta
 
@@ -43,7 +44,7 @@ async def test_polls_through_a_plugin_with_starttls_over_it(
     log = tmp_path / "relay.log"
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, protocol, server=f'plugin "{RELAY} %h %p"')
-        code, out = await fetchd(tmp_path, rc, env={"RELAY_LOG": str(log)})
+        code, out = await run_fetchd(tmp_path, rc, env={"RELAY_LOG": str(log)})
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted(message(i) for i in range(3))
     assert dovecot.messages() == []
@@ -58,7 +59,7 @@ async def test_delivers_through_a_plugout(dovecot: Dovecot, tmp_path: Path) -> N
     log = tmp_path / "relay.log"
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "pop3", server=f'plugout "{RELAY} %h %p"')
-        code, out = await fetchd(tmp_path, rc, env={"RELAY_LOG": str(log)})
+        code, out = await run_fetchd(tmp_path, rc, env={"RELAY_LOG": str(log)})
         assert code == 0, out
         assert sink.bodies() == [message(1)]
     [[pid, host, port]] = runs(log)
@@ -69,7 +70,7 @@ async def test_a_plugin_that_cannot_run_is_a_clear_error(dovecot: Dovecot, tmp_p
     dovecot.deliver(message(1))
     async with running_mta() as sink:
         rc = rcfile(tmp_path, dovecot, sink, "pop3", server='plugin "no-such-command %h"')
-        code, out = await fetchd(tmp_path, rc)
+        code, out = await run_fetchd(tmp_path, rc)
         assert code == 2, out  # fetchmail's PS_SOCKET
         assert "cannot run the plugin 'no-such-command': No such file or directory" in out
         assert "Traceback" not in out and sink.received == []
@@ -116,7 +117,7 @@ async def test_auth_ssh_through_a_plugin_that_starts_imap_preauthenticated(
             f"  user {dovecot.user} is joe here smtphost 127.0.0.1/{sink.port}\n"
         )
         rc.chmod(0o600)
-        code, out = await fetchd(tmp_path, rc)  # the rc file gives no password at all
+        code, out = await run_fetchd(tmp_path, rc)  # the rc file gives no password at all
         assert code == 0, out
         assert sorted(sink.bodies()) == sorted(message(i) for i in range(3))
     assert dovecot.messages() == []
@@ -136,7 +137,7 @@ async def test_auth_ssh_without_preauth_is_a_clear_error(tmp_path: Path) -> None
                 f"  port {server.port} user u is joe here smtphost 127.0.0.1/{sink.port}\n"
             )
             rc.chmod(0o600)
-            code, out = await fetchd(tmp_path, rc, env={"RELAY_LOG": str(tmp_path / "log")})
+            code, out = await run_fetchd(tmp_path, rc, env={"RELAY_LOG": str(tmp_path / "log")})
             assert code == 3, out  # fetchmail's authentication failure
             assert "auth ssh: the server did not greet with PREAUTH" in out
             assert sink.received == []

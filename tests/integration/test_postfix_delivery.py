@@ -9,13 +9,12 @@ become ordinary line breaks) and nothing delivered to the smuggled recipient.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot
 from tests.support.postfix import DOMAIN, Postfix
 
@@ -64,14 +63,8 @@ async def test_dovecot_to_fetchd_to_postfix_maildir(
         f" smtpaddress {DOMAIN}\n"
     )
     rc.chmod(0o600)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fetchd", "-f", str(rc),
-        env={"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
-             "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, out.decode()
+    code, out = await run_fetchd(tmp_path, rc)
+    assert code == 0, out
     delivered = await asyncio.to_thread(postfix.wait_for, "joe", len(sent))
     assert len(delivered) == len(sent), postfix.log()
     for item in sent:

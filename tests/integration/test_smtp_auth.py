@@ -6,8 +6,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.delivery.smtpauth import choose_mechanism
 from fetchd.demo.pop3server import DemoPOP3Server
 from fetchd.errors import DeliveryError
+from tests.support.command import run_fetchd
 
 USER, PASSWORD = "relay-user", "Sm7p-s3cret!"
 MESSAGE = b"Return-Path: <alice@example.org>\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -199,22 +198,10 @@ async def test_whole_command_logs_in_and_says_nothing_of_the_password(tmp_path: 
                 f'  user demo password "pop-secret" is joe here smtphost 127.0.0.1/{mta.port}\n'
             )
             rc.chmod(0o600)
-            env = {
-                "HOME": str(tmp_path),
-                "XDG_STATE_HOME": str(tmp_path / "state"),
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            }
-            process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "fetchd", "-v", "-v", "-f", str(rc)),
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await asyncio.wait_for(process.communicate(), 30)
+            code, text = await run_fetchd(tmp_path, rc, "-v", "-v", timeout=30)
     finally:
         await pop.stop()
-    text = out.decode()
-    assert process.returncode == 0, text
+    assert code == 0, text
     assert mta.logins == [USER]
     assert "SMTP> AUTH PLAIN *" in text
     plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
