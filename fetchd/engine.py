@@ -263,10 +263,20 @@ async def _poll_user(
                         await run_hook("preconnect", user.preconnect, label, server.timeout)
                     stage = "password"
                     password = await _password(config, server, user)
+                    stage = "dns"
+                    true_name = await _true_name(server)  # once per poll, for every folder
                     for folder in folders:
                         stage = f"polling {folder}" if protocol == "IMAP" else "polling"
                         result = await _poll_folder(
-                            config.globals, server, user, password, protocol, folder, options, store
+                            config.globals,
+                            server,
+                            user,
+                            password,
+                            protocol,
+                            folder,
+                            options,
+                            store,
+                            true_name,
                         )
                         delivered += result.delivered
                         messages += result.delivered
@@ -356,7 +366,9 @@ async def _poll_folder(
     folder: str,
     options: Options,
     store: UIDStore,
+    true_name: tuple[str, str | None],
 ) -> PollResult:
+    """``true_name``: the server's true name and address (``_true_name``)."""
     state = await asyncio.to_thread(store.account, server.pollname, user.remote, folder)
     if globals_.idfile and protocol in ("POP3", "auto") and Path(globals_.idfile).exists():
         await asyncio.to_thread(
@@ -371,7 +383,7 @@ async def _poll_folder(
     plugout = PluginLinks(server.plugout, "plugout") if server.plugout else None
     open_source = _source_opener(server, user, password, protocol, folder, state, plugin)
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
-    truename, trueaddr = await _true_name(server)
+    truename, trueaddr = true_name
     trace = Trace(
         server=truename,
         server_ip=trueaddr,
