@@ -397,61 +397,7 @@ async def _poll_folder(
         if server.tracepolls
         else "",
     )
-    deliverer: SMTPDeliverer | MDADeliverer | MaildirDeliverer | BSMTPDeliverer
-    maildir = maildir_path(user.mda)
-    if user.bsmtp:  # fetchmail's order: bsmtp, then mda, then SMTP
-        deliverer = BSMTPDeliverer(
-            BSMTPSettings(
-                path=user.bsmtp,
-                recipients=tuple(_local(n) for n in user.localnames[:1]),
-                smtpaddress=user.smtpaddress,
-                trace=trace,
-                multidrop=user.multidrop,
-                pass8bits=user.pass8bits,
-            )
-        )
-    elif maildir is not None:
-        deliverer = MaildirDeliverer(
-            MaildirSettings(
-                path=maildir,
-                recipient=_local(user.localnames[0]) if user.localnames else user.remote,
-                trace=trace,
-            )
-        )
-    elif user.mda:
-        deliverer = MDADeliverer(
-            MDASettings(
-                command=user.mda,
-                recipients=tuple(_local(n) for n in user.localnames[:1]),
-                timeout=float(server.timeout),
-                stripcr=user.stripcr and not user.forcecr,
-                trace=trace,
-            )
-        )
-    else:
-        deliverer = SMTPDeliverer(
-            SMTPSettings(
-                smtphunt=user.smtphunt,
-                recipients=tuple(_local(n) for n in user.localnames[:1]),
-                smtpaddress=user.smtpaddress,
-                smtpname=user.smtpname,
-                antispam=user.antispam,
-                softbounce=globals_.softbounce,
-                bouncemail=globals_.bouncemail,
-                spambounce=globals_.spambounce,
-                postmaster=globals_.postmaster,
-                batchlimit=user.batchlimit,
-                timeout=float(server.timeout),
-                lmtp=user.lmtp,
-                pass8bits=user.pass8bits,
-                trace=trace,
-                helo_name=truename if globals_.invisible else None,  # as fetchmail
-                esmtp_name=server.esmtpname or _calling_user(),
-                esmtp_password=server.esmtppassword,
-                multidrop=user.multidrop,
-            ),
-            plugout=plugout,
-        )
+    deliverer = _deliverer(globals_, server, user, trace, plugout)
     settings = PollSettings(
         selection=SelectionPolicy(
             keep=user.keep,
@@ -514,6 +460,69 @@ async def _true_name(server: Server) -> tuple[str, str | None]:
         ) from None
     _family, _type, _proto, canonical, address = found[0]
     return canonical or server.host, str(address[0])
+
+
+def _deliverer(
+    globals_: RCGlobals,
+    server: Server,
+    user: User,
+    trace: Trace,
+    plugout: PluginLinks | None,
+) -> SMTPDeliverer | MDADeliverer | MaildirDeliverer | BSMTPDeliverer:
+    """Where this account's mail goes: fetchmail's order, bsmtp, then mda, then SMTP/LMTP."""
+    maildir = maildir_path(user.mda)
+    if user.bsmtp:
+        return BSMTPDeliverer(
+            BSMTPSettings(
+                path=user.bsmtp,
+                recipients=tuple(_local(n) for n in user.localnames[:1]),
+                smtpaddress=user.smtpaddress,
+                trace=trace,
+                multidrop=user.multidrop,
+                pass8bits=user.pass8bits,
+            )
+        )
+    if maildir is not None:
+        return MaildirDeliverer(
+            MaildirSettings(
+                path=maildir,
+                recipient=_local(user.localnames[0]) if user.localnames else user.remote,
+                trace=trace,
+            )
+        )
+    if user.mda:
+        return MDADeliverer(
+            MDASettings(
+                command=user.mda,
+                recipients=tuple(_local(n) for n in user.localnames[:1]),
+                timeout=float(server.timeout),
+                stripcr=user.stripcr and not user.forcecr,
+                trace=trace,
+            )
+        )
+    return SMTPDeliverer(
+        SMTPSettings(
+            smtphunt=user.smtphunt,
+            recipients=tuple(_local(n) for n in user.localnames[:1]),
+            smtpaddress=user.smtpaddress,
+            smtpname=user.smtpname,
+            antispam=user.antispam,
+            softbounce=globals_.softbounce,
+            bouncemail=globals_.bouncemail,
+            spambounce=globals_.spambounce,
+            postmaster=globals_.postmaster,
+            batchlimit=user.batchlimit,
+            timeout=float(server.timeout),
+            lmtp=user.lmtp,
+            pass8bits=user.pass8bits,
+            trace=trace,
+            helo_name=trace.server if globals_.invisible else None,  # as fetchmail
+            esmtp_name=server.esmtpname or _calling_user(),
+            esmtp_password=server.esmtppassword,
+            multidrop=user.multidrop,
+        ),
+        plugout=plugout,
+    )
 
 
 def _calling_user() -> str:
