@@ -15,6 +15,7 @@ import structlog
 
 from fetchd import __version__, control
 from fetchd.config import Config, ParseEnvironment, load_rcfile
+from fetchd.config.check import check_config
 from fetchd.config.model import Server
 from fetchd.errors import ConfigError, ExitCode
 from fetchd.options import Options
@@ -163,6 +164,7 @@ async def _main(
 
     def reload() -> tuple[Config, list[Server]]:
         fresh = apply_overrides(load_rcfile(options.rcfile, env=env), options)
+        check_config(fresh)
         return fresh, select_entries(fresh, options.hosts, options, env)
 
     supervisor = Supervisor(

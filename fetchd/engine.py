@@ -22,8 +22,10 @@ import structlog
 
 from fetchd import logconfig
 from fetchd.config import Config, ParseEnvironment, configdump, configdump_json, load_rcfile
+from fetchd.config.check import check_config
 from fetchd.config.describe import describe
 from fetchd.config.model import LocalName, RCGlobals, Server, User
+from fetchd.config.parser import NO_PASSWORD_AUTH
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.delivery.headers import Trace, tracepolls_note
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
@@ -89,6 +91,7 @@ def run(options: Options) -> int:
         return 0
     env = ParseEnvironment.current(options.rcfile)
     config = apply_overrides(load_rcfile(options.rcfile, env=env), options)
+    check_config(config)
     if options.configdump == "json":
         sys.stdout.write(configdump_json(config))
         return 0
@@ -327,6 +330,10 @@ _asked_passwords: dict[tuple[str, str], str] = {}  # asked once per run, as fetc
 async def _password(config: Config, server: Server, user: User) -> str:
     if user.password is not None:
         return user.password
+    if server.auth in NO_PASSWORD_AUTH:
+        # A `skip` entry named on the command line: fetchmail's placeholder, as for the others
+        # (the parser gives it only to the entries it will poll); it is never sent.
+        return user.remote
     key = (server.pollname, user.remote)
     if key in _asked_passwords:
         return _asked_passwords[key]

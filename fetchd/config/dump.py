@@ -100,7 +100,8 @@ def _server(s: Server) -> list[str]:
         f'{p}"envelope":{_string(s.envelope)},',
         f"{p}'envskip':{s.envskip},",
         f'{p}"qvirtual":{_string(s.qvirtual)},',
-        f'{p}"auth":{_string(s.auth)},',
+        # fetchmail 6.4's dump has no name for `external` and leaves the line out.
+        *([f'{p}"auth":{_string(s.auth)},'] if s.auth != "external" else []),
         f"{p}'dns':{_flag(s.dns)},",
         f"{p}'uidl':{_flag(s.uidl)},",
         f'{p}"aka":{_list(s.aka)},',

@@ -7,6 +7,12 @@ What makes it unlike a textbook lexer, and why each rule is here:
   beat the four of ``"a\\"``), escapes and quotes included. We compute both lengths the same way.
 - After ``user``, ``pass``, ``is``, ``to`` and ``=`` the next bare word is a string even if it
   spells a keyword or a number (flex's NAME start state): ``user keep`` names a user "keep".
+  A quoted string ends that state, as does the bare word.
+- Authentication types (``any``, ``cram-md5``...), protocol names (``imap``, ``POP3``...),
+  ``accept`` and ``reject`` are tokens of their own everywhere but in that state, so ``folder
+  imap`` is a syntax error in fetchmail and here. ``password`` is an authentication type only
+  right after ``auth`` (flex's AUTH state, which noise words do not end).
+- ``*`` is a string; the grammar gives it meaning in a list of local names.
 - ``no`` is a word of its own before some keywords even when glued (``nokeep``), but only those
   fetchmail's scanner lists: ``nossl`` is a plain string there, so it is here.
 - A number is ``-?[0-9]+`` not followed by a letter; ``10x`` is a string.
@@ -26,7 +32,8 @@ class Kind(enum.Enum):
     KEYWORD = "keyword"
     STRING = "string"
     NUMBER = "number"
-    WILDCARD = "*"
+    AUTHTYPE = "authentication type"  # value: the name fetchmail's configdump shows
+    PROTOCOL = "protocol"  # value: the name in lower case
     MAP = "="
     END = "end of file"
 
@@ -103,9 +110,11 @@ KEYWORDS: dict[str, str] = {
         "forcecr",
         "stripcr",
         "pass8bits",
+        "pass8",
         "dropstatus",
         "dropdelivered",
         "mimedecode",
+        "mimedec",
         "idle",
         "dns",
         "checkalias",
@@ -124,6 +133,8 @@ KEYWORDS: dict[str, str] = {
         "showdots",
         "no",
         "bad-header",
+        "accept",
+        "reject",
     ]
 }
 KEYWORDS.update(
@@ -133,6 +144,8 @@ KEYWORDS.update(
         "username": "user",
         "pass": "password",
         "password": "password",
+        "pass8": "pass8bits",
+        "mimedec": "mimedecode",
         "proto": "protocol",
         "protocol": "protocol",
         "local": "localdomains",
@@ -143,7 +156,6 @@ KEYWORDS.update(
         "preauthenticate": "authenticate",
         "smtp": "smtphost",
         "smtphost": "smtphost",
-        "smtphosts": "smtphost",
         "folder": "folder",
         "folders": "folder",
         "pre": "preconnect",
@@ -165,9 +177,11 @@ GLUED_NEGATIONS = frozenset(
         "forcecr",
         "stripcr",
         "pass8bits",
+        "pass8",
         "dropstatus",
         "dropdelivered",
         "mimedecode",
+        "mimedec",
         "idle",
         "dns",
         "uidl",
@@ -180,9 +194,45 @@ GLUED_NEGATIONS = frozenset(
 
 NOISE = frozenset({"and", "with", "has", "wants", "options"})
 
-# Words after which the scanner is in its NAME state (or, for auth, its AUTH state): the next
-# bare word is a value, so `auth password` and `user keep` mean what they say.
-_NAME_STATE = frozenset({"user", "password", "is", "to", "authenticate"})
+# fetchmail 6.4's authentication type words -> the name its configdump shows.
+AUTH_WORDS: dict[str, str] = {
+    "any": "any",
+    "gssapi": "gssapi",
+    "kerberos": "kerberos_v4",
+    "kerberos4": "kerberos_v4",
+    "kerberos_v4": "kerberos_v4",
+    "kerberos5": "kerberos_v5",
+    "kerberos_v5": "kerberos_v5",
+    "ssh": "ssh",
+    "external": "external",
+    "otp": "otp",
+    "opie": "otp",
+    "cram": "cram-md5",
+    "cram-md5": "cram-md5",
+    "msn": "msn",
+    "ntlm": "ntlm",
+}
+# Protocol names, each in lower or upper case only (``Imap`` is a plain string).
+PROTOCOL_WORDS = frozenset(
+    ["auto", "pop2", "sdps", "pop3", "imap", "apop", "rpop", "etrn", "odmr", "kpop"]
+)
+
+
+class _State(enum.Enum):
+    INITIAL = 0
+    NAME = 1  # after user/pass/is/to/=: the next bare word is a string, whatever it spells
+    AUTH = 2  # after auth: `password` is an authentication type
+
+
+# Keywords that put the scanner in a state; every other token but a noise word leaves the
+# state as it was (flex's rules only change it where they say so).
+_STATE_AFTER = {
+    "user": _State.NAME,
+    "password": _State.NAME,
+    "is": _State.NAME,
+    "to": _State.NAME,
+    "authenticate": _State.AUTH,
+}
 
 _SEPARATORS = " \t\r\n;:,"
 _BARE_END = "=;:, \t\r\n"
@@ -193,7 +243,7 @@ def tokenize(text: str, filename: str) -> list[Token]:
     """The whole file as tokens, ending with an END token."""
     tokens: list[Token] = []
     position, line, line_start = 0, 1, 0
-    name_state = False
+    state = _State.INITIAL
     length = len(text)
 
     def column() -> int:
@@ -207,7 +257,7 @@ def tokenize(text: str, filename: str) -> list[Token]:
                 line += 1
                 line_start = position + 1
                 position += 1
-            elif char in _SEPARATORS:
+            elif char in _SEPARATORS or text.startswith("\\\n", position):
                 position += 1
             elif char == "#":
                 end = text.find("\n", position)
@@ -226,18 +276,20 @@ def tokenize(text: str, filename: str) -> list[Token]:
         if char == "=" and bare_end == position:
             tokens.append(Token(Kind.MAP, "=", line, start_column, "="))
             position += 1
-            name_state = True
+            state = _State.NAME
             continue
         if quoted_end > 0 and quoted_end >= bare_end:
             raw = text[start + 1 : quoted_end - 1]
             value = unescape(raw, filename, start_line, start_column)
             written = text[start:quoted_end]
             tokens.append(Token(Kind.STRING, value, start_line, start_column, written))
+            state = _State.INITIAL
         else:
             word = text[start:bare_end]
-            tokens.extend(
-                _classify(word, name_state, filename, start_line, start_column, text, bare_end)
-            )
+            found = _classify(word, state, filename, start_line, start_column, text, bare_end)
+            tokens.extend(found)
+            if found:  # a noise word adds no token and leaves the state as it was
+                state = _state_after(found[-1], state)
         # Line counting for strings that span lines.
         end = quoted_end if quoted_end > 0 and quoted_end >= bare_end else bare_end
         newlines = text.count("\n", start, end)
@@ -245,9 +297,14 @@ def tokenize(text: str, filename: str) -> list[Token]:
             line += newlines
             line_start = text.rfind("\n", start, end) + 1
         position = end
-        if tokens:  # a noise word adds no token and leaves the state as it was
-            last = tokens[-1]
-            name_state = last.kind is Kind.KEYWORD and last.value in _NAME_STATE
+
+
+def _state_after(token: Token, state: _State) -> _State:
+    if state is _State.NAME or token.kind is Kind.AUTHTYPE:
+        return _State.INITIAL
+    if token.kind is Kind.KEYWORD and token.value in _STATE_AFTER:
+        return _STATE_AFTER[token.value]
+    return state
 
 
 def _bare_word_end(text: str, position: int) -> int:
@@ -264,18 +321,25 @@ def _quoted_end(text: str, position: int) -> int:
 
 
 def _classify(
-    word: str, name_state: bool, filename: str, line: int, column: int, text: str, end: int
+    word: str, state: _State, filename: str, line: int, column: int, text: str, end: int
 ) -> list[Token]:
-    if word == "*":
-        return [Token(Kind.WILDCARD, "*", line, column, word)]
-    if name_state:
+    if state is _State.NAME:
         return [Token(Kind.STRING, unescape(word, filename, line, column), line, column, word)]
+    if state is _State.AUTH and word in ("password", "pass"):
+        # `pass(word)?` is a keyword in fetchmail's other states only; in AUTH, `password`
+        # names the type and `pass` is a plain string.
+        kind = Kind.AUTHTYPE if word == "password" else Kind.STRING
+        return [Token(kind, word, line, column, word)]
+    if word in AUTH_WORDS:
+        return [Token(Kind.AUTHTYPE, AUTH_WORDS[word], line, column, word)]
+    if word.lower() in PROTOCOL_WORDS and word in (word.lower(), word.upper()):
+        return [Token(Kind.PROTOCOL, word.lower(), line, column, word)]
     if word in KEYWORDS:
         return [Token(Kind.KEYWORD, KEYWORDS[word], line, column, word)]
     if word.startswith("no") and word[2:] in GLUED_NEGATIONS:
         return [
             Token(Kind.KEYWORD, "no", line, column, "no"),
-            Token(Kind.KEYWORD, word[2:], line, column + 2, word[2:]),
+            Token(Kind.KEYWORD, KEYWORDS[word[2:]], line, column + 2, word[2:]),
         ]
     if word in NOISE:
         return []
@@ -286,21 +350,23 @@ def _classify(
     return [Token(Kind.STRING, unescape(word, filename, line, column), line, column, word)]
 
 
-_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|0[0-7]{0,2}|[1-9][0-9]{0,2}|\n|.)", re.DOTALL)
+_ESCAPE = re.compile(r"\\([xX][0-9a-fA-F]{0,2}|0[0-7]{0,2}|[1-9][0-9]{0,2}|\n|.|\Z)", re.DOTALL)
 _SIMPLE = {"n": "\n", "t": "\t", "b": "\b", "r": "\r"}
 
 
 def unescape(raw: str, filename: str, line: int, column: int) -> str:
-    """fetchmail's escapes: \\n \\t \\b \\r, \\xhh hex, \\0oo octal, \\nnn decimal, \\ + newline."""
+    """fetchmail's escapes: \\n \\t \\b \\r, \\xhh hex, \\0oo octal, \\nnn decimal, \\ + newline.
+    As in fetchmail's C strings, a NUL (``\\0``, or ``\\x`` with no digits) ends the value, and
+    a backslash at the very end is dropped."""
 
     def one(match: re.Match[str]) -> str:
         body = match.group(1)
-        if body == "\n":
+        if body in ("\n", ""):
             return ""
         if body in _SIMPLE:
             return _SIMPLE[body]
-        if body.startswith("x") and len(body) > 1:
-            return chr(int(body[1:], 16))
+        if body[0] in "xX":
+            return chr(int(body[1:] or "0", 16))
         if body[0] == "0":
             return chr(int(body, 8))
         if body[0].isdigit():
@@ -310,4 +376,4 @@ def unescape(raw: str, filename: str, line: int, column: int) -> str:
             return chr(code)
         return body
 
-    return _ESCAPE.sub(one, raw) if "\\" in raw else raw
+    return _ESCAPE.sub(one, raw).split("\0", 1)[0] if "\\" in raw else raw

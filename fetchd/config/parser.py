@@ -139,22 +139,7 @@ PROTOCOLS: dict[str, tuple[str, str | None]] = {
     "etrn": ("ETRN", None),
     "odmr": ("ODMR", None),
 }
-_NO_PASSWORD_AUTH = frozenset({"gssapi", "kerberos_v4", "kerberos_v5", "ssh", "otp"})
-AUTH_TYPES = frozenset(
-    [
-        "any",
-        "password",
-        "kerberos_v5",
-        "kerberos_v4",
-        "gssapi",
-        "cram-md5",
-        "otp",
-        "ntlm",
-        "msn",
-        "ssh",
-        "external",
-    ]
-)
+NO_PASSWORD_AUTH = frozenset({"gssapi", "kerberos_v4", "kerberos_v5", "ssh", "otp", "external"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,9 +322,8 @@ class _Parser:
         options = entry.server
         if negated:
             options[name] = None if name == "envelope" else False
-            if name == "envelope":
+            if name == "envelope":  # the skip count stays: fetchmail's `no envelope` leaves it
                 options["envelope_disabled"] = True
-                options["envskip"] = 0
             return True
         if kind == "flag":
             options[name] = True
@@ -348,17 +332,10 @@ class _Parser:
         elif kind == "number":
             options[name] = self.expect(Kind.NUMBER, "a number").number
         elif kind == "list":
-            words = [self.expect(Kind.STRING, "a name").value]
-            while self.token.kind is Kind.STRING:
-                words.append(self.advance().value)
-            options[name] = words
+            options.setdefault(name, []).extend(self.strings("a name"))
         elif kind == "proto":
-            word = self.expect(Kind.STRING, "a protocol (auto, pop3, imap, ...)")
-            # fetchmail's scanner knows each protocol in lower or upper case, not mixed.
-            spelled = word.value if word.value in (word.value.lower(), word.value.upper()) else ""
-            proto = PROTOCOLS.get(spelled.lower())
-            if proto is None:
-                raise self.error("a protocol (auto, pop3, imap, ...)", word)
+            word = self.expect(Kind.PROTOCOL, "a protocol (auto, pop3, imap, ...)")
+            proto = PROTOCOLS[word.value]
             options["protocol"] = proto[0]
             if proto[1]:
                 options["service"] = proto[1]
@@ -368,9 +345,7 @@ class _Parser:
             else:
                 options["service"] = self.expect(Kind.STRING, "a service name or port").value
         elif kind == "auth":
-            word = self.expect(Kind.STRING, "an authentication type (any, password, ...)")
-            if word.value not in AUTH_TYPES:  # lower case only, as fetchmail's scanner
-                raise self.error("an authentication type (any, password, cram-md5, ...)", word)
+            word = self.expect(Kind.AUTHTYPE, "an authentication type (any, password, ...)")
             options["auth"] = word.value
         elif kind == "envelope":
             if self.token.kind is Kind.NUMBER:
@@ -380,10 +355,9 @@ class _Parser:
             options["envelope"] = self.expect(Kind.STRING, "a header name").value
             options.pop("envelope_disabled", None)
         elif kind == "badheader":
-            word = self.expect(Kind.STRING, "accept or reject")
-            if word.value not in ("accept", "reject"):
-                raise self.error("accept or reject", word)
-            options["badheader"] = word.value == "accept"
+            if not self.is_keyword("accept", "reject"):
+                raise self.error("accept or reject")
+            options["badheader"] = self.advance().value == "accept"
         return True
 
     def user_description(self, user: _RawUser) -> None:
@@ -414,6 +388,8 @@ class _Parser:
                 self.advance()
                 local = self.expect(Kind.STRING, "a local name after '='").value
                 user.localnames.append((token.value, local))
+            elif token.value == "*":  # quoted or not, as in fetchmail's grammar
+                user.wildcard = True
             else:
                 user.localnames.append(token.value)
             count += 1
@@ -430,14 +406,8 @@ class _Parser:
                 user.options["remote"] = self.advance().value
                 self.advance()
                 return True
-            count = self.mapping_list(user, None)
-            if self.token.kind is Kind.WILDCARD:
-                self.advance()
-                user.wildcard = True
-            elif count == 0:
+            if self.mapping_list(user, None) == 0:
                 raise self.error("a local name or '*'")
-            else:
-                user.wildcard = False
             if self.is_keyword("here"):
                 self.advance()
             return True
@@ -464,16 +434,20 @@ class _Parser:
             number = self.expect(Kind.NUMBER, "a number").number
             options[name] = number
         elif kind == "list":
-            words = [self.expect(Kind.STRING, "a name").value]
-            while self.token.kind is Kind.STRING:
-                words.append(self.advance().value)
-            options[name] = words
+            options.setdefault(name, []).extend(self.strings("a name"))
         elif kind == "numbers":
             codes = [self.expect(Kind.NUMBER, "an SMTP reply code").number]
             while self.token.kind is Kind.NUMBER:
                 codes.append(self.advance().number)
-            options[name] = codes
+            options.setdefault(name, []).extend(codes)
         return True
+
+    def strings(self, what: str) -> list[str]:
+        """One or more strings. A list option given twice adds to its list, as in fetchmail."""
+        words = [self.expect(Kind.STRING, what).value]
+        while self.token.kind is Kind.STRING:
+            words.append(self.advance().value)
+        return words
 
     def path(self, value: str) -> str:
         """fetchmail's prependdir: a relative path is relative to the rc file's directory;
@@ -501,6 +475,7 @@ def parse(text: str, filename: str, env: ParseEnvironment | None = None) -> Conf
     parser = _Parser(tokenize(text, filename), filename, env)
     parser.parse()
     entries = parser.entries
+    _check_defaults_come_first(entries, filename)
     if entries and entries[0].pollname == "defaults" and not _is_poll_named_defaults(entries[0]):
         defaults, entries = entries[0], entries[1:]
         for entry in entries:
@@ -510,21 +485,49 @@ def parse(text: str, filename: str, env: ParseEnvironment | None = None) -> Conf
     return Config(filename, globals_, servers, tuple(parser.uses))
 
 
+def _check_defaults_come_first(entries: list[_RawEntry], filename: str) -> None:
+    polls = [index for index, entry in enumerate(entries) if entry.pollname != "defaults"]
+    for entry in entries[polls[0] :] if polls else []:
+        if entry.pollname == "defaults":
+            raise RCSyntaxError(
+                filename,
+                entry.line,
+                1,
+                "a 'defaults' entry comes after a poll entry: fetchmail allows one, first",
+            )
+
+
 def _is_poll_named_defaults(entry: _RawEntry) -> bool:
     return False  # `poll defaults` is a syntax error: "defaults" is a keyword
 
 
+# Server settings fetchmail keeps as 0 when given these values: optmerge cannot tell them
+# from "not given".
+_UNSET_WHEN: dict[str, Any] = {
+    "timeout": 0,
+    "interval": 0,
+    "envskip": 0,
+    "auth": "any",
+    "badheader": False,
+}
+
+
+def _has_envelope(server: dict[str, Any]) -> bool:
+    return "envelope" in server or "envelope_disabled" in server
+
+
 def _merge(entry: _RawEntry, defaults: _RawEntry) -> None:
-    # fetchmail's optmerge: what the entry leaves unset. A server number of 0 is unset there; the
-    # aka list is not merged at all.
+    # fetchmail's optmerge: what the entry leaves unset. Where fetchmail stores a value as 0
+    # (timeout 0, `auth any`, `bad-header reject`...), that is unset there, so the defaults
+    # entry's value wins even over the same word in the entry. The aka list is not merged.
     for key, value in defaults.server.items():
         if key == "aka":
             continue
-        if key in ("timeout", "interval") and not entry.server.get(key):
+        if key in _UNSET_WHEN and entry.server.get(key, _UNSET_WHEN[key]) == _UNSET_WHEN[key]:
             entry.server[key] = value
+        if key in ("envelope", "envelope_disabled") and _has_envelope(entry.server):
+            continue  # the entry's own envelope (or its `no envelope`) stands
         entry.server.setdefault(key, value)
-    if "envelope_disabled" in entry.server:
-        entry.server.pop("envelope", None)
     for key, value in defaults.user.options.items():
         if key != "remote":
             entry.user.options.setdefault(key, value)
@@ -565,9 +568,9 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
         user_values["stripcr"] = options.get("mda") is not None
     remote = options.get("remote") or env.login
     # fetchmail's placeholder where no password is ever sent (ETRN, Kerberos, GSSAPI, ...).
-    if (raw.get("auth") in _NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN") and user_values.get(
-        "password"
-    ) is None:
+    # fetchmail sets it for the entries it will poll, so not for `skip` ones.
+    no_password = raw.get("auth") in NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN"
+    if no_password and not entry.skip and user_values.get("password") is None:
         user_values["password"] = remote
     user = User(
         remote=remote,
@@ -604,7 +607,7 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
             server_values[name] = tuple(value) if isinstance(value, list) else value
     if raw.get("envelope_disabled"):
         server_values["envelope"] = None
-        server_values["envskip"] = 0
+        server_values["envskip"] = raw.get("envskip", 0)
     elif "envelope" in raw:
         server_values["envelope"] = raw["envelope"]
         server_values["envskip"] = raw.get("envskip", 0)

@@ -41,9 +41,20 @@ def one_user(text: str):  # type: ignore[no-untyped-def]
         ("nossl", [(Kind.STRING, "nossl")]),
         ("user keep", [(Kind.KEYWORD, "user"), (Kind.STRING, "keep")]),
         ("pass 1234", [(Kind.KEYWORD, "password"), (Kind.STRING, "1234")]),
-        ("auth password", [(Kind.KEYWORD, "authenticate"), (Kind.STRING, "password")]),
+        ("auth password", [(Kind.KEYWORD, "authenticate"), (Kind.AUTHTYPE, "password")]),
+        # noise words do not end the AUTH state
+        ("auth wants password", [(Kind.KEYWORD, "authenticate"), (Kind.AUTHTYPE, "password")]),
+        ("auth cram", [(Kind.KEYWORD, "authenticate"), (Kind.AUTHTYPE, "cram-md5")]),
+        ("auth opie", [(Kind.KEYWORD, "authenticate"), (Kind.AUTHTYPE, "otp")]),
+        ("folder imap", [(Kind.KEYWORD, "folder"), (Kind.PROTOCOL, "imap")]),
+        ("folder Imap", [(Kind.KEYWORD, "folder"), (Kind.STRING, "Imap")]),
+        ("via any", [(Kind.KEYWORD, "via"), (Kind.AUTHTYPE, "any")]),
+        ("user any", [(Kind.KEYWORD, "user"), (Kind.STRING, "any")]),
+        ("smtphosts", [(Kind.STRING, "smtphosts")]),  # not a spelling of smtphost
+        # a quoted string ends the NAME state: here `keep` is the keyword again
+        ('is "a" keep', [(Kind.KEYWORD, "is"), (Kind.STRING, "a"), (Kind.KEYWORD, "keep")]),
         ("is a=b", [(Kind.KEYWORD, "is"), (Kind.STRING, "a"), (Kind.MAP, "="), (Kind.STRING, "b")]),
-        ("is *", [(Kind.KEYWORD, "is"), (Kind.WILDCARD, "*")]),
+        ("is *", [(Kind.KEYWORD, "is"), (Kind.STRING, "*")]),
         ("\"a b\" 'c d'", [(Kind.STRING, "a b"), (Kind.STRING, "c d")]),
         ('"q\\"x"', [(Kind.STRING, '"q"x"')]),  # flex's longest match: one bare word
         ("# comment\nkeep # more", [(Kind.KEYWORD, "keep")]),
@@ -52,7 +63,8 @@ def one_user(text: str):  # type: ignore[no-untyped-def]
         ("smtp h", [(Kind.KEYWORD, "smtphost"), (Kind.STRING, "h")]),
         ("folders f", [(Kind.KEYWORD, "folder"), (Kind.STRING, "f")]),
         ("local d", [(Kind.KEYWORD, "localdomains"), (Kind.STRING, "d")]),
-        ("proto imap", [(Kind.KEYWORD, "protocol"), (Kind.STRING, "imap")]),
+        ("proto imap", [(Kind.KEYWORD, "protocol"), (Kind.PROTOCOL, "imap")]),
+        ("proto POP3", [(Kind.KEYWORD, "protocol"), (Kind.PROTOCOL, "pop3")]),
     ],
 )
 def test_tokens(text: str, expected: list[tuple[Kind, str]]) -> None:
