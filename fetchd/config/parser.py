@@ -476,7 +476,9 @@ def parse(text: str, filename: str, env: ParseEnvironment | None = None) -> Conf
     parser.parse()
     entries = parser.entries
     _check_defaults_come_first(entries, filename)
-    if entries and entries[0].pollname == "defaults" and not _is_poll_named_defaults(entries[0]):
+    # Only a `defaults` entry has that name: `poll defaults` is a syntax error ("defaults" is a
+    # keyword).
+    if entries and entries[0].pollname == "defaults":
         defaults, entries = entries[0], entries[1:]
         for entry in entries:
             _merge(entry, defaults)
@@ -495,10 +497,6 @@ def _check_defaults_come_first(entries: list[_RawEntry], filename: str) -> None:
                 1,
                 "a 'defaults' entry comes after a poll entry: fetchmail allows one, first",
             )
-
-
-def _is_poll_named_defaults(entry: _RawEntry) -> bool:
-    return False  # `poll defaults` is a syntax error: "defaults" is a keyword
 
 
 # Server settings fetchmail keeps as 0 when given these values: optmerge cannot tell them
