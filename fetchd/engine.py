@@ -426,6 +426,7 @@ async def _poll_folder(
         dropdelivered=user.dropdelivered,
         rewrite_host=truename if user.rewrite else None,
         accept_bad_header=server.badheader,
+        mda=bool(user.mda),
     )
 
     try:
@@ -549,9 +550,9 @@ def _multidrop_rules(
 ) -> MultidropRules | None:
     if not user.multidrop:
         return None
-    names = (server.pollname, *((server.via,) if server.via else ()), truename, *server.aka)
     return MultidropRules(
-        server_names=names,
+        server_names=(truename,),
+        aka=server.aka,
         localnames=user.localnames,
         wildcard=user.wildcard,
         envelope=server.envelope,

@@ -92,7 +92,9 @@ class BSMTPDeliverer:
         if not all(usable_address(rcpt) for rcpt in rcpts):
             return Outcome(False, False, "a recipient is not a usable address; kept", 550)
         trace = settings.trace.received(
-            by=settings.by, recipient=rcpts[0], multidrop=settings.multidrop
+            by=settings.by,
+            recipient=rcpts[0] if len(rcpts) == 1 else None,
+            multidrop=settings.multidrop,
         )
         transaction = batch(
             drop_return_path(data), envelope_sender(data), rcpts, trace, settings.pass8bits

@@ -130,9 +130,11 @@ class Trace:
     polling: str = ""  # tracepolls: "polling LABEL account USER[ folder NAME]"
 
     def received(
-        self, *, by: str, recipient: str, multidrop: bool, now: datetime | None = None
+        self, *, by: str, recipient: str | None, multidrop: bool, now: datetime | None = None
     ) -> bytes:
-        """fetchmail's trace header (6.4 layout), naming fetchd; empty when invisible."""
+        """fetchmail's trace header (6.4 layout), naming fetchd; empty when invisible. The
+        ``for`` clause names the one recipient; with several (``recipient`` None), there is
+        none, as in fetchmail."""
         if self.invisible:
             return b""
         when = format_datetime(now or datetime.now(UTC).astimezone())
@@ -141,11 +143,12 @@ class Trace:
         polling = f" {self.polling}" if self.polling else ""
         # Names from the rc file (a folder, a label) can hold any character through its escapes:
         # none may end the line and start a header of its own.
+        clause = f"for <{_one_line(recipient)}> ({mode}); " if recipient is not None else ""
         return (
             f"Received: from {_one_line(origin)}\r\n"
             f"\tby {_one_line(by)} with {self.protocol} (fetchd-{__version__}"
             f"{_one_line(polling)})\r\n"
-            f"\tfor <{_one_line(recipient)}> ({mode}); {when}\r\n"
+            f"\t{clause}{when}\r\n"
         ).encode("utf-8", "replace")
 
 

@@ -2,9 +2,16 @@
 edits for every message (fetchd.delivery.rewrite) and, for a multidrop account, who each
 message is for (fetchd.multidrop) and the duplicate check.
 
-fetchmail drops a message whose whole header is the same as the previous one's when no
-envelope recipient told them apart: a server that delivered one message once per recipient
-into the shared mailbox. It remembers that per account, across polls of a daemon, and so do we.
+Recipients are chosen from the header as ``rewrite`` left it: ``To: joe`` has become
+``To: joe@server`` by then, and so goes to joe, as with fetchmail.
+
+fetchmail drops a message whose header is the same as the previous one's when no envelope
+recipient told them apart: a server that delivered one message once per recipient into the
+shared mailbox. The header is compared as fetchmail keeps it, after its edits and without the
+first Return-Path (unless an MDA delivers, which gets the Return-Path): copies from a list that
+encodes each recipient in its bounce address (VERP) differ only there. fetchmail leaves such a
+copy on the server (and passes one on at each later poll); fetchd deletes it at once. It
+remembers the previous header per account, across polls of a daemon, and so do we.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any, Protocol
 
 from fetchd.delivery.headers import bad_header_line, normalize_line_endings
 from fetchd.delivery.result import Outcome
-from fetchd.delivery.rewrite import edit_headers
+from fetchd.delivery.rewrite import drop_return_path, edit_headers
 from fetchd.multidrop import MultidropRules, header_digest, route
 
 _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
@@ -44,8 +51,10 @@ class RoutingDeliverer:
         dropdelivered: bool,
         rewrite_host: str | None = None,
         accept_bad_header: bool = False,
+        mda: bool = False,
     ) -> None:
         self.inner = inner
+        self._mda = mda
         self._accept_bad_header = accept_bad_header
         self._account = account
         self._rules = rules
@@ -70,9 +79,23 @@ class RoutingDeliverer:
         recipients: tuple[str, ...] | None = None
         warning: str | None = None
         digest: bytes | None = None
+        rewrite_host = self._rewrite_host
         if self._rules is not None:
+            # fetchmail's reply_hack runs on each header line as it is read, before recipients
+            # are chosen from it; Delivered-To and Status go after that (an envelope header may
+            # be a Delivered-To line).
+            data = edit_headers(
+                data, rewrite_host=rewrite_host, dropstatus=False, dropdelivered=False
+            )
+            rewrite_host = None
             routing = route(data, self._rules)
-            digest = header_digest(data)
+            kept = edit_headers(
+                data,
+                rewrite_host=None,
+                dropstatus=self._dropstatus,
+                dropdelivered=self._dropdelivered,
+            )
+            digest = header_digest(kept if self._mda else drop_return_path(kept))
             if not routing.from_envelope and digest == _last_digest.get(self._account):
                 return Outcome(
                     False, True, "the same message as the previous one (multidrop); deleted"
@@ -82,7 +105,7 @@ class RoutingDeliverer:
             recipients, warning = routing.recipients, routing.warning
         data = edit_headers(
             data,
-            rewrite_host=self._rewrite_host,
+            rewrite_host=rewrite_host,
             dropstatus=self._dropstatus,
             dropdelivered=self._dropdelivered,
             warning=warning,

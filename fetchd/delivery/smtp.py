@@ -178,7 +178,9 @@ class SMTPDeliverer:
             if not usable_address(rcpt):
                 raise DeliveryError(f"recipient {rcpt!r} is not a usable address", permanent=True)
         trace = self.settings.trace.received(
-            by=self._by, recipient=rcpts[0], multidrop=self.settings.multidrop
+            by=self._by,
+            recipient=rcpts[0] if len(rcpts) == 1 else None,
+            multidrop=self.settings.multidrop,
         )
         sender = qualified_sender(envelope_sender(data), self.settings.trace.server)
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own

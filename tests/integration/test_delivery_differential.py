@@ -49,6 +49,8 @@ class Case:
     smtphost: str = "localhost"
     via: str = "127.0.0.1"
     server_options: str = ""
+    users: str = "joe"  # the local names of ``is ... here``: more than one makes it multidrop
+    more: tuple[bytes, ...] = ()  # further messages after ``message``, in one poll
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,206 @@ CASES = [
 ]
 
 
+# Multidrop: who of joe, bob, carol and dave gets each message. The server is `localhost` (the
+# via name, its true name with `no dns`) and also known as mail.example.org.
+MULTIDROP_USERS = "joe bob carol dave"
+MULTIDROP_SERVER = "no dns aka mail.example.org"
+
+
+def _multidrop(*lines: str, body: str = "Multidrop.\n") -> bytes:
+    return _crlf("".join(line + "\n" for line in lines) + "\n" + body)
+
+
+_LIST_HEAD = (
+    "From: List <list@lists.example.net>",
+    "To: joe@mail.example.org, bob@mail.example.org, carol@mail.example.org",
+    "Subject: one copy per recipient, as a VERP list sends it",
+    "Message-ID: <verp@lists.example.net>",
+)
+
+
+def _verp(who: str) -> bytes:
+    return _multidrop(
+        f"Return-Path: <list-bounces+{who}=mail.example.org@lists.example.net>", *_LIST_HEAD
+    )
+
+
+RECEIVED_SECOND_FOR = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: by mail.example.org (Postfix, from userid 1000)\n\tid 4AB12; Mon, 6 Jan 2025",
+    "Received: from mx.sender.net (mx.sender.net [192.0.2.7])\n"
+    "\tby mail.example.org (Postfix) with ESMTPS id 4AB11\n"
+    "\tfor <bob@mail.example.org>; Mon, 6 Jan 2025 10:00:00 +0000",
+    "From: sender@example.org",
+    "To: joe@mail.example.org, carol@mail.example.org",
+    "Subject: the envelope is in the second Received line",
+)
+TOP_BY_OTHER = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from mail.example.org by relay.elsewhere.net with SMTP\n"
+    "\tfor <carol@elsewhere.net>; Mon, 6 Jan 2025 10:01:00 +0000",
+    "Received: from mx.sender.net by mail.example.org with ESMTP\n"
+    "\tfor <dave@mail.example.org>; Mon, 6 Jan 2025 10:00:00 +0000",
+    "To: joe@mail.example.org",
+    "Subject: the top Received line is another host's",
+)
+RECEIVED_NO_FOR_AT_ALL = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from mx.sender.net by mail.example.org with ESMTP id 1",
+    "Received: from a.example by b.example for <carol@mail.example.org>; Mon, 6 Jan 2025",
+    "To: joe@mail.example.org, bob@mail.example.org",
+    "Subject: our server's line has no for; another host's has",
+)
+RECEIVED_FOREIGN_FOR = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from x by mail.example.org with ESMTP for <someone@elsewhere.net>; Mon, 6 Jan",
+    "To: joe@mail.example.org",
+    "Subject: our server's line names someone elsewhere",
+)
+RECEIVED_UNKNOWN_USER = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from x by mail.example.org with ESMTP for <nobody@mail.example.org>; Mon, 6 Jan",
+    "To: joe@mail.example.org",
+    "Subject: our server's line names no local user",
+)
+RECEIVED_SKIP = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from x by mail.example.org with ESMTP for <joe@mail.example.org>; Mon, 6 Jan",
+    "Received: from y by mx1.example.org with ESMTP for <bob@mail.example.org>; Mon, 6 Jan",
+    "Received: from z by mail.example.org with ESMTP for <carol@mail.example.org>; Mon, 6 Jan",
+    "To: dave@mail.example.org",
+    "Subject: skip counts",
+)
+BARE = _multidrop(
+    "From: root",
+    "To: joe, bob",
+    "Subject: cron mail, no domains",
+)
+MIXED = _multidrop(
+    "From: root",
+    "To: carol, dave@example.net",
+    "Subject: one bare, one qualified",
+)
+ENVELOPE_HEADERS = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Delivered-To: catchall@mail.example.org",
+    "X-Original-To: bob@mail.example.org",
+    "Delivered-To: joe@mail.example.org",
+    "X-Original-To: sales@shop.example.net, dave@mail.example.org",
+    "To: carol@mail.example.org",
+    "Subject: envelope headers",
+)
+RECEIVED_BY_POLL_NAME = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from x by pop.test with ESMTP for <bob@pop.test>; Mon, 6 Jan 2025",
+    "Received: from x by localhost with ESMTP for <carol@localhost>; Mon, 6 Jan 2025",
+    "To: joe@pop.test",
+    "Subject: the poll name is not the server's name",
+)
+NOBODY = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "To: someone@elsewhere.net, other@elsewhere.net",
+    "Subject: for nobody here",
+)
+NOBODY_ONE = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "To: someone@elsewhere.net, nobody@mail.example.org",
+    "Subject: one foreign address, one unknown user",
+)
+
+
+@dataclass(frozen=True)
+class Multidrop:
+    case: Case
+    expect: list[list[str]]  # fetchmail's recipients of each message it passed on
+
+
+def _md(
+    id: str,
+    messages: tuple[bytes, ...],
+    expect: list[list[str]],
+    options: str = "",
+    server: str = "",
+) -> Multidrop:
+    case = Case(
+        id,
+        messages[0],
+        f"{options}".strip(),
+        via="localhost",
+        server_options=f"{MULTIDROP_SERVER} {server}",
+        users=MULTIDROP_USERS,
+        more=messages[1:],
+    )
+    return Multidrop(case, [sorted(x) for x in expect])
+
+
+def _at(*names: str) -> list[str]:
+    return [f"{name}@localhost" for name in names]
+
+
+MULTIDROP_CASES = [
+    _md("received-second-line-for", (RECEIVED_SECOND_FOR,), [_at("bob")]),
+    _md("received-top-by-another-host", (TOP_BY_OTHER,), [_at("dave")]),
+    _md("received-for-only-on-another-host", (RECEIVED_NO_FOR_AT_ALL,), [_at("joe", "bob")]),
+    _md("received-foreign-for", (RECEIVED_FOREIGN_FOR,), [["pm@localhost"]]),
+    _md("received-unknown-user", (RECEIVED_UNKNOWN_USER,), [["pm@localhost"]]),
+    _md("received-skip-1", (RECEIVED_SKIP,), [_at("carol")], server="envelope 1 Received"),
+    _md(
+        "received-skip-1-aka-suffix",
+        (RECEIVED_SKIP,),
+        [_at("bob")],
+        server="envelope 1 Received aka example.org",
+    ),
+    _md("received-skip-3", (RECEIVED_SKIP,), [_at("dave")], server="envelope 3 Received"),
+    _md("verp-copies", (_verp("joe"), _verp("bob"), _verp("carol")), [_at("joe", "bob", "carol")]),
+    _md("bare", (BARE,), [_at("joe", "bob")]),
+    _md("bare-no-rewrite", (BARE,), [["pm@localhost"]], options="no rewrite"),
+    _md("mixed", (MIXED,), [_at("carol", "dave")], server="aka example.net"),
+    _md("mixed-no-rewrite", (MIXED,), [_at("dave")], "no rewrite", "aka example.net"),
+    _md(
+        "mixed-localdomains",
+        (MIXED,),
+        [["carol@localhost", "dave@example.net"]],
+        server="localdomains example.net",
+    ),
+    _md(
+        "x-original-to-skip-1-localdomains",
+        (ENVELOPE_HEADERS,),
+        [["sales@shop.example.net", "dave@localhost"]],
+        server='envelope 1 "X-Original-To" localdomains example.net',
+    ),
+    _md(
+        "x-original-to-skip-1",
+        (ENVELOPE_HEADERS,),
+        [_at("dave")],
+        server='envelope 1 "X-Original-To"',
+    ),
+    _md("delivered-to-skip-1", (ENVELOPE_HEADERS,), [_at("joe")], server="envelope 1 Delivered-To"),
+    _md(
+        "delivered-to-skip-1-dropdelivered",
+        (ENVELOPE_HEADERS,),
+        [_at("joe")],
+        options="dropdelivered",
+        server="envelope 1 Delivered-To",
+    ),
+    _md("received-by-poll-name", (RECEIVED_BY_POLL_NAME,), [_at("carol")]),
+    _md("nobody", (NOBODY,), [["pm@localhost"]]),
+    _md("nobody-one-foreign", (NOBODY_ONE,), [["pm@localhost"]]),
+]
+
+
+@pytest.mark.parametrize("md", MULTIDROP_CASES, ids=[m.case.id for m in MULTIDROP_CASES])
+async def test_multidrop_recipients_are_fetchmails(
+    md: Multidrop, oracle_home: Path, tmp_path: Path
+) -> None:
+    """Each message fetchmail passes on, fetchd passes on to the same recipients (as sets), with
+    the same bytes apart from the Received line; copies fetchmail suppresses, fetchd does too."""
+    theirs = _deliveries(await _fetchmail_delivers(md.case, oracle_home, oracle_user()))
+    assert [d.rcpt_to for d in theirs] == md.expect  # the case shows what it claims to
+    ours = _deliveries(await _fetchd_delivers(md.case, tmp_path))
+    assert ours == theirs
+
+
 @pytest.fixture
 def oracle_home() -> Iterator[Path]:
     """A home the oracle's user can enter: pytest's own tmp_path is private to root."""
@@ -232,8 +434,9 @@ def oracle_home() -> Iterator[Path]:
 
 def _rc_text(case: Case, pop_port: int, smtp_port: int) -> str:
     return (
+        "set postmaster pm\n"
         f"poll pop.test via {case.via} proto pop3 port {pop_port} {case.server_options}\n"
-        f'  user demo password "{SECRET}" is joe here\n'
+        f'  user demo password "{SECRET}" is {case.users} here\n'
         f"  smtphost {case.smtphost}/{smtp_port}\n"
         f"  sslproto '' fetchsizelimit 0 keep {case.options}\n"
     )
@@ -256,7 +459,7 @@ async def _fetchmail_delivers(
     case: Case, home: Path, user: pwd.struct_passwd, codes: tuple[int, ...] = (0,)
 ) -> Sink:
     fetchmail = fetchmail_binary()
-    pop = DemoPOP3Server("demo", SECRET, [case.message])
+    pop = DemoPOP3Server("demo", SECRET, [case.message, *case.more])
     await pop.start()
     try:
         async with running_mta() as sink:
@@ -280,7 +483,7 @@ async def _fetchmail_delivers(
 
 
 async def _fetchd_delivers(case: Case, home: Path, codes: tuple[int, ...] = (0,)) -> Sink:
-    pop = DemoPOP3Server("demo", SECRET, [case.message])
+    pop = DemoPOP3Server("demo", SECRET, [case.message, *case.more])
     await pop.start()
     try:
         async with running_mta() as sink:
@@ -300,11 +503,16 @@ async def _fetchd_delivers(case: Case, home: Path, codes: tuple[int, ...] = (0,)
         await pop.stop()
 
 
-def _delivery(sink: Sink) -> Delivery:
-    """The one message the sink got, without the first Received header (and its continuations)."""
-    assert len(sink.received) == 1 == len(sink.envelopes), sink.envelopes
-    mail_from, rcpt_to = sink.envelopes[0]
-    message = sink.received[0].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+def _deliveries(sink: Sink) -> list[Delivery]:
+    """Each message the sink got, without the first Received header (and its continuations).
+    Recipients are compared as sets: fetchmail's order is its header walk's, not a contract."""
+    assert len(sink.received) == len(sink.envelopes), sink.envelopes
+    return [_delivery(env, data) for env, data in zip(sink.envelopes, sink.received, strict=True)]
+
+
+def _delivery(envelope: tuple[str, list[str]], data: bytes) -> Delivery:
+    mail_from, rcpt_to = envelope
+    message = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     end = message.find(b"\r\n\r\n")
     assert end >= 0, message
     head, body = message[:end], message[end + 4 :]
@@ -314,7 +522,9 @@ def _delivery(sink: Sink) -> Delivery:
     while rest < len(lines) and lines[rest][:1] in (" ", "\t"):
         rest += 1
     trace = [_TOOL.sub("(TOOL", line).rsplit("; ", 1)[0] for line in lines[:rest]]
-    return Delivery(mail_from, rcpt_to, trace, lines[rest:], body)
+    if "; " not in lines[rest - 1]:  # no `for` clause (several recipients): the date alone
+        trace[-1] = "\t(date)"
+    return Delivery(mail_from, sorted(rcpt_to), trace, lines[rest:], body)
 
 
 _TOOL = re.compile(r"\((?:fetchmail|fetchd)-[^ )]+")
@@ -325,13 +535,14 @@ async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
     case: Case, oracle_home: Path, tmp_path: Path
 ) -> None:
     user = oracle_user()
-    theirs = _delivery(await _fetchmail_delivers(case, oracle_home, user))
-    ours = _delivery(await _fetchd_delivers(case, tmp_path))
+    theirs = _deliveries(await _fetchmail_delivers(case, oracle_home, user))
+    ours = _deliveries(await _fetchd_delivers(case, tmp_path))
+    assert len(theirs) == 1
     assert ours == theirs
     if "tracepolls" in case.server_options:  # the words are there, not missing from both
-        assert "(TOOL polling pop.test account demo)" in theirs.trace[1]
+        assert "(TOOL polling pop.test account demo)" in theirs[0].trace[1]
     # The address is there with `dns`, and not without: the cases test both.
-    assert ("[" in theirs.trace[0]) == ("no dns" not in case.server_options), theirs.trace
+    assert ("[" in theirs[0].trace[0]) == ("no dns" not in case.server_options), theirs
 
 
 async def test_a_bad_header_is_refused_by_both(oracle_home: Path, tmp_path: Path) -> None:

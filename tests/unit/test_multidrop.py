@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from fetchd.multidrop import MultidropRules, header_digest, route
+from fetchd.multidrop import MultidropRules, header_digest, received_for, route
 
 RULES = MultidropRules(
-    server_names=("pop.example.org", "mail.example.org"),  # poll name, aka
+    server_names=("pop.example.org",),  # the true name
+    aka=("mail.example.org",),
     localnames=("joe", ("ann", "anna"), ("boss@example.com", "chief")),
     postmaster="pm",
 )
@@ -118,3 +119,72 @@ def test_a_hostile_local_part_is_not_ours(to: str) -> None:
     rules = MultidropRules(("pop.example.org",), wildcard=True, postmaster="pm")
     routing = route(message(f"To: {to}, joe@pop.example.org"), rules)
     assert routing.recipients == ("joe",)
+
+
+def test_the_received_lines_are_walked_until_one_gives_an_address() -> None:
+    """A local pickup line of our server (no ``for``) and another host's line are passed over."""
+    lines = [
+        "Received: by mail.example.org (Postfix, from userid 1000) id 4AB12",
+        "Received: from a by relay.elsewhere.net for <x@elsewhere.net>; Mon, 6 Jan",
+        "Received: from b by pop.example.org with ESMTP\r\n\tfor <ann@pop.example.org>; Mon",
+        "Received: from c by pop.example.org with ESMTP for <joe@pop.example.org>; Mon",
+        "To: joe@pop.example.org",
+    ]
+    routing = route(message(*lines), RULES)
+    assert routing.recipients == ("anna",) and routing.from_envelope
+    skipped = MultidropRules(RULES.server_names, RULES.localnames, aka=RULES.aka, envskip=3)
+    assert route(message(*lines), skipped).recipients == ("joe",)
+    # None of them: guessed from To.
+    assert route(message(*lines[:2], "To: joe@pop.example.org"), RULES).recipients == ("joe",)
+
+
+def test_the_true_name_counts_whole_and_an_aka_also_below_it() -> None:
+    rules = MultidropRules(("pop.example.org",), ("joe",), aka=("example.net",), postmaster="pm")
+    assert route(message("To: joe@sub.pop.example.org"), rules).recipients == ("pm",)
+    assert route(message("To: joe@mx1.example.net"), rules).recipients == ("joe",)
+    assert route(message("To: joe@EXAMPLE.NET"), rules).recipients == ("joe",)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "from x by pop.example.org with ESMTP for <joe@pop.example.org>; Mon",
+            "joe@pop.example.org",
+        ),
+        ("from x by pop.example.org for joe@pop.example.org; Mon", "joe@pop.example.org"),
+        ("from x by pop.example.org for joe@pop.example.org (x)", "joe@pop.example.org"),
+        ("from x by pop.example.org for <@relay,@hop:joe@pop.example.org>", "joe@pop.example.org"),
+        ("by pop.example.org\r\n\tfor\r\n\t<joe@x.org>; Mon", "joe@x.org"),  # folded
+        ("from x by a@b.org by pop.example.org for <joe@x.org>", "joe@x.org"),  # an address
+        ("from x by pop.example.org for joe for <ann@x.org>", "ann@x.org"),  # no @: skipped
+        ("from x By pop.example.org for <joe@x.org>", None),  # "by" in lower case only
+        ("from x by pop.example.org; for <joe@x.org>", None),  # "pop.example.org;" is the host
+        ("from x by other.example.org for <joe@x.org>", None),
+        ("from x by pop.example.org with ESMTP id 1", None),
+        ("from x by pop.example.org for <joe @x.org>", None),  # white space inside <>
+        ("from x by pop.example.org for <>@x", None),
+        ("from x by pop.example.orgfor <joe@x.org>", None),
+        ("from nearby.example by pop.example.org for <joe@x.org>", "joe@x.org"),
+    ],
+)
+def test_received_for_reads_a_line_as_fetchmail(line: str, expected: str | None) -> None:
+    assert received_for(line, RULES) == expected
+
+
+def test_the_warning_names_the_one_address_at_a_foreign_host() -> None:
+    """fetchmail counts as refused only addresses at other hosts: an unknown user at ours, or
+    an address without a host, is not named."""
+    for to, warning in [
+        ("nobody@pop.example.org", "no recipient addresses matched declared local names"),
+        ("a@elsewhere.net, nobody@pop.example.org", "recipient address a@elsewhere.net didn't"),
+        ("a@elsewhere.net, joe", "recipient address a@elsewhere.net didn't"),
+        ("a@elsewhere.net, b@elsewhere.net", "no recipient addresses matched declared local"),
+        ("joe, ann", "no recipient addresses matched declared local names"),
+    ]:
+        routing = route(message(f"To: {to}"), RULES)
+        assert routing.to_postmaster and routing.warning is not None
+        assert routing.warning.startswith(warning), (to, routing.warning)
+    qvirtual = MultidropRules(RULES.server_names, RULES.localnames, qvirtual="v-")
+    routing = route(message("To: v-a@elsewhere.net"), qvirtual)
+    assert routing.warning == "recipient address a@elsewhere.net didn't match any local name"

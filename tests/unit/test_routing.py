@@ -84,3 +84,60 @@ async def test_a_bad_header_is_kept_on_the_server_unless_accepted() -> None:
         mta, account="a", rules=None, dropstatus=False, dropdelivered=False, accept_bad_header=True
     )
     assert (await accepting.deliver(BROKEN)).delivered and mta.delivered == [None]
+
+
+def _verp(who: str) -> bytes:
+    return (
+        f"Return-Path: <list-bounces+{who}=pop.example.org@lists.example.net>\r\n"
+        "To: joe@pop.example.org, ann@pop.example.org\r\nSubject: list\r\n\r\nbody\r\n"
+    ).encode()
+
+
+async def test_copies_that_differ_only_in_return_path_are_delivered_once() -> None:
+    """VERP: fetchmail compares the header without its first Return-Path."""
+    mta = FlakyMTA()
+    mta.refusing = False
+    target = routed(mta, "demo@verp")
+    outcomes = [await target.deliver(_verp(who)) for who in ("joe", "ann")]
+    assert outcomes[0].delivered and not outcomes[1].delivered and outcomes[1].may_delete
+    assert mta.delivered == [("joe", "ann")]
+
+
+async def test_an_mda_sees_the_return_path_so_verp_copies_all_go() -> None:
+    """With an MDA fetchmail keeps Return-Path in the header it compares."""
+    mta = FlakyMTA()
+    mta.refusing = False
+    rules = MultidropRules(("pop.example.org",), localnames=("joe", "ann"), envelope=None)
+    target = RoutingDeliverer(
+        mta, account="demo@verp-mda", rules=rules, dropstatus=False, dropdelivered=False, mda=True
+    )
+    for who in ("joe", "ann"):
+        assert (await target.deliver(_verp(who))).delivered
+    assert mta.delivered == [("joe", "ann"), ("joe", "ann")]
+
+
+@pytest.mark.parametrize(
+    ("rewrite_host", "to", "expected"),
+    [
+        ("pop.example.org", "joe, ann", ("joe", "ann")),
+        ("pop.example.org", "ann, joe@elsewhere.net", ("ann",)),
+        (None, "joe, ann", ("postmaster",)),  # no rewrite: bare names are nobody's
+        ("other.example.org", "joe", ("postmaster",)),  # qualified, but not to the server
+    ],
+)
+async def test_bare_addresses_are_qualified_before_recipients_are_chosen(
+    rewrite_host: str | None, to: str, expected: tuple[str, ...]
+) -> None:
+    mta = FlakyMTA()
+    mta.refusing = False
+    rules = MultidropRules(("pop.example.org",), localnames=("joe", "ann"))
+    target = RoutingDeliverer(
+        mta,
+        account=f"demo@bare-{rewrite_host}-{to}",
+        rules=rules,
+        dropstatus=False,
+        dropdelivered=False,
+        rewrite_host=rewrite_host,
+    )
+    assert (await target.deliver(f"From: cron\r\nTo: {to}\r\n\r\nx\r\n".encode())).delivered
+    assert mta.delivered == [expected]

@@ -24,6 +24,13 @@ def test_received_line_names_server_address_protocol_host_and_recipient() -> Non
     )
 
 
+def test_several_recipients_give_no_for_clause() -> None:
+    """fetchmail names the recipient only when there is one; the date then stands alone."""
+    trace = Trace(server="pop.example.org")
+    lines = trace.received(by="vm", recipient=None, multidrop=True, now=WHEN).split(b"\r\n")
+    assert lines[2] == b"\tTue, 01 Dec 2026 06:00:00 +0000"
+
+
 def test_tracepolls_words_follow_the_version() -> None:
     trace = Trace(server="pop.example.org", polling=tracepolls_note("label", "joe", "Lists"))
     line = trace.received(by="vm", recipient="joe", multidrop=True, now=WHEN).split(b"\r\n")[1]
