@@ -319,6 +319,25 @@ RECEIVED_BY_POLL_NAME = _multidrop(
     "To: joe@pop.test",
     "Subject: the poll name is not the server's name",
 )
+RECEIVED_LOCALDOMAINS = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "Received: from x by mx.example.net with ESMTP for <sales@example.net>; Mon, 6 Jan 2025",
+    "Received: from y by mail.example.org with ESMTP for <info@shop.example.net>; Mon, 6 Jan",
+    "To: joe@mail.example.org",
+    "Subject: Received lines and localdomains",
+)
+QVIRTUAL = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "X-Original-To: v-bob@mail.example.org, v-x@elsewhere.net",
+    "To: v-joe@mail.example.org, v-carol",
+    "Subject: qmail virtual domain prefixes",
+)
+RESENT_BARE = _multidrop(
+    "Return-Path: <sender@example.org>",
+    "To: joe@mail.example.org",
+    "Resent-To: bob, whoever",
+    "Subject: resent to bare names",
+)
 NOBODY = _multidrop(
     "Return-Path: <sender@example.org>",
     "To: someone@elsewhere.net, other@elsewhere.net",
@@ -343,6 +362,7 @@ def _md(
     expect: list[list[str]],
     options: str = "",
     server: str = "",
+    users: str = MULTIDROP_USERS,
 ) -> Multidrop:
     case = Case(
         id,
@@ -350,7 +370,7 @@ def _md(
         f"{options}".strip(),
         via="localhost",
         server_options=f"{MULTIDROP_SERVER} {server}",
-        users=MULTIDROP_USERS,
+        users=users,
         more=messages[1:],
     )
     return Multidrop(case, [sorted(x) for x in expect])
@@ -406,6 +426,26 @@ MULTIDROP_CASES = [
         server="envelope 1 Delivered-To",
     ),
     _md("received-by-poll-name", (RECEIVED_BY_POLL_NAME,), [_at("carol")]),
+    _md(
+        "received-localdomains",
+        (RECEIVED_LOCALDOMAINS,),
+        [["info@shop.example.net"]],
+        server="localdomains example.net",
+    ),
+    _md("qvirtual-guessed", (QVIRTUAL,), [_at("joe", "carol")], server='qvirtual "v-"'),
+    _md(
+        "qvirtual-x-original-to",
+        (QVIRTUAL,),
+        [_at("bob")],
+        server='qvirtual "v-" envelope "X-Original-To"',
+    ),
+    _md("resent-bare", (RESENT_BARE,), [_at("bob")]),
+    _md(
+        "resent-bare-wildcard",
+        (RESENT_BARE,),
+        [_at("bob", "whoever")],
+        users="*",
+    ),
     _md("nobody", (NOBODY,), [["pm@localhost"]]),
     _md("nobody-one-foreign", (NOBODY_ONE,), [["pm@localhost"]]),
 ]
