@@ -4,7 +4,9 @@ Each message is served by a fresh demo POP3 server, once to fetchmail (the Debia
 oracle) and once to fetchd, each forwarding to its own aiosmtpd sink in the test's event loop. We
 compare the envelope (MAIL FROM, RCPT TO), the tool's own ``Received:`` header without the tool's
 name and version and the date, every other header line, and the body, after normalizing line
-ends to CRLF.
+ends to CRLF. Multidrop cases serve one or more messages in one poll and compare every message
+each tool passes on, its recipients as a set; each also states fetchmail's recipients, so that
+a case shows what it claims to.
 
 fetchmail refuses some things as root, so as root it runs as an ordinary user (FETCHD_TEST_USER,
 default ``fmtest``) with its rc file owned by that user and private, as in test_rc_differential.
