@@ -345,7 +345,8 @@ async def test_multidrop_routes_each_message_to_its_local_users(world: World) ->
         b"X-Fetchmail-Warning: recipient address stranger@elsewhere.net didn't match"
         in (world.sink.received[2])
     )
-    assert b"(multi-drop)" in world.sink.received[1]
+    assert b"\tfor <ann@127.0.0.1> (multi-drop); " in world.sink.received[0]
+    assert b"\tfor <" not in world.sink.received[1]  # two recipients: none named, as fetchmail
     assert world.pop.messages == []  # the duplicate left the server too
 
 
