@@ -55,6 +55,7 @@ class FakeIMAPServer:
     idle_push: bytes = b""
     idle_dead: bool = False
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
+    wire: bytearray = field(default_factory=bytearray)  # every octet received, as received
     port: int = 0
     _server: asyncio.Server | None = None
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -113,6 +114,7 @@ class _Session:
         self.write(server.greeting or b"* OK fake IMAP ready")
         while True:
             line = await self.reader.readuntil(b"\r\n")
+            server.wire += line
             line = await self._with_literals(line[:-2])
             tag, _, rest = line.partition(b" ")
             words = rest.split(b" ")
@@ -137,7 +139,9 @@ class _Session:
         while (match := re.search(rb"\{(\d+)\}\Z", line)) is not None:
             self.write(b"+ go ahead")
             data = await self.reader.readexactly(int(match.group(1)))
-            rest = (await self.reader.readuntil(b"\r\n"))[:-2]
+            rest = await self.reader.readuntil(b"\r\n")
+            self.server.wire += data + rest
+            rest = rest[:-2]
             line = line[: match.start()] + b'"' + data + b'"' + rest
         return line
 

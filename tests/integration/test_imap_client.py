@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 
@@ -173,9 +174,17 @@ async def test_commit_expunges_recorded_leftovers_but_not_others(uidplus: bool) 
 # --- login --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("password", ['pa"ss \\word', "pässwörd", "line\r\nbreak"])
-async def test_login_quotes_or_sends_literals(password: str) -> None:
-    """Passwords with quotes, 8-bit characters or CRLF reach the server intact."""
+@pytest.mark.parametrize(
+    ("password", "argument"),
+    [
+        ('pa"ss \\word', b'"pa\\"ss \\\\word"'),
+        ("pässwörd", b"{10}\r\np\xc3\xa4ssw\xc3\xb6rd"),
+        ("line\r\nbreak", b"{11}\r\nline\r\nbreak"),
+    ],
+)
+async def test_login_quotes_or_sends_literals(password: str, argument: bytes) -> None:
+    """Passwords with quotes, 8-bit characters or CRLF reach the server intact: quoted with
+    their backslashes and quotes escaped, or as a literal of the exact octet count."""
     fake = FakeIMAPServer(password=password)
     await fake.start()
     try:
@@ -184,6 +193,8 @@ async def test_login_quotes_or_sends_literals(password: str) -> None:
         await client.logout()
     finally:
         await fake.stop()
+    assert re.search(rb"(?m)^\w+ LOGIN alice " + re.escape(argument) + rb"\r\n", fake.wire)
+    assert fake.wire.count(b" LOGIN ") == 1
 
 
 async def test_wrong_password_is_auth_error(server: FakeIMAPServer) -> None:

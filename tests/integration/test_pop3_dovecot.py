@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def make_messages(count: int, seed: int = 1) -> list[bytes]:
         )
         messages.append(b"From: s%d@example.org\r\nSubject: m%d\r\n\r\n" % (i, i) + body)
     return messages
+
+
+@pytest.fixture
+def private_dovecot() -> Iterator[Dovecot]:
+    """A Dovecot whose log holds only this test's connections."""
+    dovecot = Dovecot()
+    dovecot.start()
+    # start() knocked on each of the four ports; let those connections be logged first.
+    deadline = time.monotonic() + 10
+    while dovecot.log_since(0).count("-login: Info: Disconnected") < 4:
+        assert time.monotonic() < deadline, dovecot.log()
+        time.sleep(0.02)
+    yield dovecot
+    dovecot.stop()
 
 
 @pytest.fixture
@@ -143,19 +158,33 @@ async def test_tls_with_the_test_ca(dovecot: Dovecot, store: UIDStore, implicit:
         assert (await poll(dovecot, sink, store, port=port, tls=tls)).delivered == 1
 
 
-async def test_unknown_ca_is_refused_before_any_password(dovecot: Dovecot) -> None:
-    with pytest.raises(TLSError):
+@pytest.mark.parametrize("implicit", [True, False], ids=["pop3s", "stls"])
+async def test_unknown_ca_is_refused_before_any_password(
+    private_dovecot: Dovecot, implicit: bool
+) -> None:
+    """A certificate from a CA we do not trust ends the session before USER, PASS or AUTH:
+    Dovecot logs the connection as closed with no user and no authentication attempt."""
+    dovecot = private_dovecot
+    offset = dovecot.log_offset()
+    port = dovecot.pop3s_port if implicit else dovecot.pop3_port
+    with pytest.raises(TLSError, match="CERTIFICATE_VERIFY_FAILED"):
         await open_pop3(
             POP3Account(
                 dovecot.host,
-                dovecot.pop3s_port,
+                port,
                 dovecot.user,
                 dovecot.password,
                 "t",
-                TLSSettings(ssl=True),
+                TLSSettings(ssl=implicit),
                 timeout=10.0,
             )
         )
+    log = dovecot.wait_for_log(offset, "pop3-login: Info: Disconnected")
+    time.sleep(0.5)  # a second connection, if the client made one, is logged too
+    log = dovecot.log_since(offset)
+    [line] = [line for line in log.splitlines() if "pop3-login" in line]
+    assert "(no auth attempts" in line and "user=<>" in line, log
+    assert dovecot.user not in log and "Login:" not in log, log
 
 
 async def test_wrong_password() -> None:
@@ -180,8 +209,11 @@ async def test_wrong_password() -> None:
         dovecot.stop()
 
 
-async def test_sasl_mechanisms(dovecot: Dovecot) -> None:
+async def test_sasl_mechanisms(private_dovecot: Dovecot) -> None:
+    """Each mechanism asked for is the one Dovecot saw the login with."""
+    dovecot = private_dovecot
     for auth in ("plain", "login", "cram-md5"):
+        offset = dovecot.log_offset()
         source = await open_pop3(
             POP3Account(
                 dovecot.host,
@@ -195,3 +227,6 @@ async def test_sasl_mechanisms(dovecot: Dovecot) -> None:
             )
         )
         await source.commit()
+        log = dovecot.wait_for_log(offset, "pop3-login: Info: Login:")
+        [login] = [line for line in log.splitlines() if "Login:" in line]
+        assert f"user=<{dovecot.user}>, method={auth.upper()}," in login, log

@@ -227,6 +227,27 @@ service stats {{
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    def log_offset(self) -> int:
+        """Where the log ends now: pass it to ``log_since`` to see only what comes after."""
+        path = self.root / "dovecot.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        path = self.root / "dovecot.log"
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
+    def wait_for_log(self, offset: int, text: str, timeout: float = 10.0) -> str:
+        """The log after ``offset`` once it holds ``text`` (Dovecot's log process writes it
+        a moment after the event); raise AssertionError with the log if it never does."""
+        deadline = time.monotonic() + timeout
+        while text not in (since := self.log_since(offset)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in Dovecot's log:\n{since}")
+            time.sleep(0.02)
+        return since
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGTERM)

@@ -43,10 +43,18 @@ async def test_hook_failure_is_a_syntax_class_error():
     assert HookError.exit_code == ExitCode.SYNTAX
 
 
-async def test_hook_timeout_kills_it():
-    """A hook that hangs is killed at the deadline and reported."""
+async def test_hook_timeout_kills_it(started_shells: list[asyncio.subprocess.Process]) -> None:
+    """A hook that hangs is killed at the deadline and reported: the shell and the command it
+    started are gone, not left running behind the error."""
     with pytest.raises(HookError, match="did not finish"):
-        await run_hook("postconnect", "sleep 30", "joe@example", timeout=0.2)
+        await run_hook("postconnect", "sleep 30 & sleep 30; wait", "joe@example", timeout=0.5)
+    [shell] = started_shells
+    assert shell.returncode == -signal.SIGKILL  # killed and reaped by run_hook
+    # Nothing of its process group is left (SIGKILL reaches the sleeps asynchronously).
+    deadline = asyncio.get_running_loop().time() + 5
+    while group_members(shell.pid) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert group_members(shell.pid) == []
 
 
 async def test_a_cancelled_hook_is_killed_and_waited_for(
@@ -87,3 +95,16 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies count as gone)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from fetchd.config import Config, parse
 from fetchd.config.model import Server
@@ -131,13 +132,24 @@ async def test_wake_by_name_and_stop_abandons_a_poll_in_flight() -> None:
 
 
 async def test_a_broken_reload_keeps_the_running_configuration() -> None:
+    """A reload is attempted, the broken file is rejected with its error logged, and the
+    running configuration stays, for this request and the next one."""
     config = _config("poll a user u password p is l here\n", interval=3600)
+    attempts = 0
 
     def reload() -> tuple[Config, list[Server]]:
+        nonlocal attempts
+        attempts += 1
         raise RCSyntaxError("test.rc", 1, 1, "syntax error")
 
     supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), reload)
-    supervisor.request_reload()
+    with structlog.testing.capture_logs() as logs:
+        supervisor.request_reload()
+        assert await supervisor.handle({"cmd": "reload"}) == {"ok": True}
+    assert attempts == 2
+    failed = [entry for entry in logs if entry["event"] == "daemon.reload_failed"]
+    assert len(failed) == 2 and all("test.rc:1:1" in entry["text"] for entry in failed), logs
+    assert not any(entry["event"] == "daemon.reloaded" for entry in logs)
     assert supervisor.config is config and [e.server.pollname for e in supervisor.entries] == ["a"]
 
 
