@@ -158,6 +158,15 @@ async def read_until(stream: asyncio.StreamReader, *markers: bytes) -> None:
         missing = {marker for marker in missing if marker not in line}
 
 
+async def both_idle(dovecot: Dovecot, other_than: set[int], timeout: float = 20) -> set[int]:
+    """Wait until Dovecot has two IMAP sessions in IDLE that are not just ``other_than``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(now := dovecot.idle_sessions()) != 2 or now == other_than:
+        assert asyncio.get_running_loop().time() < deadline, f"IDLE sessions: {now}"
+        await asyncio.sleep(0.02)
+    return now
+
+
 async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_path: Path) -> None:
     """A daemon with two `idle` entries (two folders) waits in IMAP IDLE on both and polls an
     entry as soon as Dovecot reports new mail in its folder, long before the 3600-second
@@ -197,9 +206,12 @@ async def test_idle_delivers_new_mail_within_two_seconds(dovecot: Dovecot, tmp_p
         try:
             # Wait until both idle (their first polls found nothing).
             await read_until(process.stdout, idling[b"inbox"], idling[b"lists"])
+            before: set[int] = set()
             for i in range(4):
                 folder, name = ("INBOX", b"inbox") if i % 2 == 0 else ("Lists", b"lists")
-                await asyncio.sleep(0.3)  # inside IDLE, not between poll and IDLE
+                # Inside IDLE, not between poll and IDLE: Dovecot shows both sessions in IDLE,
+                # one of them new since the last delivery.
+                before = await both_idle(dovecot, other_than=before)
                 began = time.monotonic()
                 dovecot.deliver(message(i), folder=folder)
                 while len(sink.received) < i + 1:
@@ -240,7 +252,6 @@ async def test_stopping_the_daemon_mid_poll_loses_nothing(
             while len(sink.received) < 100:
                 assert daemon.returncode is None and len(sink.received) < total
                 await asyncio.sleep(0.01)
-            asked = time.monotonic()
             if how == "quit":
                 quitter = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fetchd", "--quit", env=environment,
@@ -249,6 +260,13 @@ async def test_stopping_the_daemon_mid_poll_loses_nothing(
                 assert await quitter.wait() == 0
             else:
                 daemon.send_signal(signal.SIGTERM)
+            # Timed from the daemon's own "stopping" line: starting `fetchd --quit` (a Python
+            # process) is not what is measured.
+            deadline = time.monotonic() + 20
+            while b"stopping: no new polls" not in (tmp_path / "daemon.out").read_bytes():
+                assert time.monotonic() < deadline, "the daemon never said it was stopping"
+                await asyncio.sleep(0.01)
+            asked = time.monotonic()
             try:
                 assert await asyncio.wait_for(daemon.wait(), 10) == 0
             except TimeoutError:

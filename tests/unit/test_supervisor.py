@@ -71,15 +71,21 @@ async def test_interval_k_polls_every_kth_cycle_and_a_failing_entry_backs_off() 
         "poll broken user u password p is l here\n"
     )
     polls: Counter[str] = Counter()
+    thirty_cycles = asyncio.Event()
 
     async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
         polls[server.pollname] += 1
+        if polls["every"] >= 30:
+            thirty_cycles.set()
         return int(ExitCode.AUTH if server.pollname == "broken" else ExitCode.NOMAIL)
 
     supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
-    assert await _run_for(supervisor, 1.5) == 0
-    # About 30 cycles each: every one polls at each, third at one in three, broken backs off
-    # to one in 2, 4, then 8.
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.wait_for(thirty_cycles.wait(), 60)  # counted in cycles, however slow they are
+    supervisor.stop()
+    assert await asyncio.wait_for(running, 5) == 0
+    # 30 cycles: every one polls at each, third at one in three, broken backs off to one in
+    # 2, 4, then 8.
     assert polls["every"] >= 20
     assert abs(polls["third"] * 3 - polls["every"]) <= 6, polls
     assert polls["broken"] <= polls["every"] // 4, polls
