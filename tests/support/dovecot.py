@@ -30,14 +30,24 @@ def _free_port() -> int:
 
 
 class Dovecot:
-    host = "127.0.0.1"
-
-    def __init__(self, user: str = "alice", password: str = "alice-Secret-1") -> None:
-        self.user, self.password = user, password
+    def __init__(
+        self,
+        user: str = "alice",
+        password: str = "alice-Secret-1",
+        *,
+        host: str = "127.0.0.1",
+        pop3_only_on_110: bool = False,
+    ) -> None:
+        """``pop3_only_on_110``: POP3 on the standard ports 110 and 995 of ``host`` (pick a
+        loopback address of its own, such as 127.x.y.z), and no IMAP at all."""
+        self.user, self.password, self.host = user, password, host
         self.root = Path(tempfile.mkdtemp(prefix="fetchd-dovecot-"))
         self.root.chmod(0o755)  # the mail user and Dovecot's login user must get in
-        self.pop3_port, self.pop3s_port = _free_port(), _free_port()
-        self.imap_port, self.imaps_port = _free_port(), _free_port()
+        if pop3_only_on_110:
+            self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port = 110, 995, 0, 0
+        else:
+            self.pop3_port, self.pop3s_port = _free_port(), _free_port()
+            self.imap_port, self.imaps_port = _free_port(), _free_port()
         self.ca_file = str(self.root / "ca.pem")
         self._counter = itertools.count()
         self.instance = f"fetchd-test-{os.getpid()}-{self.root.name.rsplit('-', 1)[-1]}"
@@ -58,7 +68,7 @@ class Dovecot:
     def start(self) -> None:
         ca = trustme.CA()
         ca.cert_pem.write_to_path(self.ca_file)
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert = ca.issue_cert(*dict.fromkeys((self.host, "127.0.0.1", "localhost")))
         cert.private_key_and_cert_chain_pem.write_to_path(str(self.root / "server.pem"))
         (self.root / "passwd").write_text(
             f"{self.user}:{{PLAIN}}{self.password}:{self.uid}:{self.gid}::"
@@ -83,6 +93,7 @@ class Dovecot:
             if all(
                 self._listening(p)
                 for p in (self.pop3_port, self.imap_port, self.pop3s_port, self.imaps_port)
+                if p  # port 0: that listener is off
             ):
                 return
             time.sleep(0.05)
@@ -105,7 +116,7 @@ log_path = {root}/dovecot.log
 instance_name = {self.instance}
 verbose_proctitle = yes
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {self.host}
 default_login_user = {self.login_user}
 default_internal_user = {self.internal_user}
 first_valid_uid = 1
@@ -129,11 +140,11 @@ userdb {{
 service imap-login {{
   chroot =
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {self.host}
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    address = 127.0.0.1
+    address = {self.host}
     port = {self.imaps_port}
     ssl = yes
   }}
@@ -141,11 +152,11 @@ service imap-login {{
 service pop3-login {{
   chroot =
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = {self.host}
     port = {self.pop3_port}
   }}
   inet_listener pop3s {{
-    address = 127.0.0.1
+    address = {self.host}
     port = {self.pop3s_port}
     ssl = yes
   }}
