@@ -50,6 +50,7 @@ class Dovecot:
             self.imap_port, self.imaps_port = _free_port(), _free_port()
         self.ca_file = str(self.root / "ca.pem")
         self._counter = itertools.count()
+        self.probes = 0  # connections start() made to see whether Dovecot listens
         self.instance = f"fetchd-test-{os.getpid()}-{self.root.name.rsplit('-', 1)[-1]}"
         self._process: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
@@ -103,6 +104,7 @@ class Dovecot:
     def _listening(self, port: int) -> bool:
         try:
             with socket.create_connection((self.host, port), timeout=0.2):
+                self.probes += 1  # each is logged as a login process's "Disconnected"
                 return True
         except OSError:
             return False
