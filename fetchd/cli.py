@@ -6,6 +6,7 @@ A user sees one line per error on stderr, never a traceback, except for an inter
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = parse_args(args)
         from fetchd import engine  # imported late: --help must work even if a dependency is broken
 
-        return int(engine.run(options))
+        code = int(engine.run(options))
+        sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        return code
     except FetchdError as exc:
         print(f"fetchd: {exc}", file=sys.stderr)
         return int(exc.exit_code)
@@ -30,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fetchd: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader is gone (`fetchd --configdump | head`): what is still buffered for stdout
+        # goes nowhere, so that Python's flush at exit does not fail again (Python's advice).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(ExitCode.UNDEFINED)
     except Exception as exc:  # an internal error: say what and where, not the whole stack
         if options is not None and (options.debug or options.verbose >= 2):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -65,8 +67,14 @@ class World:
         )
 
     async def fetchd(
-        self, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        python: str | None = None,
     ) -> tuple[int, str, str]:
+        """``fetchd ARGS``; with ``python``, that program (``python -c``) instead of fetchd's
+        ``__main__``, given the same arguments."""
         environment = {
             "HOME": str(self.home),
             "XDG_STATE_HOME": str(self.home / "state"),
@@ -76,8 +84,7 @@ class World:
         environment.update(env or {})
         process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "fetchd",
+            *(["-c", python] if python is not None else ["-m", "fetchd"]),
             *args,
             env=environment,
             stdin=asyncio.subprocess.PIPE,
@@ -366,3 +373,115 @@ async def test_interface_decides_whether_to_poll(world: World) -> None:
     code, out, err = await world.fetchd("-f", str(admitted))
     assert code == 0, err
     assert len(world.sink.received) == 10
+
+
+# --- the last-resort paths of the command line --------------------------------------------
+
+# Runs fetchd's own main() with one function deep inside replaced by a crash whose text quotes
+# the password, as an exception from a library may.
+_CRASHING = """
+import sys
+import fetchd.pop3.client
+
+def crash(line):
+    raise RuntimeError("cannot parse the reply to PASS {secret}")
+
+fetchd.pop3.client.parse_reply = crash
+from fetchd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_an_internal_error_is_one_line_without_its_text(world: World) -> None:
+    """A crash deep inside a poll prints one line naming the exception's type and place, never
+    its text (which may quote a secret) and never a traceback; exit 23 (fetchmail's "undefined")."""
+    rc = world.standard_rc()
+    snippet = _CRASHING.replace("{secret}", SECRET)
+    code, out, err = await world.fetchd("-f", str(rc), python=snippet)
+    assert code == 23, err
+    assert err.count("\n") == 1 and err.startswith("fetchd: internal error at "), err
+    assert "RuntimeError" in err and "--debug" in err
+    assert SECRET not in err + out and "Traceback" not in err
+    assert "cannot parse" not in err
+    assert world.sink.received == []
+
+
+async def test_ctrl_c_mid_poll_is_one_line_and_exit_130(world: World, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) while a poll waits on a silent server: "fetchd: interrupted", exit 130,
+    no traceback."""
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # never greets; ends when fetchd goes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rc = world.rcfile(
+        f"poll 127.0.0.1 proto pop3 port {port} timeout 60\n"
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fetchd", "-f", str(rc),
+        env={"HOME": str(world.home), "XDG_STATE_HOME": str(world.home / "state"),
+             "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(accepted.wait(), 30)  # the poll is under way
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        server.close()
+    assert process.returncode == 130, err
+    assert err.decode() == "fetchd: interrupted\n"
+    assert out == b""
+
+
+async def test_a_closed_pipe_on_stdout_is_a_quiet_exit(world: World) -> None:
+    """`fetchd --configdump | head -0`: the reader is gone; fetchd exits 23 and writes nothing
+    to stderr (no traceback, no "Exception ignored" at shutdown)."""
+    rc = world.standard_rc()
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-f", str(rc), "--configdump",
+            env={"HOME": str(world.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdout=writer, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 23
+    assert err == b""
+
+
+async def test_an_rc_file_that_is_not_regular_is_exit_6(world: World) -> None:
+    """A FIFO (or a directory) as the rc file: fetchmail's "must be a regular file", exit 6,
+    and nothing read from it."""
+    fifo = world.home / "rc.fifo"
+    os.mkfifo(fifo, 0o600)
+    directory = world.home / "rc.dir"
+    directory.mkdir(mode=0o700)
+    for path in (fifo, directory):
+        code, _, err = await world.fetchd("-f", str(path))
+        assert code == 6, err
+        assert err == f"fetchd: File {path} must be a regular file.\n"
+
+
+async def test_an_rc_file_owned_by_someone_else_is_exit_6(world: World) -> None:
+    """A private rc file owned by another user: "must be owned by you", exit 6, no poll."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    rc = world.standard_rc()
+    other = pwd.getpwnam(os.environ.get("FETCHD_TEST_USER", "fmtest"))
+    os.chown(rc, other.pw_uid, other.pw_gid)
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code == 6, err
+    assert err == f"fetchd: File {rc} must be owned by you.\n"
+    assert world.sink.received == []
