@@ -393,3 +393,97 @@ def test_open_without_a_path_uses_the_xdg_default(
         assert store.path == tmp_path / "xdg" / "fetchd" / "uids.sqlite3"
     assert store.path.is_file()
     assert _mode(tmp_path / "xdg" / "fetchd") == 0o700
+
+
+# --- schema migration and WAL mode ----------------------------------------------------------
+
+
+def _version(path: Path) -> int:
+    raw = sqlite3.connect(path)
+    try:
+        return int(raw.execute("SELECT version FROM schema_version").fetchone()[0])
+    finally:
+        raw.close()
+
+
+def test_an_older_store_is_migrated_in_place_keeping_its_records(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store of schema version 1 opened by a fetchd of version 2 is migrated on open, in one
+    transaction: new schema, new version, the recorded UIDs kept."""
+    with UIDStore.open(store_path) as store:
+        store.account("pop.example.org", "bob").record_delivered(["1", "2"])
+    monkeypatch.setattr("fetchd.state.database.SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        "fetchd.state.database._MIGRATIONS",
+        {SCHEMA_VERSION: "ALTER TABLE accounts ADD COLUMN note TEXT"},
+    )
+    with UIDStore.open(store_path) as store:
+        assert store.account("pop.example.org", "bob").delivered() == {"1", "2"}
+    assert _version(store_path) == SCHEMA_VERSION + 1
+    raw = sqlite3.connect(store_path)
+    columns = [row[1] for row in raw.execute("PRAGMA table_info(accounts)")]
+    raw.close()
+    assert "note" in columns
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that fails half-way is rolled back: StateError naming the step, and the store
+    still at its old version with its first statement undone."""
+    with UIDStore.open(store_path) as store:
+        store.account("pop.example.org", "bob").record_delivered(["1"])
+    monkeypatch.setattr("fetchd.state.database.SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        "fetchd.state.database._MIGRATIONS",
+        {SCHEMA_VERSION: "ALTER TABLE accounts ADD COLUMN note TEXT; SELECT * FROM no_such_table"},
+    )
+    error = _assert_refused(store_path)
+    assert f"migration from {SCHEMA_VERSION} failed" in str(error)
+    monkeypatch.undo()
+    assert _version(store_path) == SCHEMA_VERSION
+    raw = sqlite3.connect(store_path)
+    columns = [row[1] for row in raw.execute("PRAGMA table_info(accounts)")]
+    raw.close()
+    assert "note" not in columns
+    with UIDStore.open(store_path) as store:
+        assert store.account("pop.example.org", "bob").delivered() == {"1"}
+
+
+def test_a_version_without_a_migration_is_refused(store_path: Path) -> None:
+    """A schema version below ours that no migration starts from: refused, not guessed at."""
+    UIDStore.open(store_path).close()
+    raw = sqlite3.connect(store_path)
+    raw.execute("UPDATE schema_version SET version = 0")
+    raw.commit()
+    raw.close()
+    error = _assert_refused(store_path)
+    assert "no migration from schema version 0" in str(error)
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_filesystem_that_refuses_wal_mode_is_refused(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, journal: str
+) -> None:
+    """Where SQLite cannot run in WAL mode (here its "unix-none" VFS, without the locking WAL
+    needs, as on some network filesystems), the store is refused rather than used without it:
+    a store in WAL mode cannot even be read there, and one a tool switched back to a rollback
+    journal is refused when WAL mode is asked for and not granted."""
+    with UIDStore.open(store_path) as store:
+        store.account("pop.example.org", "bob").record_delivered(["1"])
+    raw = sqlite3.connect(store_path)
+    raw.execute(f"PRAGMA journal_mode = {journal}")
+    raw.close()
+    real = sqlite3.connect
+
+    def without_locking(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        return real(f"{database}&vfs=unix-none", *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fetchd.state.database.sqlite3.connect", without_locking)
+    error = _assert_refused(store_path)
+    if journal == "delete":
+        assert "the filesystem refused WAL mode (got 'delete')" in str(error)
+    monkeypatch.undo()
+    with UIDStore.open(store_path) as store:  # untouched: fine where WAL works
+        assert store.account("pop.example.org", "bob").delivered() == {"1"}
