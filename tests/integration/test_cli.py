@@ -485,3 +485,79 @@ async def test_an_rc_file_owned_by_someone_else_is_exit_6(world: World) -> None:
     assert code == 6, err
     assert err == f"fetchd: File {rc} must be owned by you.\n"
     assert world.sink.received == []
+
+
+async def test_the_demo_delivers_every_message_exactly_once(tmp_path: Path) -> None:
+    """`fetchd --demo`, the README's first command, through the installed console script: three
+    polls of its own POP3 server into its own SMTP sink, each message delivered once, the server
+    emptied, exit 0; nothing of the user's home is read or written."""
+    script = Path(sys.executable).with_name("fetchd")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "fetchd"]
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / ".fetchmailrc").write_text("this is no rc file\n")  # the demo must not read it
+    (home / ".fetchmailrc").chmod(0o600)
+    process = await asyncio.create_subprocess_exec(
+        *command, "--demo",
+        env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+             "LC_ALL": "C.UTF-8"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out_bytes, err_bytes = await asyncio.wait_for(process.communicate(), 120)
+    out, err = out_bytes.decode(), err_bytes.decode()
+    assert process.returncode == 0, out + err
+    assert "Traceback" not in out + err
+    assert "fetchd demo: the SMTP sink received 5 messages:" in out, out
+    subjects = [line for line in out.splitlines() if line.startswith("  MAIL FROM ")]
+    assert [line.rsplit("Subject: ", 1)[1] for line in subjects] == [
+        f"demo message {i}" for i in range(1, 6)
+    ], out
+    assert "fetchd demo: 0 messages left on the POP3 server" in out, out
+    assert out.rstrip().endswith("fetchd demo: every message delivered exactly once; done."), out
+    assert sorted(p.name for p in home.iterdir()) == [".fetchmailrc"]
+
+
+async def test_postconnect_runs_after_the_poll_and_its_failure_loses_nothing(
+    world: World,
+) -> None:
+    """`postconnect` runs once the account was polled: by then every message was delivered and
+    the POP3 session had ended (the deletions committed). Its output is shown; a postconnect
+    that fails is reported (exit 5, fetchmail's) and takes back nothing that was done."""
+    seen: list[tuple[int, int]] = []  # (messages the MTA had, messages left on the server)
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((len(world.sink.received), len(world.pop.messages)))
+        writer.write(b"recorded\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    probe = world.home / "probe.py"
+    probe.write_text(
+        "import socket\n"
+        f"s = socket.create_connection(('127.0.0.1', {port}))\n"
+        "print('postconnect saw', s.recv(100).decode().strip())\n"
+    )
+    try:
+        for status in (0, 7):
+            rc = world.rcfile(
+                f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
+                f'  user demo password "{SECRET}" is joe here'
+                f" smtphost 127.0.0.1/{world.smtp_port}\n"
+                f'  postconnect "{sys.executable} {probe}; exit {status}"\n'
+            )
+            code, out, err = await world.fetchd("-f", str(rc))
+            if status == 0:
+                assert code == 0, out + err
+                assert seen == [(10, 0)]  # after all ten deliveries and the committed QUIT
+                assert "postconnect: postconnect saw recorded" in out + err
+            else:
+                # Nothing new to fetch; the command ran and failed.
+                assert code == 5, out + err
+                assert "postconnect command for demo@127.0.0.1 failed with status 7" in out + err
+                assert seen == [(10, 0), (10, 0)]
+    finally:
+        server.close()
+    assert len(world.sink.received) == 10
