@@ -115,6 +115,19 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await pop.stop()
 
 
+async def read_until(process: asyncio.subprocess.Process, marker: str, timeout: float = 20) -> str:
+    """The daemon's output up to and including the first line holding ``marker``; pass it on
+    to ``stop``'s output, which holds only what came after."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not lines or marker not in lines[-1]:
+            line = await process.stdout.readline()
+            assert line, f"the daemon ended before printing {marker!r}: {''.join(lines)}"
+            lines.append(line.decode())
+    return "".join(lines)
+
+
 async def stop(process: asyncio.subprocess.Process) -> str:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
@@ -182,12 +195,13 @@ async def test_sigterm_stops_cleanly_and_sighup_reload_survives_a_broken_file(
     await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
     setup.rc.write_text("poll 127.0.0.1 user\n  aka x\n")  # broken
     daemon.send_signal(signal.SIGHUP)
-    await asyncio.sleep(0.5)
+    output = await read_until(daemon, "reload failed, keeping the running configuration")
     code, out = await setup.cli("--status")
     assert code == 0 and "demo@127.0.0.1" in out  # still serving with the old configuration
     setup.write_rc()  # fixed again: reloaded, and the status table is a new one
     daemon.send_signal(signal.SIGHUP)
-    output = await stop(daemon)
+    output += await read_until(daemon, f"reloaded {setup.rc}")
+    output += await stop(daemon)
     assert daemon.returncode == 0
     assert "reload failed, keeping the running configuration" in output
     assert f"reloaded {setup.rc}" in output
@@ -385,13 +399,13 @@ async def test_sigusr1_wakes_the_daemon_for_a_poll(setup: Setup) -> None:
 async def test_under_systemd_the_lines_are_key_value(setup: Setup) -> None:
     setup.extra_env = {"JOURNAL_STREAM": "8:12345", "INVOCATION_ID": "0123456789abcdef"}
     daemon = await setup.start()
+    output = ""
     try:
         await until(lambda: len(setup.sink.received) == 5)
         # The summary follows the end of the poll (QUIT): a stop before that abandons the poll.
-        await until(lambda: not setup.pop.messages)
-        await asyncio.sleep(0.5)
+        output = await read_until(daemon, "poll.summary ")
     finally:
-        output = await stop(daemon)
+        output += await stop(daemon)
     lines = output.splitlines()
     assert any(line.startswith('daemon.start level=info msg="starting fetchd') for line in lines)
     # One summary line per poll per account, with the account as a key.
