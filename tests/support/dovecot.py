@@ -1,8 +1,9 @@
 """A private Dovecot for the test suite: its own config, ports, users, Maildirs and test CA.
 
-It listens on 127.0.0.1 only (IMAP, IMAPS, POP3, POP3S), uses no system configuration, and
-works both as root (mail owned by FETCHD_TEST_USER, default ``fmtest``, as CI runs) and as an
-ordinary user (everything owned by that user). Dovecot 2.3 configuration syntax.
+It listens on one loopback address only, 127.0.0.1 unless told (IMAP, IMAPS, POP3, POP3S), uses
+no system configuration, and works both as root (mail owned by FETCHD_TEST_USER, default
+``fmtest``, as CI runs) and as an ordinary user (everything owned by that user). Dovecot 2.3
+configuration syntax.
 """
 
 from __future__ import annotations
