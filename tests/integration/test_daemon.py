@@ -44,6 +44,8 @@ class Setup:
             "XDG_STATE_HOME": str(self.home / "state"),
             "XDG_RUNTIME_DIR": str(self.run_dir or self.home / "run"),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # Never the machine's own syslog: a test that wants one binds this path.
+            "FETCHD_SYSLOG_SOCKET": str(self.home / "syslog.sock"),
         } | self.extra_env
 
     def write_rc(self, extra: str = "") -> None:
@@ -393,3 +395,55 @@ async def test_under_systemd_the_lines_are_key_value(setup: Setup) -> None:
     assert "account=demo@127.0.0.1" in summaries[0]
     assert all(line.split(" ", 1)[0].count(".") == 1 for line in lines), output
     assert SECRET not in output
+
+
+async def _start_on_pipe(setup: Setup, *args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """A daemon whose stdout and stderr are one pipe; the read end is returned to the test."""
+    read_end, write_end = os.pipe()
+    try:
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fetchd",
+            "-N",
+            "-f",
+            str(setup.rc),
+            *args,
+            env=setup.env,
+            stdout=write_end,
+            stderr=write_end,
+        )
+    finally:
+        os.close(write_end)
+    return daemon, read_end
+
+
+async def _edit_rc_three_times(setup: Setup, port: int) -> None:
+    """Each edit is a reload and a line (or more) to the broken output."""
+    for round_ in range(3):
+        setup.rc.write_text(
+            setup.rc.read_text().replace(f"/{setup.sink.port}", f"/{port}") + f"# edit {round_}\n"
+        )
+        await asyncio.sleep(0.05)
+        os.utime(setup.rc, (time.time() + round_ + 1, time.time() + round_ + 1))
+
+
+async def test_a_closed_output_pipe_stops_neither_polls_nor_sigterm(setup: Setup) -> None:
+    """Issue 19: the reader of the daemon's output goes away; reloads, polls and SIGTERM carry
+    on as if the output were a file."""
+    daemon, read_end = await _start_on_pipe(setup, "-v", "-d", "1")
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        os.close(read_end)  # the reader (tee, a log collector) is gone: writes now fail
+        async with running_mta() as other:
+            await _edit_rc_three_times(setup, other.port)
+            daemon.send_signal(signal.SIGHUP)
+            for i in range(3):
+                setup.pop.messages.append(f"Subject: after {i}\r\n\r\nnew\r\n".encode())
+                await until(lambda i=i: len(other.received) == i + 1, timeout=RC_CHECK_SECONDS + 15)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 5) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
