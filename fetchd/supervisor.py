@@ -165,8 +165,6 @@ class Supervisor:
         return matched
 
     def request_reload(self) -> None:
-        if self._stopping.is_set():
-            return
         with contextlib.suppress(Exception):
             self._notifier.reloading()
         try:

@@ -5,6 +5,8 @@ aiosmtpd), so they outlive the daemon."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from fetchd.supervisor import RC_CHECK_SECONDS
 from tests.support.mta import Sink, running_mta
 
 SECRET = "daemon-Secret-9"
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on Linux; spelled out for mypy
 MESSAGES = [f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode() for i in range(5)]
 
 
@@ -437,7 +441,8 @@ async def test_a_closed_output_pipe_stops_neither_polls_nor_sigterm(setup: Setup
         os.close(read_end)  # the reader (tee, a log collector) is gone: writes now fail
         async with running_mta() as other:
             await _edit_rc_three_times(setup, other.port)
-            daemon.send_signal(signal.SIGHUP)
+            daemon.send_signal(signal.SIGHUP)  # not waiting for the watcher
+            await asyncio.sleep(1)
             for i in range(3):
                 setup.pop.messages.append(f"Subject: after {i}\r\n\r\nnew\r\n".encode())
                 await until(lambda i=i: len(other.received) == i + 1, timeout=RC_CHECK_SECONDS + 15)
@@ -447,3 +452,70 @@ async def test_a_closed_output_pipe_stops_neither_polls_nor_sigterm(setup: Setup
         if daemon.returncode is None:
             daemon.kill()
             await daemon.wait()
+
+
+def _pipe_fill(read_end: int) -> int:
+    """How many bytes wait in the pipe, unread."""
+    return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+async def test_a_reader_that_stops_reading_holds_up_neither_status_nor_mail(setup: Setup) -> None:
+    """Issue 19: a stdout that blocks (journald stalled, a paused terminal) does not block the
+    daemon: ``--status`` answers, mail is delivered, SIGTERM ends it."""
+    daemon, read_end = await _start_on_pipe(setup, "-v", "-d", "1")
+    try:
+        fcntl.fcntl(read_end, F_SETPIPE_SZ, 4096)  # one page: full after a few polls
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: _pipe_fill(read_end) > 3500, timeout=60)  # never read
+        await asyncio.sleep(1.5)  # a poll or two more, each writing into the full pipe
+        code, out = await setup.cli("--status")
+        assert code == 0 and "demo@127.0.0.1" in out, out
+        setup.pop.messages.append(b"Subject: while blocked\r\n\r\nnew\r\n")
+        await until(lambda: len(setup.sink.received) == 6, timeout=15)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 10) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+        os.close(read_end)
+
+
+async def test_a_log_file_on_a_full_disk_stops_nothing(setup: Setup, small_disk: Path) -> None:
+    """Issue 19: a detached daemon whose log file cannot grow (ENOSPC) polls, reloads and stops
+    as one whose disk has room, and says once, on syslog, that its log is gone."""
+    logfile = small_disk / "fetchd.log"
+    logfile.touch()
+    filler = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(filler, b"x" * 4096)
+    os.close(filler)
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(setup.env["FETCHD_SYSLOG_SOCKET"])
+    syslog.setblocking(False)
+    setup.rc.write_text(f"set logfile {logfile}\n" + setup.rc.read_text())
+    code, out = await setup.cli("-v", "-d", "1", "-f", str(setup.rc))  # detaches
+    assert code == 0, out
+    await until(lambda: len(setup.sink.received) == 5)
+    daemon_pid = int((setup.home / "run" / "fetchd" / "lock").read_text())
+    try:
+        async with running_mta() as other:
+            await _edit_rc_three_times(setup, other.port)
+            os.kill(daemon_pid, signal.SIGHUP)  # not waiting for the watcher
+            await asyncio.sleep(1)
+            for i in range(3):
+                setup.pop.messages.append(f"Subject: after {i}\r\n\r\nnew\r\n".encode())
+                await until(lambda i=i: len(other.received) == i + 1, timeout=RC_CHECK_SECONDS + 15)
+        os.kill(daemon_pid, signal.SIGTERM)
+        await until(lambda: not _alive(daemon_pid), timeout=5)
+    finally:
+        if _alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+    records = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            records.append(syslog.recv(2048).decode())
+    syslog.close()
+    assert any("failed (No space left on device); its log lines are dropped" in r for r in records)
+    assert logfile.stat().st_size == 0
