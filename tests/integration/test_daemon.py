@@ -315,7 +315,7 @@ def _alive(pid: int) -> bool:
 
 async def test_detached_daemon_writes_its_logfile_and_pidfile_and_quits(setup: Setup) -> None:
     logfile = setup.home / "fetchd.log"
-    logfile.touch()  # fetchmail's rule: the logfile must exist
+    logfile.touch()  # an existing logfile is appended to (a missing one is created 0600)
     pidfile = setup.home / "fetchmail.pid"
     setup.rc.write_text(f"set logfile {logfile}\nset pidfile {pidfile}\n" + setup.rc.read_text())
     code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches, parent exits 0
@@ -519,3 +519,55 @@ async def test_a_log_file_on_a_full_disk_stops_nothing(setup: Setup, small_disk:
     syslog.close()
     assert any("failed (No space left on device); its log lines are dropped" in r for r in records)
     assert logfile.stat().st_size == 0
+
+
+async def test_a_detached_daemon_without_a_logfile_logs_to_syslog(setup: Setup) -> None:
+    """Issue 10 item 7: no logfile and no ``set syslog``: syslog, not the void, and the
+    terminal is told so before the daemon detaches."""
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(setup.env["FETCHD_SYSLOG_SOCKET"])
+    syslog.setblocking(False)
+    records: list[str] = []
+
+    def received(text: str) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                records.append(syslog.recv(2048).decode())
+        return any(text in record for record in records)
+
+    try:
+        code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches
+        assert code == 0, out
+        assert out == "fetchd: no logfile set: the daemon logs to syslog (facility mail)\n"
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: received("reading message demo@127.0.0.1:5 of 5"))
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        await until(lambda: received("fetchd daemon stopped"))
+    finally:
+        syslog.close()
+        lock = setup.home / "run" / "fetchd" / "lock"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(lock.read_text())
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert any(r.startswith("<22>") and "starting fetchd" in r for r in records), records
+    assert all(SECRET not in r for r in records)
+
+
+async def test_a_missing_logfile_is_created_private(setup: Setup) -> None:
+    """Issue 10 item 7: ``-L FILE`` that does not exist yet is created, mode 0600."""
+    logfile = setup.home / "new.log"
+    code, out = await setup.cli("-L", str(logfile), "-f", str(setup.rc))  # detaches
+    assert code == 0, out
+    await until(lambda: len(setup.sink.received) == 5)
+    daemon_pid = int((setup.home / "run" / "fetchd" / "lock").read_text())
+    try:
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        await until(lambda: not _alive(daemon_pid))
+    finally:
+        if _alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+    assert stat.S_IMODE(logfile.stat().st_mode) == 0o600
+    assert "fetchd daemon stopped" in logfile.read_text()
