@@ -149,6 +149,12 @@ def run_daemon(
         logconfig.flush()
 
 
+def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    kind = type(error).__name__ if error is not None else "no exception"
+    log.error("daemon.internal_error", text=f"internal error in the event loop: {kind}")
+
+
 async def _main(
     config: Config,
     entries: list[Server],
@@ -159,6 +165,9 @@ async def _main(
     idle_wait: Callable[[Config, Server, Any], Any] | None,
     can_idle: Callable[[Server], bool],
 ) -> int:
+    # An exception nothing awaits goes to our log (which cannot block or fail), not to the
+    # logging module's blocking write to stderr; its text is left out (it may quote a secret).
+    asyncio.get_running_loop().set_exception_handler(_report_loop_error)
     store = await asyncio.to_thread(UIDStore.open)
     notifier = Notifier()
 

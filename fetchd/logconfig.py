@@ -13,6 +13,7 @@ everything. Values that came from a server are capped and escaped before they re
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -136,28 +137,28 @@ class _BackgroundWriter:
     lines are dropped and counted, and the count is written once the output moves again."""
 
     def __init__(self, size: int = QUEUE_LINES) -> None:
-        self._queue: queue.Queue[tuple[_Output, str]] = queue.Queue(size)
+        self._queue: queue.Queue[tuple[Callable[[str], object], str]] = queue.Queue(size)
         self._lock = threading.Lock()
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="fetchd-log", daemon=True)
         self._thread.start()
 
-    def put(self, output: _Output, line: str) -> None:
+    def put(self, write: Callable[[str], object], line: str) -> None:
         try:
-            self._queue.put_nowait((output, line))
+            self._queue.put_nowait((write, line))
         except queue.Full:
             with self._lock:
                 self.dropped += 1
 
     def _run(self) -> None:
         while True:
-            output, line = self._queue.get()
+            write, line = self._queue.get()
             try:
                 with self._lock:
                     dropped, self.dropped = self.dropped, 0
                 if dropped:
-                    output.write(f"fetchd: {dropped} log lines dropped (output blocked)\n")
-                output.write(line)
+                    write(f"fetchd: {dropped} log lines dropped (output blocked)\n")
+                write(line)
             finally:
                 self._queue.task_done()
 
@@ -175,7 +176,7 @@ class _SplitLogger:
 
     def _write(self, output: _Output, message: str) -> None:
         if _writer is not None:
-            _writer.put(output, message + "\n")
+            _writer.put(output.write, message + "\n")
         else:
             output.write(message + "\n")
 
@@ -210,6 +211,7 @@ class _SyslogLogger:
         self._socket: socket.socket | None = None
 
     def _send(self, severity: int, message: str) -> None:
+        message = message.removesuffix("\n")
         # One line per record: control characters (a server's CR LF) cannot forge another entry.
         text = message if message.isprintable() else message.encode("unicode_escape").decode()
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
@@ -240,7 +242,9 @@ class _SyslogLogger:
 
     def __getattr__(self, method: str) -> Any:
         severity = _SEVERITY.get(method, 2)  # critical and anything else: LOG_CRIT
-        return lambda message: self._send(severity, message)
+        send = functools.partial(self._send, severity)
+        # In a daemon, the log thread waits for a slow syslog, not the event loop.
+        return lambda message: _writer.put(send, message) if _writer is not None else send(message)
 
 
 _syslog_sink: _SyslogLogger | None = None  # the one in use, closed when reconfigured

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +100,7 @@ def test_a_blocked_output_drops_lines_and_counts_them() -> None:
     output = logconfig._Output(stream, "standard output")
     writer = logconfig._BackgroundWriter(size=2)
     for i in range(10):
-        writer.put(output, f"line {i}\n")  # never waits for the stalled stream
+        writer.put(output.write, f"line {i}\n")  # never waits for the stalled stream
     dropped = writer.dropped
     assert dropped >= 7
     stream.resume.set()
@@ -106,3 +108,23 @@ def test_a_blocked_output_drops_lines_and_counts_them() -> None:
     lines = stream.getvalue().splitlines()
     assert f"fetchd: {dropped} log lines dropped (output blocked)" in lines
     assert len(lines) - 1 + dropped == 10
+
+
+def test_a_daemon_does_not_wait_for_a_stalled_syslog(
+    syslogd: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslogd not reading (its queue full): the log thread waits, the caller does not."""
+    path, _ = syslogd
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.setblocking(False)
+        filler.connect(path)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.send(b"<22>filler")
+    monkeypatch.setattr(logconfig, "_writer", logconfig._BackgroundWriter())
+    logconfig.configure(syslog=path, errors=io.StringIO())
+    log = structlog.get_logger("test")
+    began = time.monotonic()
+    for i in range(20):  # each would wait SYSLOG_WAIT_SECONDS (0.5 s) in the caller
+        log.info("x", text=f"line {i}")
+    assert time.monotonic() - began < 2.0
