@@ -206,4 +206,5 @@ async def _main(
         watchdog.cancel()
         await server.stop()
         store.close()
-        supervisor.close()
+        # The stop deadline stays armed until the process is gone: what follows (the loop's
+        # teardown waits for its worker threads, the state store's among them) is bounded too.
