@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from fetchd import __version__, control
+from fetchd import __version__, control, logconfig
 from fetchd.config import Config, ParseEnvironment, load_rcfile
 from fetchd.config.check import check_config
 from fetchd.config.model import Server
@@ -23,7 +23,7 @@ from fetchd.overrides import apply_overrides, select_entries
 from fetchd.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 from fetchd.sdnotify import Notifier
 from fetchd.state import UIDStore
-from fetchd.supervisor import AccountStatus, Supervisor
+from fetchd.supervisor import STOP_DEADLINE_SECONDS, AccountStatus, Supervisor
 
 log = structlog.get_logger("fetchd.daemon")
 
@@ -99,7 +99,9 @@ def detach(logfile: str | None) -> None:
     target = null
     if logfile:
         try:
-            target = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            # Created private when missing: a log names accounts and servers.
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            target = os.open(logfile, flags, 0o600)
         except OSError as exc:
             raise ConfigError(f"cannot open logfile {logfile}: {exc.strerror}") from None
     sys.stdout.flush()
@@ -134,6 +136,7 @@ def run_daemon(
         if not options.nodetach:
             detach(config.globals.logfile)
             lock.rewrite_pid()  # the lock's descriptor went with us through both forks
+        logconfig.start_background_writer()  # after the forks: a thread does not survive them
         if pidfile is not None:
             pidfile.write(config.globals.poll_interval)
         return run_loop(
@@ -143,6 +146,13 @@ def run_daemon(
         if pidfile is not None:
             pidfile.remove()
         lock.release()
+        logconfig.flush()
+
+
+def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    error = context.get("exception")
+    kind = type(error).__name__ if error is not None else "no exception"
+    log.error("daemon.internal_error", text=f"internal error in the event loop: {kind}")
 
 
 async def _main(
@@ -155,6 +165,9 @@ async def _main(
     idle_wait: Callable[[Config, Server, Any], Any] | None,
     can_idle: Callable[[Server], bool],
 ) -> int:
+    # An exception nothing awaits goes to our log (which cannot block or fail), not to the
+    # logging module's blocking write to stderr; its text is left out (it may quote a secret).
+    asyncio.get_running_loop().set_exception_handler(_report_loop_error)
     store = await asyncio.to_thread(UIDStore.open)
     notifier = Notifier()
 
@@ -175,6 +188,7 @@ async def _main(
         idle_wait=idle_wait,
         can_idle=can_idle,
         notifier=notifier,
+        stop_deadline=STOP_DEADLINE_SECONDS,
     )
     server = control.ControlServer(directory / "control.sock", supervisor.handle)
     await server.start()
@@ -192,3 +206,5 @@ async def _main(
         watchdog.cancel()
         await server.stop()
         store.close()
+        # The stop deadline stays armed until the process is gone: what follows (the loop's
+        # teardown waits for its worker threads, the state store's among them) is bounded too.

@@ -107,7 +107,15 @@ def run(options: Options) -> int:
         raise ConfigError(f"no mailservers have been specified in {config.filename}")
     warn_ignored_keywords(config, entries)
     daemon = bool(config.globals.poll_interval and not options.check)
-    if config.globals.syslog and not (daemon and not options.nodetach and config.globals.logfile):
+    detached = daemon and not options.nodetach
+    to_syslog = config.globals.syslog and not (detached and config.globals.logfile)
+    # A service with nowhere else to log would log into /dev/null; unless --nosyslog said so,
+    # it logs to syslog.
+    unlogged = detached and not config.globals.logfile and not config.globals.syslog
+    if unlogged and options.override("syslog") is not False:
+        print("fetchd: no logfile set: the daemon logs to syslog (facility mail)")
+        to_syslog = True
+    if to_syslog:
         # fetchmail: from here on, status and errors go to syslog; a logfile, where it applies
         # (a detached daemon), wins over syslog.
         logconfig.configure(

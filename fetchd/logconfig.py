@@ -12,19 +12,24 @@ everything. Values that came from a server are capped and escaped before they re
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
+import queue
 import select
 import socket
 import sys
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
 MAX_VALUE_LENGTH = 200
+QUEUE_LINES = 1000  # lines held for a blocked output before they are dropped (and counted)
 
 Format = Literal["console", "keyvalue"]
 
@@ -78,15 +83,102 @@ def _keyvalue(event: MutableMapping[str, Any]) -> str:
     return f"{name} {rest}".strip()
 
 
+class _Output:
+    """One destination of log lines (standard output or error, a log file behind them): a line
+    written to it never raises. The first failure (a pipe whose reader went away, EIO, a full
+    disk) drops the output for good, and says so once on another output or syslog."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self.stream, self.name = stream, name
+        self.failed = False
+        try:
+            self._fd: int | None = stream.fileno()
+        except (OSError, ValueError):  # io.StringIO and the like: no descriptor
+            self._fd = None
+        self.peers: list[_Output] = []  # where the notice of a failure goes first
+
+    def write(self, line: str) -> bool:
+        if self.failed:
+            return False
+        try:
+            if self._fd is None:
+                self.stream.write(line)
+                self.stream.flush()
+            else:
+                # Straight to the descriptor: a failed write leaves nothing in the stream's
+                # buffer for the interpreter to trip over at exit.
+                self.stream.flush()
+                data = line.encode("utf-8", "backslashreplace")
+                while data:
+                    data = data[os.write(self._fd, data) :]
+        except (OSError, ValueError) as exc:
+            self.failed = True
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            notice = f"fetchd: {self.name} failed ({reason}); its log lines are dropped\n"
+            if not any(peer.write(notice) for peer in self.peers if peer is not self):
+                _syslog_once(notice.strip())
+            return False
+        return True
+
+
+def _syslog_once(text: str) -> None:
+    """One warning datagram to syslog, if it listens; nothing if not."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(syslog_address())
+        stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
+        line = f"<{_FACILITY_MAIL | 4}>{stamp} fetchd[{os.getpid()}]: {text}"
+        sock.send(line.encode("utf-8", "backslashreplace")[:MAX_SYSLOG_LINE])
+
+
+class _BackgroundWriter:
+    """Lines queued for a thread that writes them, so that a reader that stops reading (a
+    stalled journald, a paused terminal) never blocks the event loop: when the queue is full,
+    lines are dropped and counted, and the count is written once the output moves again."""
+
+    def __init__(self, size: int = QUEUE_LINES) -> None:
+        self._queue: queue.Queue[tuple[Callable[[str], object], str]] = queue.Queue(size)
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="fetchd-log", daemon=True)
+        self._thread.start()
+
+    def put(self, write: Callable[[str], object], line: str) -> None:
+        try:
+            self._queue.put_nowait((write, line))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            write, line = self._queue.get()
+            try:
+                with self._lock:
+                    dropped, self.dropped = self.dropped, 0
+                if dropped:
+                    write(f"fetchd: {dropped} log lines dropped (output blocked)\n")
+                write(line)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
 class _SplitLogger:
     """Progress to stdout, warnings and errors to stderr, as fetchmail's own output goes."""
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    def __init__(self, out: _Output, err: _Output) -> None:
         self._out, self._err = out, err
 
-    def _write(self, stream: TextIO, message: str) -> None:
-        stream.write(message + "\n")
-        stream.flush()
+    def _write(self, output: _Output, message: str) -> None:
+        if _writer is not None:
+            _writer.put(output.write, message + "\n")
+        else:
+            output.write(message + "\n")
 
     def msg(self, message: str) -> None:
         self._write(self._out, message)
@@ -114,11 +206,12 @@ class _SyslogLogger:
     """RFC 3164 lines, as libc's syslog(3) writes them. A syslog that cannot be reached, or not
     keep up, neither swallows the line nor stalls mail: the line goes to standard error."""
 
-    def __init__(self, address: str, fallback: TextIO) -> None:
+    def __init__(self, address: str, fallback: _Output) -> None:
         self._address, self._fallback = address, fallback
         self._socket: socket.socket | None = None
 
     def _send(self, severity: int, message: str) -> None:
+        message = message.removesuffix("\n")
         # One line per record: control characters (a server's CR LF) cannot forge another entry.
         text = message if message.isprintable() else message.encode("unicode_escape").decode()
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
@@ -141,7 +234,6 @@ class _SyslogLogger:
                 self._socket.close()
                 self._socket = None
             self._fallback.write(f"fetchd: {text}\n")
-            self._fallback.flush()
 
     def close(self) -> None:
         if self._socket is not None:
@@ -150,10 +242,27 @@ class _SyslogLogger:
 
     def __getattr__(self, method: str) -> Any:
         severity = _SEVERITY.get(method, 2)  # critical and anything else: LOG_CRIT
-        return lambda message: self._send(severity, message)
+        send = functools.partial(self._send, severity)
+        # In a daemon, the log thread waits for a slow syslog, not the event loop.
+        return lambda message: _writer.put(send, message) if _writer is not None else send(message)
 
 
 _syslog_sink: _SyslogLogger | None = None  # the one in use, closed when reconfigured
+_writer: _BackgroundWriter | None = None  # the daemon's log thread, once started
+
+
+def start_background_writer() -> None:
+    """From here on (a daemon, after detaching: threads do not survive fork) log lines are
+    written by a thread, and a blocked output holds up nothing else."""
+    global _writer
+    if _writer is None:
+        _writer = _BackgroundWriter()
+
+
+def flush(timeout: float = 2.0) -> None:
+    """Wait, at most ``timeout`` seconds, for the queued lines to be written (at exit)."""
+    if _writer is not None:
+        _writer.flush(timeout)
 
 
 def _plain_text(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
@@ -191,9 +300,12 @@ def configure(
     if _syslog_sink is not None:
         _syslog_sink.close()
         _syslog_sink = None
-    factory: Any = lambda *args: _SplitLogger(out, err)  # noqa: E731
+    outputs = _Output(out, "standard output"), _Output(err, "standard error")
+    outputs[0].peers = [outputs[1]]
+    split = _SplitLogger(*outputs)
+    factory: Any = lambda *args: split  # noqa: E731
     if syslog is not None:
-        sink = _syslog_sink = _SyslogLogger(syslog, err)
+        sink = _syslog_sink = _SyslogLogger(syslog, outputs[1])
         renderer, factory = _plain_text, lambda *args: sink
     structlog.configure(
         processors=[

@@ -6,7 +6,10 @@
 - At most MAX_CONNECTIONS accounts poll at once.
 - Stopping (SIGTERM, SIGINT, ``--quit``) starts no new poll and abandons polls in flight: a poll
   that is cancelled drops its server session without committing, so nothing it did not deliver
-  and record is deleted (the delivery invariant, fetchd.poll). A second signal exits at once.
+  and record is deleted (the delivery invariant, fetchd.poll). A second signal exits at once, and
+  so does a stop that has not ended within ``stop_deadline`` seconds (a thread's timer, so that
+  it fires even if the event loop is stuck). The stop is requested first, before anything that
+  could fail or block (a log line, sd_notify) is tried.
 - SIGHUP, ``reload`` or a change of the rc file re-read it; a broken file keeps the running
   configuration and says why.
 """
@@ -18,6 +21,7 @@ import contextlib
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from fetchd import logconfig
 from fetchd.config.model import Config, Server
 from fetchd.errors import ExitCode, FetchdError
 from fetchd.sdnotify import Notifier
@@ -36,6 +41,7 @@ MAX_BACKOFF_CYCLES = 8
 RC_CHECK_SECONDS = 5.0
 CANCEL_RETRY_SECONDS = 0.2
 IDLE_HEALTHY_SECONDS = 60.0  # an IDLE that failed after this long is re-opened at once
+STOP_DEADLINE_SECONDS = 10.0  # the daemon's: a graceful stop longer than this is forced
 
 
 @dataclass
@@ -90,6 +96,8 @@ class Supervisor:
         idle_wait: Callable[[Config, Server, Any], Coroutine[Any, Any, None]] | None = None,
         can_idle: Callable[[Server], bool] = lambda server: False,
         notifier: Notifier | None = None,
+        stop_deadline: float | None = None,
+        force_exit: Callable[[int], Any] | None = None,
     ) -> None:
         self.config = config
         self.entries = [_Entry(server) for server in entries]
@@ -104,17 +112,45 @@ class Supervisor:
         self._signals = 0
         self._rc_mtime = self._mtime()
         self._notifier = notifier or Notifier({})
+        self._stop_deadline = stop_deadline
+        self._force_exit = force_exit or (lambda code: os._exit(code))
+        self._deadline_timer: threading.Timer | None = None
 
     # --- requests from signals and the control socket -----------------------------------
 
     def stop(self) -> None:
         self._signals += 1
         if self._signals > 1:
-            log.warning("daemon.forced", text="second stop request: exiting at once")
-            os._exit(int(ExitCode.MAIL))
-        log.info("daemon.stopping", text="stopping: no new polls; polls in flight abandoned")
-        self._notifier.stopping()
+            try:
+                log.warning("daemon.forced", text="second stop request: exiting at once")
+                logconfig.flush(0.2)
+            finally:
+                self._force_exit(int(ExitCode.MAIL))
+            return
         self._stopping.set()
+        if self._stop_deadline is not None:
+            self._deadline_timer = threading.Timer(self._stop_deadline, self._stop_overdue)
+            self._deadline_timer.daemon = True
+            self._deadline_timer.start()
+        with contextlib.suppress(Exception):  # a report only: the stop is under way already
+            log.info("daemon.stopping", text="stopping: no new polls; polls in flight abandoned")
+            self._notifier.stopping()
+
+    def _stop_overdue(self) -> None:
+        try:
+            log.warning(
+                "daemon.stop_overdue",
+                text=f"not stopped after {self._stop_deadline} s: exiting at once",
+            )
+            logconfig.flush(0.2)
+        finally:
+            self._force_exit(int(ExitCode.MAIL))
+
+    def close(self) -> None:
+        """The stop is complete: the deadline is no longer needed."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     def wake(self, account: str | None = None) -> bool:
         """Poll now: every entry, or the one named (poll name, or user@pollname)."""
@@ -129,22 +165,27 @@ class Supervisor:
         return matched
 
     def request_reload(self) -> None:
-        self._notifier.reloading()
+        with contextlib.suppress(Exception):
+            self._notifier.reloading()
         try:
             config, entries = self._reload()
-        except FetchdError as exc:
+        except Exception as exc:  # a reload must never take the daemon down
+            kind = type(exc).__name__
+            reason = exc if isinstance(exc, FetchdError) else f"internal error ({kind})"
             log.error(
                 "daemon.reload_failed",
-                text=f"reload failed, keeping the running configuration: {exc}",
+                text=f"reload failed, keeping the running configuration: {reason}",
             )
-            self._notifier.ready(self.summary())
+            with contextlib.suppress(Exception):
+                self._notifier.ready(self.summary())
             return
         self.config = config
         self.entries = [_Entry(server) for server in entries]
         self._rc_mtime = self._mtime()
-        log.info("daemon.reloaded", text=f"reloaded {config.filename}")
-        self._notifier.ready(self.summary())
         self._restart.set()
+        log.info("daemon.reloaded", text=f"reloaded {config.filename}")
+        with contextlib.suppress(Exception):
+            self._notifier.ready(self.summary())
 
     def summary(self) -> str:
         """One line for systemd's STATUS= (``systemctl --user status fetchd``)."""
@@ -258,6 +299,13 @@ class Supervisor:
                 status.state = "polling"
                 try:
                     code = await self._poll_one(self.config, entry.server, user, status)
+                except Exception as exc:  # one poll's bug must not end the entry
+                    log.error(
+                        "poll.internal_error",
+                        text=f"internal error polling {status.account}: {type(exc).__name__}",
+                    )
+                    status.error = f"internal error: {type(exc).__name__}"
+                    code = int(ExitCode.UNDEFINED)
                 finally:
                     status.state = "waiting"
             failed = failed or code not in (ExitCode.MAIL, ExitCode.NOMAIL)

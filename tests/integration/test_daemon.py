@@ -5,6 +5,8 @@ aiosmtpd), so they outlive the daemon."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -14,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from fetchd.supervisor import RC_CHECK_SECONDS
 from tests.support.mta import Sink, running_mta
 
 SECRET = "daemon-Secret-9"
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ from Python 3.10 on Linux; spelled out for mypy
 MESSAGES = [f"Subject: m{i}\r\n\r\nbody {i}\r\n".encode() for i in range(5)]
 
 
@@ -45,6 +49,8 @@ class Setup:
             "XDG_STATE_HOME": str(self.home / "state"),
             "XDG_RUNTIME_DIR": str(self.run_dir or self.home / "run"),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # Never the machine's own syslog: a test that wants one binds this path.
+            "FETCHD_SYSLOG_SOCKET": str(self.home / "syslog.sock"),
         } | self.extra_env
 
     def write_rc(self, extra: str = "") -> None:
@@ -331,7 +337,7 @@ def _alive(pid: int) -> bool:
 
 async def test_detached_daemon_writes_its_logfile_and_pidfile_and_quits(setup: Setup) -> None:
     logfile = setup.home / "fetchd.log"
-    logfile.touch()  # fetchmail's rule: the logfile must exist
+    logfile.touch()  # an existing logfile is appended to (a missing one is created 0600)
     pidfile = setup.home / "fetchmail.pid"
     setup.rc.write_text(f"set logfile {logfile}\nset pidfile {pidfile}\n" + setup.rc.read_text())
     code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches, parent exits 0
@@ -415,3 +421,175 @@ async def test_under_systemd_the_lines_are_key_value(setup: Setup) -> None:
     assert "account=demo@127.0.0.1" in summaries[0]
     assert all(line.split(" ", 1)[0].count(".") == 1 for line in lines), output
     assert SECRET not in output
+
+
+async def _start_on_pipe(setup: Setup, *args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """A daemon whose stdout and stderr are one pipe; the read end is returned to the test."""
+    read_end, write_end = os.pipe()
+    try:
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fetchd",
+            "-N",
+            "-f",
+            str(setup.rc),
+            *args,
+            env=setup.env,
+            stdout=write_end,
+            stderr=write_end,
+        )
+    finally:
+        os.close(write_end)
+    return daemon, read_end
+
+
+async def _edit_rc_three_times(setup: Setup, port: int) -> None:
+    """Each edit is a reload and a line (or more) to the broken output."""
+    for round_ in range(3):
+        setup.rc.write_text(
+            setup.rc.read_text().replace(f"/{setup.sink.port}", f"/{port}") + f"# edit {round_}\n"
+        )
+        await asyncio.sleep(0.05)
+        os.utime(setup.rc, (time.time() + round_ + 1, time.time() + round_ + 1))
+
+
+async def test_a_closed_output_pipe_stops_neither_polls_nor_sigterm(setup: Setup) -> None:
+    """Issue 19: the reader of the daemon's output goes away; reloads, polls and SIGTERM carry
+    on as if the output were a file."""
+    daemon, read_end = await _start_on_pipe(setup, "-v", "-d", "1")
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        os.close(read_end)  # the reader (tee, a log collector) is gone: writes now fail
+        async with running_mta() as other:
+            await _edit_rc_three_times(setup, other.port)
+            daemon.send_signal(signal.SIGHUP)  # not waiting for the watcher
+            await asyncio.sleep(1)
+            for i in range(3):
+                setup.pop.messages.append(f"Subject: after {i}\r\n\r\nnew\r\n".encode())
+                await until(lambda i=i: len(other.received) == i + 1, timeout=RC_CHECK_SECONDS + 15)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 5) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+
+
+def _pipe_fill(read_end: int) -> int:
+    """How many bytes wait in the pipe, unread."""
+    return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+async def test_a_reader_that_stops_reading_holds_up_neither_status_nor_mail(setup: Setup) -> None:
+    """Issue 19: a stdout that blocks (journald stalled, a paused terminal) does not block the
+    daemon: ``--status`` answers, mail is delivered, SIGTERM ends it."""
+    daemon, read_end = await _start_on_pipe(setup, "-v", "-d", "1")
+    try:
+        fcntl.fcntl(read_end, F_SETPIPE_SZ, 4096)  # one page: full after a few polls
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: _pipe_fill(read_end) > 3500, timeout=60)  # never read
+        await asyncio.sleep(1.5)  # a poll or two more, each writing into the full pipe
+        code, out = await setup.cli("--status")
+        assert code == 0 and "demo@127.0.0.1" in out, out
+        setup.pop.messages.append(b"Subject: while blocked\r\n\r\nnew\r\n")
+        await until(lambda: len(setup.sink.received) == 6, timeout=15)
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 10) == 0
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+        os.close(read_end)
+
+
+async def test_a_log_file_on_a_full_disk_stops_nothing(setup: Setup, small_disk: Path) -> None:
+    """Issue 19: a detached daemon whose log file cannot grow (ENOSPC) polls, reloads and stops
+    as one whose disk has room, and says once, on syslog, that its log is gone."""
+    logfile = small_disk / "fetchd.log"
+    logfile.touch()
+    filler = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(filler, b"x" * 4096)
+    os.close(filler)
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(setup.env["FETCHD_SYSLOG_SOCKET"])
+    syslog.setblocking(False)
+    setup.rc.write_text(f"set logfile {logfile}\n" + setup.rc.read_text())
+    code, out = await setup.cli("-v", "-d", "1", "-f", str(setup.rc))  # detaches
+    assert code == 0, out
+    await until(lambda: len(setup.sink.received) == 5)
+    daemon_pid = int((setup.home / "run" / "fetchd" / "lock").read_text())
+    try:
+        async with running_mta() as other:
+            await _edit_rc_three_times(setup, other.port)
+            os.kill(daemon_pid, signal.SIGHUP)  # not waiting for the watcher
+            await asyncio.sleep(1)
+            for i in range(3):
+                setup.pop.messages.append(f"Subject: after {i}\r\n\r\nnew\r\n".encode())
+                await until(lambda i=i: len(other.received) == i + 1, timeout=RC_CHECK_SECONDS + 15)
+        os.kill(daemon_pid, signal.SIGTERM)
+        await until(lambda: not _alive(daemon_pid), timeout=5)
+    finally:
+        if _alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+    records = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            records.append(syslog.recv(2048).decode())
+    syslog.close()
+    assert any("failed (No space left on device); its log lines are dropped" in r for r in records)
+    assert logfile.stat().st_size == 0
+
+
+async def test_a_detached_daemon_without_a_logfile_logs_to_syslog(setup: Setup) -> None:
+    """Issue 10 item 7: no logfile and no ``set syslog``: syslog, not the void, and the
+    terminal is told so before the daemon detaches."""
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(setup.env["FETCHD_SYSLOG_SOCKET"])
+    syslog.setblocking(False)
+    records: list[str] = []
+
+    def received(text: str) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                records.append(syslog.recv(2048).decode())
+        return any(text in record for record in records)
+
+    try:
+        code, out = await setup.cli("-f", str(setup.rc))  # no -N: detaches
+        assert code == 0, out
+        assert out == "fetchd: no logfile set: the daemon logs to syslog (facility mail)\n"
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: received("reading message demo@127.0.0.1:5 of 5"))
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        await until(lambda: received("fetchd daemon stopped"))
+    finally:
+        syslog.close()
+        lock = setup.home / "run" / "fetchd" / "lock"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(lock.read_text())
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert any(r.startswith("<22>") and "starting fetchd" in r for r in records), records
+    assert all(SECRET not in r for r in records)
+
+
+async def test_a_missing_logfile_is_created_private(setup: Setup) -> None:
+    """Issue 10 item 7: ``-L FILE`` that does not exist yet is created, mode 0600."""
+    logfile = setup.home / "new.log"
+    code, out = await setup.cli("-L", str(logfile), "-f", str(setup.rc))  # detaches
+    assert code == 0, out
+    await until(lambda: len(setup.sink.received) == 5)
+    daemon_pid = int((setup.home / "run" / "fetchd" / "lock").read_text())
+    try:
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        await until(lambda: not _alive(daemon_pid))
+    finally:
+        if _alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+    assert stat.S_IMODE(logfile.stat().st_mode) == 0o600
+    assert "fetchd daemon stopped" in logfile.read_text()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +62,69 @@ def test_unreachable_syslog_writes_to_stderr(tmp_path: Path) -> None:
     structlog.get_logger("test").error("x", text="cannot connect")
     logconfig.configure()
     assert errors.getvalue() == "fetchd: cannot connect\n"
+
+
+def test_a_broken_output_is_dropped_once_with_one_notice() -> None:
+    """A pipe whose reader went away: no exception reaches the caller, and stderr is told
+    once (issue 19)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    errors = io.StringIO()
+    with os.fdopen(write_end, "w") as stream:
+        logconfig.configure(stream=stream, errors=errors)
+        log = structlog.get_logger("test")
+        log.info("x", text="first")
+        log.info("x", text="second")
+        log.warning("x", text="still here")
+        logconfig.configure()
+    assert errors.getvalue() == (
+        "fetchd: standard output failed (Broken pipe); its log lines are dropped\n"
+        "fetchd: still here\n"
+    )
+
+
+class _StalledStream(io.StringIO):
+    """An output whose reader stops reading until ``resume`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.resume.wait(10)
+        return super().write(text)
+
+
+def test_a_blocked_output_drops_lines_and_counts_them() -> None:
+    stream = _StalledStream()
+    output = logconfig._Output(stream, "standard output")
+    writer = logconfig._BackgroundWriter(size=2)
+    for i in range(10):
+        writer.put(output.write, f"line {i}\n")  # never waits for the stalled stream
+    dropped = writer.dropped
+    assert dropped >= 7
+    stream.resume.set()
+    writer.flush(5)
+    lines = stream.getvalue().splitlines()
+    assert f"fetchd: {dropped} log lines dropped (output blocked)" in lines
+    assert len(lines) - 1 + dropped == 10
+
+
+def test_a_daemon_does_not_wait_for_a_stalled_syslog(
+    syslogd: tuple[str, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syslogd not reading (its queue full): the log thread waits, the caller does not."""
+    path, _ = syslogd
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.setblocking(False)
+        filler.connect(path)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler.send(b"<22>filler")
+    monkeypatch.setattr(logconfig, "_writer", logconfig._BackgroundWriter())
+    logconfig.configure(syslog=path, errors=io.StringIO())
+    log = structlog.get_logger("test")
+    began = time.monotonic()
+    for i in range(20):  # each would wait SYSLOG_WAIT_SECONDS (0.5 s) in the caller
+        log.info("x", text=f"line {i}")
+    assert time.monotonic() - began < 2.0

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import structlog.testing
 
+from fetchd import logconfig
 from fetchd.config import Config, parse
 from fetchd.config.model import Server
 from fetchd.errors import ExitCode, FetchdTimeoutError, RCSyntaxError
@@ -201,3 +205,127 @@ async def test_a_lost_idle_is_reopened_at_once_but_a_failing_one_waits(
     )
     assert await _run_for(supervisor, 0.5) == 0
     assert len(polled) == polls
+
+
+# --- signals while the log output is broken (issue 19) -----------------------------------
+
+
+@pytest.fixture
+def broken_log() -> Iterator[None]:
+    """The log goes to a pipe whose reader has gone: every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as stream:
+        logconfig.configure(stream=stream)
+        try:
+            yield
+        finally:
+            logconfig.configure()
+
+
+@pytest.fixture
+async def signal_handlers() -> AsyncIterator[None]:
+    yield
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
+
+
+async def test_sigterm_during_a_reload_stops_the_daemon(
+    broken_log: None, signal_handlers: None
+) -> None:
+    """A SIGTERM that arrives while a SIGHUP's reload runs (and each logs into a dead pipe)
+    is acted on as soon as the reload is over."""
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    reloaded: list[str] = []
+
+    def reload() -> tuple[Config, list[Server]]:
+        os.kill(os.getpid(), signal.SIGTERM)
+        reloaded.append("a")
+        return config, _entries(config)
+
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), reload)
+    supervisor.install_signal_handlers()
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.1)
+    os.kill(os.getpid(), signal.SIGHUP)
+    assert await asyncio.wait_for(running, 5) == 0
+    assert reloaded == ["a"]
+
+
+async def test_sigterm_during_a_poll_abandons_it_and_stops(
+    broken_log: None, signal_handlers: None
+) -> None:
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    abandoned = asyncio.Event()
+
+    async def poll_one(*args: Any) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+        return 0
+
+    supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
+    supervisor.install_signal_handlers()
+    assert await asyncio.wait_for(supervisor.run(), 5) == 0
+    assert abandoned.is_set()
+
+
+async def test_a_stop_that_overruns_its_deadline_is_forced(broken_log: None) -> None:
+    """A poll that will not end when cancelled (stuck, or swallowing every cancellation) does
+    not keep the daemon alive past the stop deadline."""
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    stubborn = True
+    polling = asyncio.Event()
+
+    async def poll_one(*args: Any) -> int:
+        polling.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if not stubborn:
+                    raise
+
+    loop = asyncio.get_running_loop()
+    forced = asyncio.Event()
+    exits: list[int] = []
+
+    def force_exit(code: int) -> None:  # called from the timer's thread
+        exits.append(code)
+        loop.call_soon_threadsafe(forced.set)
+
+    supervisor = Supervisor(
+        config,
+        _entries(config),
+        poll_one,
+        lambda: (config, []),
+        stop_deadline=0.3,
+        force_exit=force_exit,
+    )
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.wait_for(polling.wait(), 5)
+    supervisor.stop()
+    await asyncio.wait_for(forced.wait(), 5)
+    assert exits == [0] and not running.done()
+    stubborn = False
+    assert await asyncio.wait_for(running, 5) == 0
+    supervisor.close()
+
+
+async def test_a_poll_that_raises_does_not_end_its_entry() -> None:
+    config = _config("poll a user u password p is l here\n")
+    polls = 0
+
+    async def poll_one(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
+        nonlocal polls
+        polls += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    supervisor = Supervisor(config, _entries(config), poll_one, lambda: (config, []))
+    assert await _run_for(supervisor, 0.5) == 0
+    assert polls >= 2
+    assert supervisor.status["u@a"].error == "internal error: BrokenPipeError"
