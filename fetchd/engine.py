@@ -104,6 +104,10 @@ def run(options: Options) -> int:
         return 0
     entries = select_entries(config, options.hosts, options, env)
     if not entries:
+        if config.filename != "-" and not os.path.exists(config.filename):
+            raise ConfigError(
+                f"no mailservers have been specified: the rc file {config.filename} does not exist"
+            )
         raise ConfigError(f"no mailservers have been specified in {config.filename}")
     warn_ignored_keywords(config, entries)
     daemon = bool(config.globals.poll_interval and not options.check)
@@ -255,6 +259,11 @@ async def _poll_user(
     messages = octets = 0
     began = time.monotonic()
     try:
+        if not user.remote:
+            raise ConfigError(
+                f'poll {server.pollname!r}: the user name is empty (`user ""`, line '
+                f"{user.line}); write the name to log in as in the rc file"
+            )
         protocol = _protocol(server)
         folders = user.mailboxes or ("INBOX",)
         if protocol == "POP3":
@@ -271,7 +280,7 @@ async def _poll_user(
                 with lock:
                     if user.preconnect:
                         stage = "preconnect"
-                        await run_hook("preconnect", user.preconnect, label, server.timeout)
+                        await run_hook("preconnect", user.preconnect, label, server.deadline)
                     stage = "password"
                     password = await _password(config, server, user)
                     stage = "dns"
@@ -296,7 +305,7 @@ async def _poll_user(
                             delivered += 1
                     if user.postconnect:
                         stage = "postconnect"
-                        await run_hook("postconnect", user.postconnect, label, server.timeout)
+                        await run_hook("postconnect", user.postconnect, label, server.deadline)
             finally:
                 note_activity(server.monitor)  # our own traffic is not the link's activity
         code, error = int(ExitCode.MAIL if delivered else ExitCode.NOMAIL), None
@@ -511,7 +520,7 @@ def _deliverer(
             MDASettings(
                 command=user.mda,
                 recipients=tuple(_local(n) for n in user.localnames[:1]),
-                timeout=float(server.timeout),
+                timeout=float(server.deadline),
                 stripcr=user.stripcr and not user.forcecr,
                 trace=trace,
             )
@@ -528,7 +537,7 @@ def _deliverer(
             spambounce=globals_.spambounce,
             postmaster=globals_.postmaster,
             batchlimit=user.batchlimit,
-            timeout=float(server.timeout),
+            timeout=float(server.deadline),
             lmtp=user.lmtp,
             pass8bits=user.pass8bits,
             trace=trace,
@@ -601,7 +610,7 @@ async def _open_imap(
         password=password,
         label=label,
         tls=_tls(user, server),
-        timeout=float(server.timeout),
+        timeout=float(server.deadline),
         auth=server.auth,
         folder=folder,
         fetchall=user.fetchall,
@@ -633,7 +642,7 @@ def _source_opener(
                 password=password,
                 label=label,
                 tls=_tls(user, server),
-                timeout=float(server.timeout),
+                timeout=float(server.deadline),
                 auth=server.auth,
                 apop=server.protocol == "APOP",
             ),

@@ -47,9 +47,14 @@ class ConfigError(FetchdError):
 class RCSyntaxError(ConfigError):
     """A syntax error in an rc file, located by file, line and column."""
 
-    def __init__(self, filename: str, line: int, column: int, message: str) -> None:
+    def __init__(
+        self, filename: str, line: int, column: int, message: str, *, found_line: int = 0
+    ) -> None:
         self.filename = filename
         self.line = line
+        # Where the parser stopped (fetchmail's line), when ``line`` names an earlier cause:
+        # a quote that is never closed.
+        self.found_line = found_line or line
         self.column = column
         self.message = message
         super().__init__(f"{filename}:{line}:{column}: {message}")

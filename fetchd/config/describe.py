@@ -12,6 +12,9 @@ def _on(flag: bool) -> str:
 def describe(config: Config) -> str:
     g = config.globals
     lines = [f"Taking options from command line and {config.filename}"]
+    if not config.servers:  # fetchmail says only this, about a file with no entries or none
+        lines.append(f"No mailservers set up -- perhaps {config.filename} is missing?")
+        return "\n".join(lines) + "\n"
     if g.poll_interval:
         lines.append(f"Poll interval is {g.poll_interval} seconds")
     else:
@@ -20,14 +23,12 @@ def describe(config: Config) -> str:
         lines.append(f"Logfile is {g.logfile}")
     if g.idfile:
         lines.append(f"Idfile is {g.idfile} (fetchmail's UIDs, imported once)")
-    lines.append(f"Fetchmail will forward misaddressed multidrop messages to {g.postmaster}.")
-    lines.append(
-        "Fetchmail will direct error mail to the sender."
-        if g.bouncemail
-        else "Fetchmail will direct error mail to the postmaster."
-    )
-    if g.softbounce:
-        lines.append("Fetchmail will treat permanent errors as temporary (keep mail on server).")
+    lines.append(f"fetchd will forward misaddressed multidrop messages to {g.postmaster}.")
+    # As fetchmail's -V: only what differs from the default (bouncemail and softbounce on).
+    if not g.bouncemail:
+        lines.append("fetchd will direct error mail to the postmaster.")
+    if not g.softbounce:
+        lines.append("fetchd will treat permanent errors as permanent (drop messages).")
     for server in config.servers:
         for user in server.users:
             lines.extend(_account(server, user))
@@ -63,7 +64,8 @@ def _account(s: Server, u: User) -> list[str]:
         out.append(f"  SSL trusted certificate directory: {u.sslcertpath}")
     if u.sslfingerprint:
         out.append(f"  SSL key fingerprint (checked against the server key): {u.sslfingerprint}")
-    out.append(f"  Server nonresponse timeout is {s.timeout} seconds.")
+    if s.timeout > 0:  # fetchmail leaves the line out for a negative `timeout`
+        out.append(f"  Server nonresponse timeout is {s.timeout} seconds.")
     if u.mailboxes:
         out.append(f"  Selected mailboxes are: {' '.join(u.mailboxes)}")
     else:

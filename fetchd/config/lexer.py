@@ -2,7 +2,8 @@
 
 What makes it unlike a textbook lexer, and why each rule is here:
 - A quoted string is ``"[^"]*"`` (or with single quotes): a backslash does not protect a quote,
-  and a quote that is never closed simply starts a bare word, as in flex.
+  and a quote that is never closed simply starts a bare word, as in flex (the token is marked,
+  so that a syntax error it causes names the line and column where the quote opens).
   fetchmail's scanner takes the longest match, so ``"a\\"b"`` is one *bare* word (six characters
   beat the four of ``"a\\"``), escapes and quotes included. We compute both lengths the same way.
 - After ``user``, ``pass``, ``is``, ``to`` and ``=`` the next bare word is a string even if it
@@ -21,6 +22,7 @@ What makes it unlike a textbook lexer, and why each rule is here:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ class Token:
     line: int
     column: int
     text: str  # as written, for error messages
+    unclosed: bool = False  # a bare word that begins with a quote never closed in the file
 
     @property
     def number(self) -> int:
@@ -287,6 +290,8 @@ def tokenize(text: str, filename: str) -> list[Token]:
         else:
             word = text[start:bare_end]
             found = _classify(word, state, filename, start_line, start_column, text, bare_end)
+            if char in "\"'" and quoted_end < 0 and found:
+                found[0] = dataclasses.replace(found[0], unclosed=True)
             tokens.extend(found)
             if found:  # a noise word adds no token and leaves the state as it was
                 state = _state_after(found[-1], state)

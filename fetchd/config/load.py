@@ -50,18 +50,24 @@ def load_rcfile(
     filename = path or default_rcfile()
     env = env or ParseEnvironment.current(filename)
     if filename == "-":
-        text = sys.stdin.read()
+        text = _decode(sys.stdin.buffer.read())
     else:
         if check:
             check_permissions(filename)
         try:
-            text = Path(filename).read_text(encoding="utf-8", errors="surrogateescape")
+            text = _decode(Path(filename).read_bytes())
         except FileNotFoundError:
             text = ""
         except OSError as exc:
             raise ConfigError(f"cannot read {filename}: {exc.strerror}") from None
     config = parse(text, filename, env)
     return _drop_missing_logfile(config)
+
+
+def _decode(data: bytes) -> str:
+    """The file's text with its line ends as written: a CR LF inside a quoted string (an rc
+    file written on Windows) stays in the value, as fetchmail keeps it."""
+    return data.decode("utf-8", errors="surrogateescape")
 
 
 def _drop_missing_logfile(config: Config) -> Config:

@@ -100,7 +100,7 @@ class Server:
     via: str | None = None
     protocol: str = "auto"
     service: str | None = None
-    timeout: int = 300
+    timeout: int = 300  # as fetchmail stores it: 0 for a negative `timeout` (see deadline)
     interval: int = 0
     envelope: str | None = "Received"
     envskip: int = 0
@@ -127,6 +127,12 @@ class Server:
     def host(self) -> str:
         """The name to connect to: ``via`` if given, else the poll name."""
         return self.via or self.pollname
+
+    @property
+    def deadline(self) -> int:
+        """Seconds any network wait may take. fetchmail sets no alarm for a negative
+        ``timeout`` (stored as 0); fetchd keeps every wait bounded and uses its default."""
+        return self.timeout if self.timeout > 0 else 300
 
     @property
     def port(self) -> int | None:

@@ -25,7 +25,7 @@ SERVER_OPTIONS: dict[str, tuple[str, str]] = {
     "via": ("via", "string"),
     "protocol": ("protocol", "proto"),
     "service": ("service", "service"),
-    "port": ("service", "service"),
+    "port": ("service", "port"),
     "interval": ("interval", "number"),
     "authenticate": ("auth", "auth"),
     "timeout": ("timeout", "number"),
@@ -197,6 +197,7 @@ class _Parser:
         self.uses: list[KeywordUse] = []
         self._pollname = ""
         self._remote: str | None = None
+        self._statement = 0  # index of the token that begins the current statement
 
     # token helpers
     @property
@@ -219,8 +220,20 @@ class _Parser:
     def error(self, expected: str, token: Token | None = None) -> RCSyntaxError:
         token = token or self.token
         found = "end of file" if token.kind is Kind.END else _shown(token)
+        message = f"syntax error at {found}: expected {expected}"
+        end = self.index if token is self.token else self.index + 1  # self.peek()
+        quote = next(
+            (t for t in reversed(self.tokens[self._statement : end + 1]) if t.unclosed), None
+        )
+        if quote is None:
+            return RCSyntaxError(self.filename, token.line, token.column, message)
         return RCSyntaxError(
-            self.filename, token.line, token.column, f"syntax error at {found}: expected {expected}"
+            self.filename,
+            quote.line,
+            quote.column,
+            f"the quote {quote.text[0]} opened here is never closed, so {_shown(quote)} is "
+            f"read as a bare word; then {message} (line {token.line}, column {token.column})",
+            found_line=token.line,
         )
 
     def expect(self, kind: Kind, what: str) -> Token:
@@ -235,6 +248,7 @@ class _Parser:
     # grammar
     def parse(self) -> None:
         while self.token.kind is not Kind.END:
+            self._statement = self.index
             if self.is_keyword("set"):
                 self.statement_set()
             elif self.is_keyword("poll", "skip", "defaults"):
@@ -339,6 +353,8 @@ class _Parser:
             options["protocol"] = proto[0]
             if proto[1]:
                 options["service"] = proto[1]
+        elif kind == "port":  # `port` takes a number only: `port "995"` is a syntax error
+            options["service"] = str(self.expect(Kind.NUMBER, "a port number").number)
         elif kind == "service":
             if self.token.kind is Kind.NUMBER:
                 options["service"] = str(self.advance().number)
@@ -526,9 +542,9 @@ def _merge(entry: _RawEntry, defaults: _RawEntry) -> None:
         if key in ("envelope", "envelope_disabled") and _has_envelope(entry.server):
             continue  # the entry's own envelope (or its `no envelope`) stands
         entry.server.setdefault(key, value)
+    # The defaults entry's `user NAME` is the remote name of every entry that names none.
     for key, value in defaults.user.options.items():
-        if key != "remote":
-            entry.user.options.setdefault(key, value)
+        entry.user.options.setdefault(key, value)
     if not entry.user.localnames and defaults.user.localnames:
         entry.user.localnames = list(defaults.user.localnames)
         entry.user.wildcard = entry.user.wildcard or defaults.user.wildcard
@@ -538,6 +554,8 @@ def _merge(entry: _RawEntry, defaults: _RawEntry) -> None:
 def _resolve_globals(raw: dict[str, Any], env: ParseEnvironment) -> RCGlobals:
     home = env.fetchmailhome or env.home
     values = dict(raw)
+    if "poll_interval" in values:  # `set daemon -5`: fetchmail dumps 0, and so polls once
+        values["poll_interval"] = max(values["poll_interval"], 0)
     values.setdefault("idfile", os.path.join(home, ".fetchids"))
     values.setdefault("postmaster", "postmaster" if env.login == "root" else env.login)
     known = {f.name for f in fields(RCGlobals)}
@@ -546,6 +564,14 @@ def _resolve_globals(raw: dict[str, Any], env: ParseEnvironment) -> RCGlobals:
 
 def _count(value: int) -> int:
     return max(value, 0)  # fetchmail's NUM_VALUE_OUT: a negative count means "explicitly none"
+
+
+def _timeout(value: int) -> int:
+    """fetchmail's timeout: 0 and -1 mean its default, 300 s; any other negative is stored and
+    dumped as 0 (fetchmail then sets no alarm; fetchd still keeps a deadline: Server.deadline)."""
+    if value in (0, -1):
+        return 300
+    return max(value, 0)
 
 
 def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
@@ -564,7 +590,8 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
         user_values["fetchdomains"] = (env.hostname or socket.gethostname(),)
     if "stripcr" not in user_values:
         user_values["stripcr"] = options.get("mda") is not None
-    remote = options.get("remote") or env.login
+    # An explicit `user ""` stays empty, as in fetchmail; polling it is refused (engine).
+    remote = options.get("remote", env.login)
     # fetchmail's placeholder where no password is ever sent (ETRN, Kerberos, GSSAPI, ...).
     # fetchmail sets it for the entries it will poll, so not for `skip` ones.
     no_password = raw.get("auth") in NO_PASSWORD_AUTH or raw.get("protocol") == "ETRN"
@@ -609,8 +636,10 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
     elif "envelope" in raw:
         server_values["envelope"] = raw["envelope"]
         server_values["envskip"] = raw.get("envskip", 0)
-    if not server_values.get("timeout"):
-        server_values["timeout"] = 300
+    server_values["timeout"] = _timeout(raw.get("timeout", 0))
+    for name in ("interval", "envskip"):  # fetchmail dumps a negative one as 0
+        if name in server_values:
+            server_values[name] = max(server_values[name], 0)
     return Server(
         pollname=entry.pollname,
         active=not entry.skip,

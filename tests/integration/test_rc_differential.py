@@ -88,9 +88,10 @@ def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None
         _ours(rcfile, rcfile.parent, user)
     error = caught.value
     assert error.exit_code == 5
-    # fetchmail names the line; we name the same line (and a column).
+    # fetchmail names the line; we name the same line (and a column), or, when an unclosed
+    # quote caused it, the quote's line first and fetchmail's line after it.
     their_line = int(theirs.stderr.split(":")[2])
-    assert error.line == their_line, (str(error), theirs.stderr)
+    assert error.found_line == their_line, (str(error), theirs.stderr)
 
 
 def test_the_corpus_is_large_enough() -> None:
@@ -128,6 +129,52 @@ def test_verbose_describes_links_tracepolls_and_bad_headers_as_fetchmail(home: P
 
     assert len(chosen(theirs.stdout)) == 6  # all for the first server, none for the second
     assert chosen(ours) == chosen(theirs.stdout)
+
+
+# -V sentences fetchd writes as fetchmail does, with its own name where fetchmail names itself.
+GLOBAL_SENTENCES = (
+    "Fetchmail will forward",
+    "Fetchmail will direct",
+    "Fetchmail will treat",
+    "fetchd will forward",
+    "fetchd will direct",
+    "fetchd will treat",
+    "No mailservers set up",
+)
+ENTRY = "poll a.example proto pop3 user joe pass secret\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("", 1),
+        ("set no bouncemail\nset no softbounce\n" + ENTRY, 3),
+        ("set postmaster joe\n" + ENTRY, 1),
+    ],
+    ids=["empty", "bounces", "postmaster"],
+)
+def test_verbose_global_sentences_read_as_fetchmail_with_our_name(
+    text: str, sentences: int, home: Path
+) -> None:
+    """-V says "fetchd will ...", and "No mailservers set up" for a file with none, as fetchmail."""
+    user = oracle_user()
+    source = home / "g.rc"
+    source.write_text(text)
+    rcfile = _place(source, home, user)
+    theirs = _run_fetchmail(rcfile, home, user, "-V")
+    env = ParseEnvironment(login=user.pw_name, home=str(home), rcdir=str(home))
+    ours = describe(load_rcfile(str(rcfile), env=env, check=False))
+
+    def chosen(text: str) -> list[str]:
+        lines = [line.strip() for line in text.splitlines()]
+        return [line for line in lines if line.startswith(GLOBAL_SENTENCES)]
+
+    # fetchmail writes "No mailservers set up" to stderr, fetchd to stdout with the rest.
+    said = chosen(theirs.stdout + theirs.stderr)
+    expected = [line.replace("Fetchmail will", "fetchd will") for line in said]
+    assert len(expected) == sentences
+    assert chosen(ours) == expected
+    assert "Fetchmail will" not in ours
 
 
 # Random rc files (tests/support/rcgen.py), each read by fetchmail and by fetchd. Thousands of
@@ -170,7 +217,7 @@ def test_generated_rc_files_read_as_fetchmail_reads_them(seed: int, home: Path) 
     assert ours.exit_code == 5
     if "syntax error" in theirs.stderr:
         assert isinstance(ours, RCSyntaxError)
-        assert ours.line == int(theirs.stderr.split(":")[2]), (str(ours), theirs.stderr)
+        assert ours.found_line == int(theirs.stderr.split(":")[2]), (str(ours), theirs.stderr)
 
 
 def _comparable(dump: str, text: str) -> list[str]:

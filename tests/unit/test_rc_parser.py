@@ -109,6 +109,104 @@ def test_an_unclosed_quote_starts_a_bare_word_as_in_flex() -> None:
     ]
 
 
+def test_an_unclosed_quote_is_marked_where_it_opens() -> None:
+    tokens = tokenize('poll h user "ab\n x c\n', "rc")
+    assert [(t.text, t.unclosed) for t in tokens[2:5]] == [
+        ("user", False),
+        ('"ab', True),
+        ("x", False),
+    ]
+    # A quote closed later in the file makes one string, newline and all: not unclosed.
+    assert not any(t.unclosed for t in tokenize('poll "h\n" user u\n', "rc"))
+
+
+def test_a_syntax_error_after_an_unclosed_quote_names_where_the_quote_opens() -> None:
+    with pytest.raises(RCSyntaxError) as caught:
+        parse('poll h proto pop3\n  user u pass "x y\n  keep\n', "rc", ENV)
+    error = caught.value
+    assert (error.line, error.column, error.found_line) == (2, 15, 2)
+    assert "never closed" in error.message and "syntax error at y" in error.message
+    assert "line 2, column 18" in error.message
+    with pytest.raises(RCSyntaxError) as caught:
+        parse('poll h proto pop3\n user "u\n  y\n', "rc", ENV)
+    assert (caught.value.line, caught.value.column, caught.value.found_line) == (2, 7, 4)
+    # An unclosed quote in an earlier statement is not blamed for a later error.
+    with pytest.raises(RCSyntaxError) as caught:
+        parse('poll h user "u\npoll b frob\n', "rc", ENV)
+    assert (caught.value.line, "never closed" in caught.value.message) == (2, False)
+
+
+def test_crlf_inside_a_quoted_string_is_kept_as_fetchmail_keeps_it() -> None:
+    server, user = one_user('poll h proto pop3\r\n user u pass "a\r\nb"\r\n  mda "m\r\n"\r\n')
+    assert (user.password, user.mda, server.protocol) == ("a\r\nb", "m\r\n", "POP3")
+
+
+def test_crlf_survives_reading_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fetchd.config import load_rcfile
+
+    path = tmp_path / "rc"
+    path.write_bytes(b'poll h proto pop3\r\n user u pass "a\r\nb"\r\n')
+    config = load_rcfile(str(path), env=ENV, check=False)
+    assert config.servers[0].users[0].password == "a\r\nb"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['poll h port "995" user u\n', "poll h port pop3s user u\n", 'poll h timeout "5" user u\n'],
+)
+def test_a_quoted_number_where_a_number_belongs_is_a_syntax_error(text: str) -> None:
+    with pytest.raises(RCSyntaxError) as caught:
+        parse(text, "rc", ENV)
+    assert caught.value.line == 1
+
+
+def test_service_takes_a_quoted_number_or_a_name() -> None:
+    assert one_user('poll h service "995" user u\n')[0].service == "995"
+    assert one_user("poll h service pop3s user u\n")[0].service == "pop3s"
+
+
+def test_defaults_user_is_the_remote_name_of_entries_naming_none() -> None:
+    config = parse(
+        'defaults proto pop3 user bob\npoll a pass x\npoll b user carl\npoll c user ""\n'
+        "poll d is fred here\n",
+        "rc",
+        ENV,
+    )
+    assert [s.users[0].remote for s in config.servers] == ["bob", "carl", "", "bob"]
+    assert config.servers[3].users[0].localnames == ("fred",)
+
+
+def test_an_explicit_empty_user_stays_empty() -> None:
+    assert one_user('poll h user "" pass x\n')[1].remote == ""
+    assert one_user("poll h user '' there pass x\n")[1].remote == ""
+    assert one_user("poll h pass x\n")[1].remote == "me"  # none given: the login name
+
+
+@pytest.mark.parametrize(
+    ("written", "timeout"),
+    [("timeout 7", 7), ("timeout 0", 300), ("timeout -1", 300), ("timeout -5", 0), ("", 300)],
+)
+def test_timeout_is_stored_as_fetchmail_stores_it(written: str, timeout: int) -> None:
+    server, _ = one_user(f"poll h {written} user u\n")
+    assert server.timeout == timeout
+    assert server.deadline == (timeout or 300)  # fetchd still bounds every wait
+
+
+def test_other_negative_numbers_are_stored_as_fetchmail_stores_them() -> None:
+    config = parse(
+        "set daemon -5\ndefaults timeout 5 interval -3 envelope -2 X-To\n"
+        "poll a timeout -1 user u\npoll b timeout -9 user v\npoll c timeout 0 user w\n",
+        "rc",
+        ENV,
+    )
+    assert config.globals.poll_interval == 0
+    assert [(s.timeout, s.interval, s.envskip) for s in config.servers] == [
+        (300, 0, 0),
+        (0, 0, 0),
+        (5, 0, 0),
+    ]
+
+
 # --- every keyword -------------------------------------------------------------------------
 
 _USER_VALUES = {
@@ -145,6 +243,7 @@ _SERVER_VALUES = {
     "list": ("a b", ("a", "b")),
     "proto": ("imap", "IMAP"),
     "service": ("995", "995"),
+    "port": ("995", "995"),
     "auth": ("cram-md5", "cram-md5"),
     "envelope": ('2 "X-To"', "X-To"),
     "badheader": ("accept", True),
