@@ -112,7 +112,11 @@ def _server(s: Server) -> list[str]:
         f'{p}"plugout":{_string(s.plugout)},',
         f'{p}"principal":{_string(s.principal)},',
         f'{p}"esmtpname":{_string(s.esmtpname)},',
-        *([f'{p}"esmtppassword":{_string(s.esmtppassword)},'] if s.esmtppassword else []),
+        *(
+            [f'{p}"esmtppassword":{_string(s.esmtppassword)},']
+            if s.esmtppassword is not None
+            else []
+        ),
         f"{p}'tracepolls':{_flag(s.tracepolls)},",
         f"{p}'badheader': {_flag(s.badheader)},",
         f"{p}'users': [",

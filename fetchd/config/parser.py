@@ -643,7 +643,7 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
     return Server(
         pollname=entry.pollname,
         active=not entry.skip,
-        esmtpname=raw.get("esmtpname") or env.login,
+        esmtpname=raw.get("esmtpname", env.login),  # an explicit "" stays, as in fetchmail
         users=(user,),
         line=entry.line,
         **server_values,

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from fetchd.config import ParseEnvironment, configdump, load_rcfile
-from fetchd.config.check import check_config
 from fetchd.config.describe import describe
-from fetchd.errors import FetchdError, RCSyntaxError
+from fetchd.errors import RCSyntaxError
 from tests.support.fetchmail import fetchmail_binary, oracle_user
+from tests.support.rcdiff import disagreement, run_fetchmail
 from tests.support.rcgen import generate
 
 CORPUS = Path(__file__).parent.parent / "rcfiles"
@@ -56,12 +56,7 @@ def _place(source: Path, home: Path, user: pwd.struct_passwd) -> Path:
 def _run_fetchmail(
     rcfile: Path, home: Path, user: pwd.struct_passwd, what: str = "--configdump"
 ) -> subprocess.CompletedProcess[str]:
-    command = [fetchmail_binary(), what, "-f", str(rcfile)]
-    if os.geteuid() == 0:
-        # runuser sets HOME to the user's own: set ours again inside.
-        command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
-    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, check=False)
+    return run_fetchmail(fetchmail_binary(), rcfile, home, user, what)
 
 
 def _ours(rcfile: Path, home: Path, user: pwd.struct_passwd) -> str:
@@ -177,55 +172,14 @@ def test_verbose_global_sentences_read_as_fetchmail_with_our_name(
     assert "Fetchmail will" not in ours
 
 
-# Random rc files (tests/support/rcgen.py), each read by fetchmail and by fetchd. Thousands of
-# seeds were run while writing the generator; these fixed ones keep the comparison in CI.
-# fetchd differs on purpose in two places, left out of the comparison: `no tracepolls` and
-# `set no showdots` are off in fetchd, while fetchmail 6.4 stores them as a nonzero flag (on).
+# Random rc files (tests/support/rcgen.py), each read by fetchmail and by fetchd
+# (tests/support/rcdiff.py). contrib/rc-differential.py runs tens of thousands of seeds outside
+# CI; these fixed ones keep the comparison in CI. fetchd differs on purpose in two places, left
+# out of the comparison: `no tracepolls` and `set no showdots` (see rcdiff.comparable).
 GENERATED_SEEDS = range(0, 3000, 25)
 
 
 @pytest.mark.parametrize("seed", GENERATED_SEEDS)
 def test_generated_rc_files_read_as_fetchmail_reads_them(seed: int, home: Path) -> None:
-    text = generate(seed)
-    user = oracle_user()
-    source = home / "generated.rc"
-    source.write_text(text)
-    rcfile = source
-    rcfile.chmod(0o600)
-    if os.geteuid() == 0:
-        os.chown(home, user.pw_uid, user.pw_gid)
-        os.chown(rcfile, user.pw_uid, user.pw_gid)
-    theirs = _run_fetchmail(rcfile, home, user)
-    try:
-        config = load_rcfile(
-            str(rcfile),
-            env=ParseEnvironment(login=user.pw_name, home=str(home), rcdir=str(home)),
-            check=False,
-        )
-        check_config(config)
-        ours: str | FetchdError = configdump(config)
-    except FetchdError as error:
-        ours = error
-    if "idle mode does not work" in theirs.stderr:
-        return  # fetchd idles on each entry that can: a documented difference
-    if theirs.returncode == 0:
-        assert isinstance(ours, str), f"fetchd refused what fetchmail reads:\n{text}\n{ours}"
-        assert _comparable(ours, text) == _comparable(theirs.stdout, text), text
-        return
-    assert theirs.returncode == 5, theirs.stderr
-    assert isinstance(ours, FetchdError), f"fetchmail refused ({theirs.stderr}):\n{text}"
-    assert ours.exit_code == 5
-    if "syntax error" in theirs.stderr:
-        assert isinstance(ours, RCSyntaxError)
-        assert ours.found_line == int(theirs.stderr.split(":")[2]), (str(ours), theirs.stderr)
-
-
-def _comparable(dump: str, text: str) -> list[str]:
-    ignored = [
-        key
-        for key, word in (("'tracepolls'", "no tracepolls"), ("'showdots'", "no showdots"))
-        if word in text
-    ]
-    return [
-        line for line in dump.splitlines() if not line.strip().startswith(tuple(ignored) or ("\0",))
-    ]
+    differs = disagreement(seed, fetchmail_binary(), home, oracle_user())
+    assert differs is None, f"seed {seed}:\n{generate(seed)}\n{differs}"

@@ -59,9 +59,14 @@ class RCGenerator:
         return self.rng.choice(_WORDS) + (str(self.rng.randint(0, 99)) if self.chance(0.3) else "")
 
     def string(self) -> str:
-        """A value as a user writes it: bare when it can be, else quoted."""
+        """A value as a user writes it: bare when it can be, else quoted; now and then empty,
+        or with a CR LF inside the quotes (a file edited on Windows)."""
         value = self.word()
         style = self.rng.random()
+        if style < 0.04:
+            return self.rng.choice(['""', "''"])
+        if style < 0.06:
+            return f'"{value}\r\n{self.word()}"'
         if style < 0.5:
             return f'"{value}"'
         if style < 0.6:
@@ -71,7 +76,13 @@ class RCGenerator:
         return value
 
     def number(self) -> str:
-        return str(self.rng.choice([0, 1, 2, 7, 25, 60, 110, 143, 993, 300, 5000]))
+        """A number; now and then negative, and rarely quoted (a syntax error in fetchmail)."""
+        value = str(self.rng.choice([0, 1, 2, 7, 25, 60, 110, 143, 993, 300, 5000]))
+        if self.chance(0.1):
+            value = str(self.rng.choice([-1, -2, -5, -300]))
+        if self.chance(0.02):
+            return f'"{value}"'
+        return value
 
     def sep(self) -> str:
         choice = self.rng.random()
@@ -194,9 +205,14 @@ class RCGenerator:
             parts += self.server_option()
         # A defaults entry with two users is not a real file's, and fetchmail's configdump
         # prints the second without its server (it drops the defaults record it hangs from).
-        users = self.rng.randint(0, 1) if parts[0] == "defaults" else self.rng.randint(1, 2)
+        users = self.rng.randint(0, 1) if parts[0] == "defaults" else self.rng.randint(0, 2)
+        if parts[0] == "defaults" and self.chance(0.4):
+            users = 1  # a defaults entry naming the user: the remote name of later entries
         for _ in range(users):
             parts += self.user()
+        if users == 0:  # user options without `user`: the entry's remote name is inherited
+            for _ in range(self.rng.randint(0, 3)):
+                parts += self.user_option()
         return parts
 
     def rcfile(self) -> str:
@@ -207,7 +223,10 @@ class RCGenerator:
             statements.insert(self.rng.randint(0, len(statements)), self.set_statement())
         if self.chance(0.1):
             statements = self.broken(statements)
-        return "\n".join(statements) + "\n"
+        text = "\n".join(statements) + "\n"
+        if self.chance(0.15):  # a file written on Windows
+            text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        return text
 
     def broken(self, statements: list[str]) -> list[str]:
         """A file with one mistake a user might make."""

@@ -456,3 +456,9 @@ def test_parse_raises_only_syntax_errors_and_dumps_stably(words: list[str]) -> N
     except RCSyntaxError:
         return
     assert configdump(config) == configdump(parse(text, "rc", ENV))
+
+
+def test_explicit_empty_esmtp_name_and_password_stay_as_fetchmail_dumps_them() -> None:
+    dump = configdump(parse('poll h esmtpname "" esmtppassword "" user u\n', "rc", ENV))
+    assert '"esmtpname":"",' in dump and '"esmtppassword":"",' in dump
+    assert '"esmtpname":"me",' in configdump(parse("poll h user u\n", "rc", ENV))
