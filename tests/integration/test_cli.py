@@ -561,3 +561,49 @@ async def test_postconnect_runs_after_the_poll_and_its_failure_loses_nothing(
     finally:
         server.close()
     assert len(world.sink.received) == 10
+
+
+async def test_a_defaults_user_is_the_login_of_entries_naming_none(world: World) -> None:
+    """`defaults ... user demo`: every later entry without `user` logs in as demo."""
+    rc = world.rcfile(
+        f'defaults proto pop3 user demo password "{SECRET}" is joe here\n'
+        f"poll 127.0.0.1 port {world.pop.port} smtphost 127.0.0.1/{world.smtp_port}\n"
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 0, out + err
+    assert len(world.sink.received) == 10 and world.pop.messages == []
+
+
+async def test_an_empty_user_is_refused_at_poll_time_not_logged_in_as_us(world: World) -> None:
+    rc = world.rcfile(
+        f'poll 127.0.0.1 proto pop3 port {world.pop.port}\n  user "" password "{SECRET}"'
+        f" is joe here smtphost 127.0.0.1/{world.smtp_port}\n"
+    )
+    code, out, err = await world.fetchd("-f", str(rc))
+    assert code == 5, out + err
+    assert "the user name is empty" in out + err and "line 2" in out + err
+    assert world.sink.received == [] and len(world.pop.messages) == 10
+    code, out, _ = await world.fetchd("--configdump", "-f", str(rc))
+    assert code == 0 and '"remote":"",' in out  # read as fetchmail reads it
+
+
+async def test_a_missing_rc_file_is_named(world: World) -> None:
+    """`-f nosuch.rc` says the file does not exist; -V without one says it may be missing."""
+    code, out, err = await world.fetchd("-f", str(world.home / "nosuch.rc"))
+    assert code == 5
+    assert f"the rc file {world.home / 'nosuch.rc'} does not exist" in err
+    code, out, err = await world.fetchd("--version")
+    assert code == 0, err
+    assert f"No mailservers set up -- perhaps {world.home / '.fetchmailrc'} is missing?" in out
+
+
+async def test_verbose_speaks_of_fetchd_and_an_unclosed_quote_is_placed(world: World) -> None:
+    code, out, err = await world.fetchd("-V", "-f", str(world.standard_rc()))
+    assert code == 0, err
+    assert "fetchd will forward misaddressed multidrop messages" in out
+    assert "Fetchmail will" not in out
+    rc = world.rcfile('poll h proto pop3\n  user u password "x y\n  keep\n')
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code == 5
+    assert f'{rc}:2:19: the quote " opened here is never closed' in err
+    assert "(line 2, column 22)" in err
