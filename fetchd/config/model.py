@@ -130,8 +130,8 @@ class Server:
 
     @property
     def deadline(self) -> int:
-        """Seconds any network wait may take. fetchmail sets no alarm for a negative
-        ``timeout`` (stored as 0); fetchd keeps every wait bounded and uses its default."""
+        """Seconds any network wait may take: ``timeout``, or the default 300 where a negative
+        ``timeout`` is stored as 0 (fetchmail's way); fetchd keeps every wait bounded."""
         return self.timeout if self.timeout > 0 else 300
 
     @property

@@ -554,7 +554,7 @@ def _merge(entry: _RawEntry, defaults: _RawEntry) -> None:
 def _resolve_globals(raw: dict[str, Any], env: ParseEnvironment) -> RCGlobals:
     home = env.fetchmailhome or env.home
     values = dict(raw)
-    if "poll_interval" in values:  # `set daemon -5`: fetchmail dumps 0, and so polls once
+    if "poll_interval" in values:  # `set daemon -5`: fetchmail dumps 0; fetchd polls once
         values["poll_interval"] = max(values["poll_interval"], 0)
     values.setdefault("idfile", os.path.join(home, ".fetchids"))
     values.setdefault("postmaster", "postmaster" if env.login == "root" else env.login)
@@ -568,7 +568,7 @@ def _count(value: int) -> int:
 
 def _timeout(value: int) -> int:
     """fetchmail's timeout: 0 and -1 mean its default, 300 s; any other negative is stored and
-    dumped as 0 (fetchmail then sets no alarm; fetchd still keeps a deadline: Server.deadline)."""
+    dumped as 0 (fetchd still keeps a deadline for every wait: Server.deadline)."""
     if value in (0, -1):
         return 300
     return max(value, 0)
