@@ -59,8 +59,9 @@ def _check_server(filename: str, server: Server) -> None:
             f"{where}: service/port {server.service!r} is not a port number (1-65535) or a "
             "known service name"
         )
-    if server.protocol == "RPOP" and server.service not in (None, "kpop"):
-        port = servport(server.service)
+    if server.protocol == "RPOP" and server.service is not None:
+        # `proto kpop` (here or in the defaults entry) left the service "kpop", port 1109.
+        port = 1109 if server.service == "kpop" else servport(server.service)
         if port is not None and port >= 1024:
             raise ConfigError(f"{where}: RPOP requires a privileged port (below 1024)")
     for user in server.users:

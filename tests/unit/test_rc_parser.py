@@ -462,3 +462,17 @@ def test_explicit_empty_esmtp_name_and_password_stay_as_fetchmail_dumps_them() -
     dump = configdump(parse('poll h esmtpname "" esmtppassword "" user u\n', "rc", ENV))
     assert '"esmtpname":"",' in dump and '"esmtppassword":"",' in dump
     assert '"esmtpname":"me",' in configdump(parse("poll h user u\n", "rc", ENV))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["defaults proto kpop\npoll h proto rpop user u\n", "poll h proto kpop proto rpop user u\n"],
+)
+def test_rpop_on_the_kpop_port_is_refused_as_fetchmail_refuses_it(text: str) -> None:
+    """`proto kpop` leaves the service kpop (port 1109): RPOP there needs a privileged port."""
+    from fetchd.config.check import check_config
+    from fetchd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RPOP requires a privileged port"):
+        check_config(parse(text, "rc", ENV))
+    check_config(parse("poll h proto rpop user u\n", "rc", ENV))  # port 110: fine
