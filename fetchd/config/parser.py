@@ -221,7 +221,11 @@ class _Parser:
         token = token or self.token
         found = "end of file" if token.kind is Kind.END else _shown(token)
         message = f"syntax error at {found}: expected {expected}"
-        end = self.index if token is self.token else self.index + 1  # self.peek()
+        end = next(
+            i
+            for i in range(min(self.index + 1, len(self.tokens) - 1), -1, -1)
+            if self.tokens[i] is token
+        )
         quote = next(
             (t for t in reversed(self.tokens[self._statement : end + 1]) if t.unclosed), None
         )
@@ -302,18 +306,18 @@ class _Parser:
             while self.user_option(user):
                 pass
             self.entries.append(_entry_with(template, user))
-        misplaced: Token | None = None
-        while self.is_server_option():
-            # fetchmail's grammar reads on and fails where the entry ends; so do we, naming it.
-            misplaced = misplaced or self.token
+        if self.is_server_option():
+            # fetchmail reads the misplaced option and stops at its last word or, after a list
+            # (aka, localdomains), at the word that ends the list; so do we, naming it.
+            misplaced = self.token
+            keyword = self.peek() if self.is_keyword("no") else self.token
             self.server_option(_RawEntry(pollname, False, 0))
-            while self.user_option(_RawUser(0)):
-                pass
-        if misplaced is not None:
+            listed = SERVER_OPTIONS[keyword.value][1] == "list"
             raise self.error(
-                f"the end of entry {pollname!r}: server option {misplaced.text!r} at line "
+                f"the end of entry {pollname!r}: server option {keyword.text!r} at line "
                 f"{misplaced.line}, column {misplaced.column} comes after user options; "
-                "server options go before the first user"
+                "server options go before the first user",
+                self.token if listed else self.tokens[self.index - 1],
             )
         if not (self.token.kind is Kind.END or self.is_keyword("set", "poll", "skip", "defaults")):
             raise self.error("a user option, 'user', 'poll', 'skip' or 'set'")

@@ -476,3 +476,20 @@ def test_rpop_on_the_kpop_port_is_refused_as_fetchmail_refuses_it(text: str) -> 
     with pytest.raises(ConfigError, match="RPOP requires a privileged port"):
         check_config(parse(text, "rc", ENV))
     check_config(parse("poll h proto rpop user u\n", "rc", ENV))  # port 110: fine
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("poll a user b there via x\n keep\n\npoll c user d\n", 1),  # at the option's last word
+        ("poll a user b there keep\n envelope\n 2 X-To\n\npoll c user d\n", 3),
+        ("poll a user b there\n aka x y\n\npoll c user d\n", 4),  # a list: at the word after it
+    ],
+)
+def test_a_server_option_after_user_options_is_placed_as_fetchmail_places_it(
+    text: str, line: int
+) -> None:
+    with pytest.raises(RCSyntaxError) as caught:
+        parse(text, "rc", ENV)
+    assert caught.value.line == line
+    assert "comes after user options" in caught.value.message
