@@ -62,7 +62,7 @@ from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
 from fetchd.plugin import Connector
-from fetchd.tls import is_loopback
+from fetchd.tls import clear_password_error
 
 log = structlog.get_logger("fetchd.imap")
 
@@ -79,6 +79,10 @@ class Security(enum.Enum):
     PLAIN = "plain"  # no TLS: only when the user turned it off
     TLS = "tls"  # implicit TLS (port 993)
     STARTTLS = "starttls"  # plain connect, then STARTTLS before anything else
+
+
+class NoSTARTTLSError(TLSError):
+    """STARTTLS was asked for and the server does not offer it."""
 
 
 class SASLMechanism(Protocol):
@@ -240,12 +244,15 @@ class IMAPClient:
         timeout: float = 300.0,
         max_literal: int = MAX_LITERAL,
         plaintext_password_allowed: bool = False,
+        starttls_optional: bool = False,
         connector: Connector | None = None,
     ) -> IMAPClient:
         """Connect, read the greeting, set up TLS as ``security`` asks, learn the capabilities.
 
         ``plaintext_password_allowed``: the user explicitly turned TLS off, so a password may
-        cross an unencrypted connection to another host (loopback is always allowed).
+        cross an unencrypted connection (to any host, loopback included).
+        ``starttls_optional``: with STARTTLS, a server that does not offer it is used in clear
+        (no password crosses unless allowed); otherwise that is a ``NoSTARTTLSError``.
         ``connector``: the connection comes from a plugin command, not from TCP to host:port.
         """
         if security is not Security.PLAIN and ssl_context is None:
@@ -280,7 +287,7 @@ class IMAPClient:
             await client._greeting(security)
             if security is Security.STARTTLS:
                 assert ssl_context is not None
-                await client._starttls(ssl_context)
+                await client._starttls(ssl_context, optional=starttls_optional)
             if not client.capabilities:
                 await client.capability()
             if "IMAP4REV1" not in client.capabilities:
@@ -304,11 +311,13 @@ class IMAPClient:
             self.preauthenticated = True
         self._learn_capabilities(response.code)
 
-    async def _starttls(self, context: ssl.SSLContext) -> None:
+    async def _starttls(self, context: ssl.SSLContext, *, optional: bool) -> None:
         if "STARTTLS" not in self.capabilities:
             await self.capability()
         if "STARTTLS" not in self.capabilities:
-            raise TLSError(f"{self.host} does not offer STARTTLS")
+            if optional:
+                return  # in clear: _require_safe_channel keeps the password back
+            raise NoSTARTTLSError(f"{self.host} does not offer STARTTLS")
         protocol = self._protocol
         tag = protocol.new_tag()
         protocol.stop_after_tag = tag.encode() + b" "
@@ -353,9 +362,9 @@ class IMAPClient:
 
     async def login(self, user: str, password: str) -> None:
         """LOGIN, refused when the server says LOGINDISABLED or the channel is unsafe."""
+        self._require_safe_channel("LOGIN")
         if "LOGINDISABLED" in self.capabilities:
             raise AuthError(f"{self.host} disables LOGIN on this connection (LOGINDISABLED)")
-        self._require_safe_channel("LOGIN")
         try:
             arguments = [encode_astring(user), encode_astring(password)]
         except ValueError as exc:
@@ -660,12 +669,9 @@ class IMAPClient:
     # --- helpers ------------------------------------------------------------------------------
 
     def _require_safe_channel(self, what: str) -> None:
-        if self.encrypted or self._plaintext_allowed or is_loopback(self.host):
+        if self.encrypted or self._plaintext_allowed:
             return
-        raise AuthError(
-            f"refusing {what}: it would send the password unencrypted to {self.host} "
-            "(turn TLS off explicitly to allow it)"
-        )
+        raise clear_password_error(self.host, f"the password ({what})")
 
     async def _after_authentication(self, tagged: Tagged) -> None:
         self.capabilities = frozenset()

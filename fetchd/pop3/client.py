@@ -47,8 +47,9 @@ from fetchd.tls import (
     Security,
     TLSSettings,
     check_peer,
-    is_loopback,
+    clear_password_error,
     make_context,
+    no_starttls_error,
     server_hostname,
 )
 
@@ -134,9 +135,10 @@ class POP3Client:
                 if "STLS" in client.capabilities:
                     assert context is not None
                     await client._starttls(context, tls)
-                elif not is_loopback(host):
-                    # No STLS offered. Nothing secret has been sent; login() refuses the password.
-                    pass
+                elif tls.required_by is not None:
+                    raise no_starttls_error(tls, host, "STLS")
+                # Otherwise go on in clear: nothing secret has been sent, and login() refuses
+                # the password unless the entry says `sslproto ''`.
         except BaseException:
             client.close()
             raise
@@ -179,11 +181,8 @@ class POP3Client:
         plaintext_allowed: bool = False,
     ) -> None:
         """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism."""
-        if not (self.encrypted or plaintext_allowed or is_loopback(self.host)):
-            raise AuthError(
-                f"{self.host} offers no TLS (no STLS), and fetchd does not send a password in "
-                "clear; use `ssl`, or allow clear text for this server with `sslproto ''`"
-            )
+        if not (self.encrypted or plaintext_allowed):
+            raise clear_password_error(self.host)
         offered = {m.upper() for m in self.capabilities.get("SASL", ())}
         if apop:
             await self._apop(user, password)

@@ -59,7 +59,11 @@ def _opener(
 ) -> Callable[[], Awaitable[IMAPSource]]:
     async def open_source() -> IMAPSource:
         client = await IMAPClient.connect(
-            "127.0.0.1", server.port, security=Security.PLAIN, timeout=5
+            "127.0.0.1",
+            server.port,
+            security=Security.PLAIN,
+            timeout=5,
+            plaintext_password_allowed=True,  # sslproto ''
         )
         await client.login("alice", "secret")
         source = await IMAPSource.open(

@@ -20,7 +20,6 @@ from fetchd.errors import (
     TLSError,
 )
 from fetchd.poll import PollSettings, poll_account
-from fetchd.pop3 import client as pop3_client
 from fetchd.pop3.source import POP3Account, open_pop3
 from fetchd.state import UIDStore
 from fetchd.tls import TLSSettings
@@ -48,7 +47,12 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
     return str(path)
 
 
+CLEAR = TLSSettings(sslproto="")  # the fake speaks no TLS unless told to
+
+
 def account(port: int, **tls: object) -> POP3Account:
+    """The fake's account; in clear (`sslproto ''`) unless a TLS option is given."""
+    tls = tls or {"sslproto": ""}
     return POP3Account(
         "127.0.0.1",
         port,
@@ -148,7 +152,7 @@ async def test_refused_stls_never_falls_back(server_tls: ssl.SSLContext, ca_file
 async def test_untrusted_certificate_is_refused(server_tls: ssl.SSLContext) -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(stls=server_tls)) as server:
         with pytest.raises(TLSError, match="handshake failed"):
-            await open_pop3(account(server.port))  # system CAs do not know the test CA
+            await open_pop3(account(server.port, sslproto=None))  # system CAs: no test CA
         assert "PASS" not in server.commands
 
 
@@ -164,11 +168,11 @@ async def test_fingerprint_pin(server_tls: ssl.SSLContext, ca_file: str) -> None
         assert "PASS" not in server.commands
 
 
-async def test_no_password_in_clear_to_a_remote_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pop3_client, "is_loopback", lambda host: False)
+async def test_no_password_in_clear_even_to_loopback() -> None:
+    """Without `sslproto ''`, a server without STLS gets no password, on 127.0.0.1 too."""
     async with FakePOP3Server(MESSAGES) as server:  # offers no STLS
-        with pytest.raises(AuthError, match="sslproto ''"):
-            await open_pop3(account(server.port))
+        with pytest.raises(AuthError, match=r"add `sslproto ''` to the entry of 127\.0\.0\.1"):
+            await open_pop3(account(server.port, sslproto=None))
         assert "PASS" not in server.commands and "USER u" not in server.commands
         # ... unless the rc file turned TLS off explicitly.
         source = await open_pop3(account(server.port, sslproto=""))
@@ -179,7 +183,7 @@ async def test_no_password_in_clear_to_a_remote_host(monkeypatch: pytest.MonkeyP
 async def test_asked_mechanism_not_offered_is_not_replaced() -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(sasl=("PLAIN",))) as server:
         acct = POP3Account(
-            "127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, auth="cram-md5"
+            "127.0.0.1", server.port, "u", "p", "u@fake", CLEAR, timeout=2.0, auth="cram-md5"
         )
         with pytest.raises(AuthError, match="CRAM-MD5"):
             await open_pop3(acct)
@@ -298,12 +302,14 @@ async def test_each_err_code_during_retr(reply: str, error: type[Exception]) -> 
 
 async def test_apop_sends_the_digest_not_the_password() -> None:
     async with FakePOP3Server(MESSAGES) as server:
-        acct = POP3Account("127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, apop=True)
+        acct = POP3Account(
+            "127.0.0.1", server.port, "u", "p", "u@fake", CLEAR, timeout=2.0, apop=True
+        )
         source = await open_pop3(acct)
         await source.commit()
         assert "APOP" in server.commands and "PASS" not in server.commands
     async with FakePOP3Server(MESSAGES, faults=Faults(greeting=b"+OK no stamp")) as server:
         with pytest.raises(AuthError, match="APOP"):
             await open_pop3(
-                POP3Account("127.0.0.1", server.port, "u", "p", "u", timeout=2.0, apop=True)
+                POP3Account("127.0.0.1", server.port, "u", "p", "u", CLEAR, timeout=2.0, apop=True)
             )
