@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import trustme
 
 from fetchd.errors import (
@@ -21,6 +22,7 @@ from fetchd.errors import (
 )
 from fetchd.poll import PollSettings, poll_account
 from fetchd.pop3.source import POP3Account, open_pop3
+from fetchd.selection import SelectionPolicy
 from fetchd.state import UIDStore
 from fetchd.tls import TLSSettings
 from tests.fakes.pop3server import FakePOP3Server, Faults
@@ -269,6 +271,35 @@ async def test_a_size_that_lies_does_not_change_what_is_delivered() -> None:
         assert listing[0].size == len(MESSAGES[0]) - 10
         assert [body async for _, body in source.retrieve(listing)] == MESSAGES
         await source.abort()
+
+
+async def test_limit_holds_for_the_octets_read_when_list_understates(store: UIDStore) -> None:
+    """`limit` applies to what is read: a message LIST under-states is neither delivered nor
+    deleted, is warned about as oversized, and the next poll does not read it again."""
+    small = [b"Subject: s%d\r\n\r\nsmall\r\n" % i for i in (1, 2)]
+    big = b"Subject: big\r\n\r\n" + b"x" * 60 + b"\r\n"
+    limit = len(big) - 20  # LIST says len(big) - 20: within the limit
+    deliverer = Recorder()
+    state = store.account("fake", "u")
+    settings = PollSettings(selection=SelectionPolicy(limit=limit))
+    async with FakePOP3Server([small[0], big, small[1]], faults=Faults(size_lies=-20)) as server:
+        with structlog.testing.capture_logs() as logs:
+            result = await poll_account(
+                lambda: open_pop3(account(server.port)), deliverer, state, settings
+            )
+        assert deliverer.messages == small
+        assert server.messages == [big]  # the small ones were deleted, the big one stays
+        assert result.oversized == 1 and result.delivered == 2 and result.deleted == 2
+        assert server.uid(big) not in state.delivered()
+        [warning] = [e for e in logs if e["event"] == "message.oversized"]
+        assert f"({len(big)} octets read, {len(big) - 20} listed)" in warning["text"]
+        retrs = sum(c.startswith("RETR") for c in server.commands)
+        again = await poll_account(
+            lambda: open_pop3(account(server.port)), deliverer, state, settings
+        )
+        assert sum(c.startswith("RETR") for c in server.commands) == retrs  # not read again
+        assert again.oversized == 1 and deliverer.messages == small
+        assert server.messages == [big]
 
 
 async def test_an_endless_line_is_a_protocol_error() -> None:
