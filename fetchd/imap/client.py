@@ -226,6 +226,8 @@ class IMAPClient:
         self.preauthenticated = False
         self._protocol = protocol
         self._plaintext_allowed = plaintext_allowed
+        self._server_hostname = host
+        self._check_peer: Callable[[Any], None] | None = None
         self._broken: FetchdError | None = None
         self._bye: str | None = None
         self._tagged: Tagged | None = None  # the tagged reply of the command in progress
@@ -246,6 +248,8 @@ class IMAPClient:
         plaintext_password_allowed: bool = False,
         starttls_optional: bool = False,
         connector: Connector | None = None,
+        server_hostname: str | None = None,
+        check_peer: Callable[[Any], None] | None = None,
     ) -> IMAPClient:
         """Connect, read the greeting, set up TLS as ``security`` asks, learn the capabilities.
 
@@ -254,6 +258,9 @@ class IMAPClient:
         ``starttls_optional``: with STARTTLS, a server that does not offer it is used in clear
         (no password crosses unless allowed); otherwise that is a ``NoSTARTTLSError``.
         ``connector``: the connection comes from a plugin command, not from TCP to host:port.
+        ``server_hostname``: the name the certificate must carry (``sslcommonname``; ``host``).
+        ``check_peer``: called with the SSL object right after each handshake, before any
+        command is sent over it (the ``sslfingerprint`` pin); it raises to refuse the peer.
         """
         if security is not Security.PLAIN and ssl_context is None:
             raise TLSError(f"{security.value} needs an SSL context")
@@ -264,7 +271,7 @@ class IMAPClient:
             async with asyncio.timeout(timeout):
                 tls_options: dict[str, Any] = {
                     "ssl": ssl_context if implicit else None,
-                    "server_hostname": host if implicit else None,
+                    "server_hostname": (server_hostname or host) if implicit else None,
                     "ssl_handshake_timeout": timeout if implicit else None,
                 }
                 if connector is None:
@@ -273,6 +280,11 @@ class IMAPClient:
                     sock = await connector()
                     await loop.create_connection(lambda: protocol, sock=sock, **tls_options)
         except OSError as exc:  # refused, DNS, TLS, timeout: all OSError subclasses
+            if implicit and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                raise TLSError(
+                    f"{host}:{port}: TLS failed: the server closed the connection during the "
+                    "handshake"
+                ) from None
             raise _connect_error(exc, host, port) from exc
         assert protocol.transport is not None
         keepalive.enable(protocol.transport)
@@ -283,7 +295,11 @@ class IMAPClient:
             encrypted=implicit,
             plaintext_allowed=plaintext_password_allowed and security is Security.PLAIN,
         )
+        client._server_hostname = server_hostname or host
+        client._check_peer = check_peer
         try:
+            if implicit and check_peer is not None:
+                check_peer(protocol.transport.get_extra_info("ssl_object"))
             await client._greeting(security)
             if security is Security.STARTTLS:
                 assert ssl_context is not None
@@ -333,11 +349,17 @@ class IMAPClient:
                     transport,
                     protocol,
                     context,
-                    server_hostname=self.host,
+                    server_hostname=self._server_hostname,
                     ssl_handshake_timeout=self.timeout,
                 )
-        except OSError as exc:
+        except (ssl.SSLError, ssl.CertificateError, TimeoutError) as exc:
             raise _connect_error(exc, self.host, None) from exc
+        except OSError:  # the server hung up during the handshake (a version it refuses ...)
+            raise TLSError(
+                f"{self.host}: TLS failed: the server closed the connection during the handshake"
+            ) from None
+        if self._check_peer is not None:
+            self._check_peer(protocol.transport.get_extra_info("ssl_object"))
         self.encrypted = True
         protocol._paused = False
         # What the server said before TLS may have been forged; ask again (RFC 3501 6.2.1).

@@ -16,7 +16,13 @@ from fetchd.imap.client import IMAPClient, NoSTARTTLSError, Security
 from fetchd.imap.source import IMAPSource
 from fetchd.plugin import Connector
 from fetchd.tls import Security as TLSSecurity
-from fetchd.tls import TLSSettings, make_context, no_starttls_error
+from fetchd.tls import (
+    TLSSettings,
+    check_peer,
+    make_context,
+    no_starttls_error,
+    server_hostname,
+)
 
 
 async def open_imap(
@@ -68,7 +74,14 @@ async def _connect(
     host: str, port: int | None, tls: TLSSettings, timeout: float, connector: Connector | None
 ) -> IMAPClient:
     wanted = tls.security()
-    connect = functools.partial(IMAPClient.connect, host, timeout=timeout, connector=connector)
+    connect = functools.partial(
+        IMAPClient.connect,
+        host,
+        timeout=timeout,
+        connector=connector,
+        server_hostname=server_hostname(tls, host),
+        check_peer=functools.partial(check_peer, settings=tls, host=host),
+    )
     if wanted is TLSSecurity.TLS:
         return await connect(port or 993, security=Security.TLS, ssl_context=make_context(tls))
     if wanted is TLSSecurity.PLAIN:

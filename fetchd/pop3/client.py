@@ -121,6 +121,12 @@ class POP3Client:
         except ssl.SSLError as exc:
             raise TLSError(f"{host}:{port}: TLS handshake failed: {exc.reason or exc}") from None
         except OSError as exc:
+            if security is Security.TLS and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                # Connected, then dropped: the server hung up on the handshake (a version it
+                # refuses ...).
+                raise TLSError(
+                    f"{host}:{port}: TLS handshake failed: the server closed the connection"
+                ) from None
             raise SocketError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         client = cls(reader, writer, host, timeout, encrypted=security is Security.TLS)
         try:
@@ -164,6 +170,10 @@ class POP3Client:
             )
         except ssl.SSLError as exc:
             raise TLSError(f"{self.host}: TLS handshake failed: {exc.reason or exc}") from None
+        except SocketError:  # the server hung up during the handshake (a version it refuses ...)
+            raise TLSError(
+                f"{self.host}: TLS handshake failed: the server closed the connection"
+            ) from None
         check_peer(self._writer.get_extra_info("ssl_object"), tls, self.host)
         self.encrypted = True
         self.capabilities = {}
