@@ -551,7 +551,7 @@ async def test_postconnect_runs_after_the_poll_and_its_failure_loses_nothing(
             rc = world.rcfile(
                 f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
                 f'  user demo password "{SECRET}" is joe here'
-                f" smtphost 127.0.0.1/{world.smtp_port}\n"
+                f" smtphost 127.0.0.1/{world.smtp_port} sslproto ''\n"
                 f'  postconnect "{sys.executable} {probe}; exit {status}"\n'
             )
             code, out, err = await world.fetchd("-f", str(rc))
