@@ -372,6 +372,7 @@ def _tls(user: User, server: Server) -> TLSSettings:
         ssl=user.ssl,
         sslproto="" if tunnel and user.sslproto is None and not user.ssl else user.sslproto,
         sslcertck=user.sslcertck,
+        sslcertck_explicit=user.sslcertck_explicit,
         sslcertfile=user.sslcertfile,
         sslcertpath=user.sslcertpath,
         sslcommonname=user.sslcommonname,

@@ -41,6 +41,8 @@ def _replace(target: Any, overrides: Sequence[Override], level: str) -> Any:
         if item.key not in fields:  # a programming error: the flag table names a missing key
             raise ConfigError(f"command line: {item.key} cannot be set on a {level} entry")
         changes[item.key] = item.value
+        if item.key == "sslcertck":  # `--sslcertck` asks for TLS as the rc file's word does
+            changes["sslcertck_explicit"] = item.value is True
     if level == "server" and "service" in changes and changes["service"] is not None:
         changes.update(_port_of(str(changes["service"]), fields))
     return dataclasses.replace(target, **changes) if changes else target

@@ -131,6 +131,18 @@ def _warn_once_about_refusal(label: str, info: MessageInfo, outcome: DeliveryRes
 # When each oversized message was last warned about, by (account, UID): fetchmail's `warnings`
 # interval. In memory, as fetchmail keeps it: a daemon warns once an interval, a new run anew.
 _oversized_warned: dict[tuple[str, str], float] = {}
+# Octets actually read of messages found over `limit` although the listing said otherwise, by
+# (account, UID): a server that under-states a size is not trusted with it again.
+_read_sizes: dict[tuple[str, str], int] = {}
+
+
+def _warn_oversized(label: str, info: MessageInfo, interval: float, text: str) -> None:
+    now = time.monotonic()
+    last = _oversized_warned.get((label, info.uid))
+    if last is not None and now - last < interval:
+        return
+    _oversized_warned[(label, info.uid)] = now
+    log.warning("message.oversized", text=text)
 
 
 async def poll_account(
@@ -168,7 +180,8 @@ async def _one_session(
 ) -> _SessionOutcome:
     listing = await source.list_messages()
     delivered = await asyncio.to_thread(state.delivered)
-    selection = select_messages(listing, delivered, settings.selection)
+    read_sizes = {uid: n for (label, uid), n in _read_sizes.items() if label == source.label}
+    selection = select_messages(listing, delivered, settings.selection, read_sizes)
     first_session = previous is None
     result = previous or _count(source.label, listing, selection)
     if first_session:
@@ -197,17 +210,16 @@ async def _one_session(
         log.info(
             "message.flushed", text=f"flushing message {source.label}:{info.number} of {total}"
         )
-    now = time.monotonic()
     for info in selection.oversized:
-        last = _oversized_warned.get((source.label, info.uid))
-        if last is not None and now - last < settings.warnings:
-            continue
-        _oversized_warned[(source.label, info.uid)] = now
-        log.warning(
-            "message.oversized",
-            text=f"skipping message {source.label}:{info.number} ({info.size} octets): "
+        size = max(info.size, read_sizes.get(info.uid, 0))
+        _warn_oversized(
+            source.label,
+            info,
+            settings.warnings,
+            f"skipping message {source.label}:{info.number} ({size} octets): "
             "over the size limit, left on the server",
         )
+    limit = settings.selection.limit
 
     queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
     retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))
@@ -215,6 +227,20 @@ async def _one_session(
     try:
         while (item := await queue.get()) is not None:
             info, data = item
+            if limit and len(data) > limit:
+                # The listing under-stated it: `limit` holds for the octets actually read.
+                # Neither delivered nor deleted, and not fetched again by this process.
+                _read_sizes[(source.label, info.uid)] = len(data)
+                result.oversized += 1
+                _oversized_warned.pop((source.label, info.uid), None)
+                _warn_oversized(
+                    source.label,
+                    info,
+                    settings.warnings,
+                    f"skipping message {source.label}:{info.number} ({len(data)} octets read, "
+                    f"{info.size} listed): over the size limit, left on the server",
+                )
+                continue
             result.fetched += 1
             outcome = await deliverer.deliver(data, ready=recording)
             failpoints.hit("delivered")

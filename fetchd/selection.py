@@ -5,13 +5,15 @@ fetchmail's selection, on top of the durable UID store:
   deleted when ``keep`` is off or ``flush`` is on, and left alone otherwise. This is also how a
   crash is recovered: delivered-and-recorded messages whose DELE never reached the server are
   simply deleted on the next poll;
-- a message over ``limit`` octets stays on the server (``limitflush`` deletes it instead);
+- a message over ``limit`` octets stays on the server (``limitflush`` deletes it instead); so
+  does one that an earlier poll found larger than the listing said (``read_sizes``), and that
+  one is never flushed: only what the server claims is trusted to delete unread;
 - at most ``fetchlimit`` messages are retrieved per poll (0 = no limit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from fetchd.source import MessageInfo
@@ -48,9 +50,14 @@ class Selection:
 
 
 def select_messages(
-    listing: Sequence[MessageInfo], delivered: Collection[str], policy: SelectionPolicy
+    listing: Sequence[MessageInfo],
+    delivered: Collection[str],
+    policy: SelectionPolicy,
+    read_sizes: Mapping[str, int] | None = None,
 ) -> Selection:
-    """Apply fetchmail's selection rules to one listing."""
+    """Apply fetchmail's selection rules to one listing; ``read_sizes``: octets actually read
+    of some UIDs by an earlier poll."""
+    read_sizes = read_sizes or {}
     fetch: list[MessageInfo] = []
     delete_unread: list[MessageInfo] = []
     oversized: list[MessageInfo] = []
@@ -64,6 +71,9 @@ def select_messages(
             continue
         if policy.limit and info.size > policy.limit:
             (delete_unread if policy.limitflush else oversized).append(info)
+            continue
+        if policy.limit and read_sizes.get(info.uid, 0) > policy.limit:
+            oversized.append(info)
             continue
         if policy.fetchlimit and len(fetch) >= policy.fetchlimit:
             deferred += 1

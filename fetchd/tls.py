@@ -2,6 +2,13 @@
 
 Secure by default: certificates and host names are verified (``sslcertck`` is fetchmail 6.4's
 default too), TLS 1.2 is the floor unless ``sslproto`` says otherwise, and a pin is SHA-256.
+
+Clear text, as fetchmail 6.4 decides it, wherever the server is (loopback included):
+- any explicit TLS option (``ssl``, ``sslproto 'TLS1.2+'``, ``sslcertck``, ``sslcertfile``,
+  ``sslcertpath``, ``sslcommonname``, ``sslfingerprint``, ``sslcert``/``sslkey``) makes TLS
+  mandatory: a server without STLS/STARTTLS is refused before anything is sent;
+- without any, a server that offers no STLS/STARTTLS may be used in clear, but gets no password
+  unless its entry says ``sslproto ''``.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 
-from fetchd.errors import ConfigError, TLSError
+from fetchd.errors import AuthError, ConfigError, TLSError
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine: a password may cross such a connection in clear."""
+    """Whether ``host`` names this machine (the MTA's ESMTP AUTH rule uses it)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -29,7 +36,7 @@ def is_loopback(host: str) -> bool:
 class Security(enum.Enum):
     """How a connection is protected."""
 
-    PLAIN = "plain"  # no TLS: only with `sslproto ''`, or to loopback
+    PLAIN = "plain"  # no TLS: only with `sslproto ''`
     TLS = "tls"  # implicit TLS from the first byte (`ssl`: pop3s, imaps)
     STARTTLS = "starttls"  # STLS / STARTTLS, required: never a plaintext fallback
 
@@ -47,11 +54,30 @@ class TLSSettings:
     sslfingerprint: str | None = None
     sslcert: str | None = None
     sslkey: str | None = None
+    sslcertck_explicit: bool = False  # `sslcertck` written in the rc file or on the command line
 
     @property
     def disabled(self) -> bool:
         """fetchmail's `sslproto ''`: the user turned TLS off explicitly."""
         return self.sslproto == "" and not self.ssl
+
+    @property
+    def required_by(self) -> str | None:
+        """The explicit TLS option that makes TLS mandatory (as the rc file writes it), if any."""
+        if self.disabled:
+            return None
+        named = (
+            ("ssl", self.ssl),
+            (f"sslproto {self.sslproto!r}", bool(self.sslproto)),
+            ("sslcertck", self.sslcertck_explicit and self.sslcertck),
+            ("sslcertfile", self.sslcertfile is not None),
+            ("sslcertpath", self.sslcertpath is not None),
+            ("sslcommonname", self.sslcommonname is not None),
+            ("sslfingerprint", self.sslfingerprint is not None),
+            ("sslcert", self.sslcert is not None),
+            ("sslkey", self.sslkey is not None),
+        )
+        return next((name for name, given in named if given), None)
 
     def security(self) -> Security:
         if self.ssl:
@@ -73,6 +99,23 @@ _MINIMUM = {
     "tls1.3": ssl.TLSVersion.TLSv1_3,
     "tls1.3+": ssl.TLSVersion.TLSv1_3,
 }
+
+
+def no_starttls_error(settings: TLSSettings, host: str, verb: str) -> TLSError:
+    """TLS is mandatory (``settings.required_by``) and ``host`` does not offer ``verb``."""
+    return TLSError(
+        f"{host} offers no {verb}, and the rc file asks for TLS ({settings.required_by}): "
+        "fetchd does not go on in clear; add `ssl` to its entry if the server speaks TLS on "
+        "its own port"
+    )
+
+
+def clear_password_error(host: str, what: str = "the password") -> AuthError:
+    """No TLS on this connection, and the user did not allow clear text for ``host``."""
+    return AuthError(
+        f"{host} offers no TLS, and fetchd does not send {what} in clear, not even to this "
+        f"machine; to allow it, add `sslproto ''` to the entry of {host}"
+    )
 
 
 def make_context(settings: TLSSettings) -> ssl.SSLContext:

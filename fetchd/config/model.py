@@ -73,6 +73,7 @@ class User:
     sslcert: str | None = None
     sslproto: str | None = None
     sslcertck: bool = True
+    sslcertck_explicit: bool = False  # `sslcertck` was written: TLS is then mandatory
     sslcertfile: str | None = None
     sslcertpath: str | None = None
     sslcommonname: str | None = None

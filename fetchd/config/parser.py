@@ -590,6 +590,7 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
             elif kind in ("list", "numbers"):
                 value = tuple(value)
             user_values[name] = value
+    user_values["sslcertck_explicit"] = options.get("sslcertck") is True
     if raw.get("protocol") in ("ETRN", "ODMR") and "fetchdomains" not in user_values:
         user_values["fetchdomains"] = (env.hostname or socket.gethostname(),)
     if "stripcr" not in user_values:

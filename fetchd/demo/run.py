@@ -48,6 +48,7 @@ async def _demo(home: Path, options: Options) -> int:
             f"poll 127.0.0.1 proto pop3 port {server.port}\n"
             f"  user demo password demo-password is demo here\n"
             f"  keep smtphost 127.0.0.1/{sink.port}\n"
+            "  sslproto ''   # the demo server has no TLS: clear text is allowed for it\n"
         )
         env = ParseEnvironment(login="demo", home=str(home), rcdir=str(home))
         config = parse(rcfile.read_text(), str(rcfile), env)

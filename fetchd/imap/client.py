@@ -62,7 +62,7 @@ from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
 from fetchd.plugin import Connector
-from fetchd.tls import is_loopback
+from fetchd.tls import clear_password_error
 
 log = structlog.get_logger("fetchd.imap")
 
@@ -79,6 +79,10 @@ class Security(enum.Enum):
     PLAIN = "plain"  # no TLS: only when the user turned it off
     TLS = "tls"  # implicit TLS (port 993)
     STARTTLS = "starttls"  # plain connect, then STARTTLS before anything else
+
+
+class NoSTARTTLSError(TLSError):
+    """STARTTLS was asked for and the server does not offer it."""
 
 
 class SASLMechanism(Protocol):
@@ -222,6 +226,8 @@ class IMAPClient:
         self.preauthenticated = False
         self._protocol = protocol
         self._plaintext_allowed = plaintext_allowed
+        self._server_hostname = host
+        self._check_peer: Callable[[Any], None] | None = None
         self._broken: FetchdError | None = None
         self._bye: str | None = None
         self._tagged: Tagged | None = None  # the tagged reply of the command in progress
@@ -240,13 +246,21 @@ class IMAPClient:
         timeout: float = 300.0,
         max_literal: int = MAX_LITERAL,
         plaintext_password_allowed: bool = False,
+        starttls_optional: bool = False,
         connector: Connector | None = None,
+        server_hostname: str | None = None,
+        check_peer: Callable[[Any], None] | None = None,
     ) -> IMAPClient:
         """Connect, read the greeting, set up TLS as ``security`` asks, learn the capabilities.
 
         ``plaintext_password_allowed``: the user explicitly turned TLS off, so a password may
-        cross an unencrypted connection to another host (loopback is always allowed).
+        cross an unencrypted connection (to any host, loopback included).
+        ``starttls_optional``: with STARTTLS, a server that does not offer it is used in clear
+        (no password crosses unless allowed); otherwise that is a ``NoSTARTTLSError``.
         ``connector``: the connection comes from a plugin command, not from TCP to host:port.
+        ``server_hostname``: the name the certificate must carry (``sslcommonname``; ``host``).
+        ``check_peer``: called with the SSL object right after each handshake, before any
+        command is sent over it (the ``sslfingerprint`` pin); it raises to refuse the peer.
         """
         if security is not Security.PLAIN and ssl_context is None:
             raise TLSError(f"{security.value} needs an SSL context")
@@ -257,7 +271,7 @@ class IMAPClient:
             async with asyncio.timeout(timeout):
                 tls_options: dict[str, Any] = {
                     "ssl": ssl_context if implicit else None,
-                    "server_hostname": host if implicit else None,
+                    "server_hostname": (server_hostname or host) if implicit else None,
                     "ssl_handshake_timeout": timeout if implicit else None,
                 }
                 if connector is None:
@@ -266,6 +280,11 @@ class IMAPClient:
                     sock = await connector()
                     await loop.create_connection(lambda: protocol, sock=sock, **tls_options)
         except OSError as exc:  # refused, DNS, TLS, timeout: all OSError subclasses
+            if implicit and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                raise TLSError(
+                    f"{host}:{port}: TLS failed: the server closed the connection during the "
+                    "handshake"
+                ) from None
             raise _connect_error(exc, host, port) from exc
         assert protocol.transport is not None
         keepalive.enable(protocol.transport)
@@ -276,11 +295,15 @@ class IMAPClient:
             encrypted=implicit,
             plaintext_allowed=plaintext_password_allowed and security is Security.PLAIN,
         )
+        client._server_hostname = server_hostname or host
+        client._check_peer = check_peer
         try:
+            if implicit and check_peer is not None:
+                check_peer(protocol.transport.get_extra_info("ssl_object"))
             await client._greeting(security)
             if security is Security.STARTTLS:
                 assert ssl_context is not None
-                await client._starttls(ssl_context)
+                await client._starttls(ssl_context, optional=starttls_optional)
             if not client.capabilities:
                 await client.capability()
             if "IMAP4REV1" not in client.capabilities:
@@ -304,11 +327,13 @@ class IMAPClient:
             self.preauthenticated = True
         self._learn_capabilities(response.code)
 
-    async def _starttls(self, context: ssl.SSLContext) -> None:
+    async def _starttls(self, context: ssl.SSLContext, *, optional: bool) -> None:
         if "STARTTLS" not in self.capabilities:
             await self.capability()
         if "STARTTLS" not in self.capabilities:
-            raise TLSError(f"{self.host} does not offer STARTTLS")
+            if optional:
+                return  # in clear: _require_safe_channel keeps the password back
+            raise NoSTARTTLSError(f"{self.host} does not offer STARTTLS")
         protocol = self._protocol
         tag = protocol.new_tag()
         protocol.stop_after_tag = tag.encode() + b" "
@@ -324,11 +349,17 @@ class IMAPClient:
                     transport,
                     protocol,
                     context,
-                    server_hostname=self.host,
+                    server_hostname=self._server_hostname,
                     ssl_handshake_timeout=self.timeout,
                 )
-        except OSError as exc:
+        except (ssl.SSLError, ssl.CertificateError, TimeoutError) as exc:
             raise _connect_error(exc, self.host, None) from exc
+        except OSError:  # the server hung up during the handshake (a version it refuses ...)
+            raise TLSError(
+                f"{self.host}: TLS failed: the server closed the connection during the handshake"
+            ) from None
+        if self._check_peer is not None:
+            self._check_peer(protocol.transport.get_extra_info("ssl_object"))
         self.encrypted = True
         protocol._paused = False
         # What the server said before TLS may have been forged; ask again (RFC 3501 6.2.1).
@@ -353,9 +384,9 @@ class IMAPClient:
 
     async def login(self, user: str, password: str) -> None:
         """LOGIN, refused when the server says LOGINDISABLED or the channel is unsafe."""
+        self._require_safe_channel("LOGIN")
         if "LOGINDISABLED" in self.capabilities:
             raise AuthError(f"{self.host} disables LOGIN on this connection (LOGINDISABLED)")
-        self._require_safe_channel("LOGIN")
         try:
             arguments = [encode_astring(user), encode_astring(password)]
         except ValueError as exc:
@@ -660,12 +691,9 @@ class IMAPClient:
     # --- helpers ------------------------------------------------------------------------------
 
     def _require_safe_channel(self, what: str) -> None:
-        if self.encrypted or self._plaintext_allowed or is_loopback(self.host):
+        if self.encrypted or self._plaintext_allowed:
             return
-        raise AuthError(
-            f"refusing {what}: it would send the password unencrypted to {self.host} "
-            "(turn TLS off explicitly to allow it)"
-        )
+        raise clear_password_error(self.host, f"the password ({what})")
 
     async def _after_authentication(self, tagged: Tagged) -> None:
         self.capabilities = frozenset()

@@ -1,8 +1,8 @@
 """Opening an IMAP folder for a poll: TLS as the rc file asks, login as ``auth`` asks, SELECT.
 
-TLS follows the POP3 rules (``fetchd.tls``): ``ssl`` is implicit TLS; otherwise STARTTLS, which a
-remote server must offer (no password crosses the network in clear) unless the user turned TLS
-off with ``sslproto ''``. Only a loopback server may be used in clear without saying so.
+TLS follows the POP3 rules (``fetchd.tls``): ``ssl`` is implicit TLS; ``sslproto ''`` is clear
+text; otherwise STARTTLS. A server without STARTTLS is refused when the rc file names any TLS
+option, and is otherwise used in clear without a password (loopback included).
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ import functools
 from collections.abc import Callable, Collection
 
 from fetchd import sasl
-from fetchd.errors import AuthError, TLSError
-from fetchd.imap.client import IMAPClient, Security
+from fetchd.errors import AuthError
+from fetchd.imap.client import IMAPClient, NoSTARTTLSError, Security
 from fetchd.imap.source import IMAPSource
 from fetchd.plugin import Connector
 from fetchd.tls import Security as TLSSecurity
-from fetchd.tls import TLSSettings, is_loopback, make_context
+from fetchd.tls import (
+    TLSSettings,
+    check_peer,
+    make_context,
+    no_starttls_error,
+    server_hostname,
+)
 
 
 async def open_imap(
@@ -68,16 +74,31 @@ async def _connect(
     host: str, port: int | None, tls: TLSSettings, timeout: float, connector: Connector | None
 ) -> IMAPClient:
     wanted = tls.security()
-    connect = functools.partial(IMAPClient.connect, host, timeout=timeout, connector=connector)
+    connect = functools.partial(
+        IMAPClient.connect,
+        host,
+        timeout=timeout,
+        connector=connector,
+        server_hostname=server_hostname(tls, host),
+        check_peer=functools.partial(check_peer, settings=tls, host=host),
+    )
     if wanted is TLSSecurity.TLS:
         return await connect(port or 993, security=Security.TLS, ssl_context=make_context(tls))
     if wanted is TLSSecurity.PLAIN:
         return await connect(port or 143, security=Security.PLAIN, plaintext_password_allowed=True)
     try:
-        return await connect(port or 143, security=Security.STARTTLS, ssl_context=make_context(tls))
-    except TLSError as exc:
-        # A loopback server without STARTTLS is fine in clear (nothing crosses a network);
-        # anything else fails here rather than fall back.
-        if is_loopback(host) and "does not offer STARTTLS" in str(exc):
-            return await connect(port or 143, security=Security.PLAIN)
-        raise
+        return await connect(
+            port or 143,
+            security=Security.STARTTLS,
+            ssl_context=make_context(tls),
+            starttls_optional=starttls_optional(tls),
+        )
+    except NoSTARTTLSError:
+        raise no_starttls_error(tls, host, "STARTTLS") from None
+
+
+def starttls_optional(tls: TLSSettings) -> bool:
+    """The decision when a server offers no STARTTLS, wherever it is (loopback included):
+    refuse it when the rc file asked for TLS with any explicit option, else go on in clear,
+    where no password is sent unless the entry says ``sslproto ''``."""
+    return tls.required_by is None

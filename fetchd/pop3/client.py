@@ -47,8 +47,9 @@ from fetchd.tls import (
     Security,
     TLSSettings,
     check_peer,
-    is_loopback,
+    clear_password_error,
     make_context,
+    no_starttls_error,
     server_hostname,
 )
 
@@ -120,6 +121,12 @@ class POP3Client:
         except ssl.SSLError as exc:
             raise TLSError(f"{host}:{port}: TLS handshake failed: {exc.reason or exc}") from None
         except OSError as exc:
+            if security is Security.TLS and isinstance(exc, ConnectionResetError | BrokenPipeError):
+                # Connected, then dropped: the server hung up on the handshake (a version it
+                # refuses ...).
+                raise TLSError(
+                    f"{host}:{port}: TLS handshake failed: the server closed the connection"
+                ) from None
             raise SocketError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         client = cls(reader, writer, host, timeout, encrypted=security is Security.TLS)
         try:
@@ -134,9 +141,10 @@ class POP3Client:
                 if "STLS" in client.capabilities:
                     assert context is not None
                     await client._starttls(context, tls)
-                elif not is_loopback(host):
-                    # No STLS offered. Nothing secret has been sent; login() refuses the password.
-                    pass
+                elif tls.required_by is not None:
+                    raise no_starttls_error(tls, host, "STLS")
+                # Otherwise go on in clear: nothing secret has been sent, and login() refuses
+                # the password unless the entry says `sslproto ''`.
         except BaseException:
             client.close()
             raise
@@ -162,6 +170,10 @@ class POP3Client:
             )
         except ssl.SSLError as exc:
             raise TLSError(f"{self.host}: TLS handshake failed: {exc.reason or exc}") from None
+        except SocketError:  # the server hung up during the handshake (a version it refuses ...)
+            raise TLSError(
+                f"{self.host}: TLS handshake failed: the server closed the connection"
+            ) from None
         check_peer(self._writer.get_extra_info("ssl_object"), tls, self.host)
         self.encrypted = True
         self.capabilities = {}
@@ -179,11 +191,8 @@ class POP3Client:
         plaintext_allowed: bool = False,
     ) -> None:
         """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism."""
-        if not (self.encrypted or plaintext_allowed or is_loopback(self.host)):
-            raise AuthError(
-                f"{self.host} offers no TLS (no STLS), and fetchd does not send a password in "
-                "clear; use `ssl`, or allow clear text for this server with `sslproto ''`"
-            )
+        if not (self.encrypted or plaintext_allowed):
+            raise clear_password_error(self.host)
         offered = {m.upper() for m in self.capabilities.get("SASL", ())}
         if apop:
             await self._apop(user, password)

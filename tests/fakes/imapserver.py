@@ -54,6 +54,7 @@ class FakeIMAPServer:
     implicit_tls_context: ssl.SSLContext | None = None  # TLS from the first byte (port 993)
     idle_push: bytes = b""
     idle_dead: bool = False
+    size_lies: int = 0  # add this to every RFC822.SIZE reported
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
     wire: bytearray = field(default_factory=bytearray)  # every octet received, as received
     port: int = 0
@@ -255,7 +256,7 @@ class _Session:
                 continue
             parts = [b"UID %d" % message.uid]
             if b"RFC822.SIZE" in items:
-                parts.append(b"RFC822.SIZE %d" % len(message.body))
+                parts.append(b"RFC822.SIZE %d" % (len(message.body) + self.server.size_lies))
             if b"FLAGS" in items:
                 parts.append(b"FLAGS (" + " ".join(sorted(message.flags)).encode() + b")")
             if b"BODY" in items:

@@ -62,7 +62,7 @@ async def test_bsmtp_to_standard_output_end_to_end(tmp_path: Path) -> None:
         rc = tmp_path / "fetchmailrc"
         rc.write_text(
             f"poll 127.0.0.1 proto pop3 port {pop.port} user demo password pw-bsmtp is joe here"
-            " bsmtp -\n"
+            " bsmtp - sslproto ''\n"
         )
         rc.chmod(0o600)
         process = await asyncio.create_subprocess_exec(

@@ -63,7 +63,7 @@ class World:
         return self.rcfile(
             f"poll 127.0.0.1 proto pop3 port {self.pop.port}\n"
             f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{self.smtp_port}'
-            f" {extra}\n"
+            f" sslproto '' {extra}\n"  # the demo server speaks no TLS
         )
 
     async def fetchd(
@@ -190,7 +190,7 @@ async def test_no_password_and_no_terminal_is_exit_3(world: World) -> None:
 async def test_wrong_password_is_exit_3_and_secret_free(world: World) -> None:
     rc = world.rcfile(
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
-        f"  user demo password wrong-{SECRET} is joe here\n"
+        f"  user demo password wrong-{SECRET} is joe here sslproto ''\n"
     )
     code, out, err = await world.fetchd("-v", "-v", "-f", str(rc))
     assert code == 3
@@ -201,11 +201,12 @@ async def test_wrong_password_is_exit_3_and_secret_free(world: World) -> None:
 async def test_a_failing_account_does_not_stop_the_others(world: World) -> None:
     rc = world.rcfile(
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here preconnect "exit 3"\n'
+        f'  user demo password "{SECRET}" is joe here preconnect "exit 3" sslproto ""\n'
         f"poll localhost proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here lmtp smtphost "127.0.0.1/1"\n'
+        f'  user demo password "{SECRET}" is joe here lmtp smtphost "127.0.0.1/1" sslproto ""\n'
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}'
+        ' sslproto ""\n'
     )
     code, out, err = await world.fetchd("-f", str(rc))
     assert code == 0, out + err  # the third account delivered: fetchmail's rule, 0 wins
@@ -237,7 +238,8 @@ async def test_kill_9_loses_nothing(world: World, failpoint: str, duplicates: in
 async def test_keywords_not_acted_on_are_warned_about_once_by_line(world: World) -> None:
     rc = world.rcfile(
         f"poll 127.0.0.1 proto pop3 port {world.pop.port} principal imap/host uidl\n"
-        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}'
+        ' sslproto ""\n'
         f"  mimedecode\n"
         f'  mimedecode properties "for another program"\n'
     )
@@ -269,7 +271,7 @@ async def test_mda_delivery_end_to_end(world: World) -> None:
     spool.mkdir()
     rc = world.rcfile(
         f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
-        f'  user demo password "{SECRET}" is joe here\n'
+        f'  user demo password "{SECRET}" is joe here sslproto ""\n'
         f'  mda "cat > {spool}/$$.msg; test -s {spool}/$$.msg"\n'
     )
     code, out, err = await world.fetchd("-f", str(rc))
@@ -338,7 +340,8 @@ async def test_multidrop_routes_each_message_to_its_local_users(world: World) ->
         'set postmaster "pm"\n'
         f"poll 127.0.0.1 proto pop3 port {world.pop.port} aka mail.example.org\n"
         '  envelope "X-Original-To" localdomains example.net\n'
-        f'  user demo password "{SECRET}" to joe ann here smtphost 127.0.0.1/{world.smtp_port}\n'
+        f'  user demo password "{SECRET}" to joe ann here smtphost 127.0.0.1/{world.smtp_port}'
+        ' sslproto ""\n'
     )
     code, out, err = await world.fetchd("-f", str(rc))
     assert code == 0, out + err
@@ -359,7 +362,10 @@ async def test_multidrop_routes_each_message_to_its_local_users(world: World) ->
 
 async def test_interface_decides_whether_to_poll(world: World) -> None:
     """fetchmail's `interface`: the loopback interface has 127.0.0.1, not 10.0.0.1."""
-    line = f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}\n'
+    line = (
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}'
+        ' sslproto ""\n'
+    )
     excluded = world.rcfile(
         f"poll 127.0.0.1 proto pop3 port {world.pop.port} interface lo/10.0.0.1\n" + line
     )
@@ -545,7 +551,7 @@ async def test_postconnect_runs_after_the_poll_and_its_failure_loses_nothing(
             rc = world.rcfile(
                 f"poll 127.0.0.1 proto pop3 port {world.pop.port}\n"
                 f'  user demo password "{SECRET}" is joe here'
-                f" smtphost 127.0.0.1/{world.smtp_port}\n"
+                f" smtphost 127.0.0.1/{world.smtp_port} sslproto ''\n"
                 f'  postconnect "{sys.executable} {probe}; exit {status}"\n'
             )
             code, out, err = await world.fetchd("-f", str(rc))

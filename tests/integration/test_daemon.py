@@ -57,7 +57,7 @@ class Setup:
         self.rc.write_text(
             f"set daemon 3600\npoll 127.0.0.1 proto pop3 port {self.pop.port}\n"
             f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{self.sink.port}'
-            f" {extra}\n"
+            f" sslproto '' {extra}\n"  # the demo server speaks no TLS
         )
         self.rc.chmod(0o600)
 
@@ -220,9 +220,10 @@ async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> Non
         "set daemon 3600\n"
         "poll 127.0.0.1 proto pop3 port 1 user demo password x is joe here\n"
         f"poll wrongpw via 127.0.0.1 proto pop3 port {setup.pop.port}\n"
-        "  user demo password not-the-password is joe here\n"
+        "  user demo password not-the-password is joe here sslproto ''\n"
         f"poll localhost proto pop3 port {setup.pop.port}\n"
         f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{setup.sink.port}\n'
+        "  sslproto ''\n"
     )
     daemon = await setup.start()
     try:

@@ -57,6 +57,7 @@ async def _connect(
     server: FakeIMAPServer, security: Security = Security.PLAIN, **kwargs: object
 ) -> IMAPClient:
     kwargs.setdefault("timeout", 5.0)
+    kwargs.setdefault("plaintext_password_allowed", security is Security.PLAIN)  # sslproto ''
     return await IMAPClient.connect("127.0.0.1", server.port, security=security, **kwargs)  # type: ignore[arg-type]
 
 
@@ -219,17 +220,16 @@ async def test_logindisabled_is_honoured() -> None:
         await fake.stop()
 
 
-async def test_no_password_in_clear_to_a_remote_host(server: FakeIMAPServer) -> None:
-    """Over an unencrypted connection to a non-loopback host, LOGIN is refused unsent."""
-    client = await _connect(server)
-    client.host = "mail.example.org"  # what the rule looks at; the socket stays on loopback
-    with pytest.raises(AuthError, match="unencrypted"):
+async def test_no_password_in_clear_even_to_loopback(server: FakeIMAPServer) -> None:
+    """Over an unencrypted connection, LOGIN is refused unsent, to 127.0.0.1 too."""
+    client = await _connect(server, plaintext_password_allowed=False)
+    with pytest.raises(AuthError, match=r"add `sslproto ''` to the entry of 127\.0\.0\.1"):
         await client.login("alice", "secret")
     assert not _sent(server, b"LOGIN")
     client.close()
     client = await _connect(server, plaintext_password_allowed=True)
     client.host = "mail.example.org"
-    await client.login("alice", "secret")  # TLS explicitly off: allowed
+    await client.login("alice", "secret")  # TLS explicitly off: allowed, to any host
     await client.logout()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from fetchd.errors import SocketError
 from fetchd.imap.client import IMAPClient, Security
@@ -59,7 +60,11 @@ def _opener(
 ) -> Callable[[], Awaitable[IMAPSource]]:
     async def open_source() -> IMAPSource:
         client = await IMAPClient.connect(
-            "127.0.0.1", server.port, security=Security.PLAIN, timeout=5
+            "127.0.0.1",
+            server.port,
+            security=Security.PLAIN,
+            timeout=5,
+            plaintext_password_allowed=True,  # sslproto ''
         )
         await client.login("alice", "secret")
         source = await IMAPSource.open(
@@ -82,6 +87,27 @@ async def test_poll_delivers_records_and_expunges(
     assert result.delivered == 3 and result.deleted == 3
     assert server.messages == []
     assert state.uidvalidity == 42
+
+
+async def test_limit_holds_for_the_octets_read_when_rfc822_size_understates(
+    server: FakeIMAPServer, state: AccountState
+) -> None:
+    """`limit` applies to the literal actually read: a message whose RFC822.SIZE under-states
+    it is neither delivered nor flagged \\Deleted, and is warned about as oversized."""
+    big = server.add(b"Subject: big\r\n\r\n" + b"x" * 60 + b"\r\n")
+    server.size_lies = -20
+    limit = len(big.body) - 20  # what RFC822.SIZE says of it: within the limit
+    sink = Sink()
+    settings = PollSettings(selection=SelectionPolicy(limit=limit))
+    with structlog.testing.capture_logs() as logs:
+        result = await poll_account(_opener(server, state), sink, state, settings)
+    assert sink.messages == BODIES
+    assert [m.body for m in server.messages] == [big.body]
+    assert "\\Deleted" not in big.flags and "\\Seen" not in big.flags
+    assert result.oversized == 1 and result.delivered == 3
+    assert len(state.delivered()) == 3  # the three small ones, not the big one
+    [warning] = [e for e in logs if e["event"] == "message.oversized"]
+    assert f"({len(big.body)} octets read, {limit} listed)" in warning["text"]
 
 
 async def test_keep_mode_leaves_messages_and_does_not_redeliver(

@@ -172,7 +172,7 @@ async def test_fetchd_delivers_over_lmtp_end_to_end(
         rc = tmp_path / "fetchmailrc"
         rc.write_text(
             f"poll 127.0.0.1 proto pop3 port {pop.port} user demo password pw-lmtp is joe here"
-            f' lmtp smtphost "{path}"\n'
+            f' lmtp smtphost "{path}" sslproto ""\n'
         )
         rc.chmod(0o600)
         code, out = await run_fetchd(tmp_path, rc, timeout=60)

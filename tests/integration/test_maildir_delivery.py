@@ -104,7 +104,7 @@ async def test_a_poll_into_a_full_maildir_keeps_what_did_not_fit(small_disk: Pat
         rc = home / ".fetchmailrc"
         rc.write_text(
             f"poll 127.0.0.1 proto pop3 port {pop.port} user demo password pw-maildir is joe"
-            f' here mda "maildir:{box}"\n'
+            f' here mda "maildir:{box}" sslproto ""\n'
         )
         rc.chmod(0o600)
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 import trustme
 
 from fetchd.errors import (
@@ -20,8 +21,8 @@ from fetchd.errors import (
     TLSError,
 )
 from fetchd.poll import PollSettings, poll_account
-from fetchd.pop3 import client as pop3_client
 from fetchd.pop3.source import POP3Account, open_pop3
+from fetchd.selection import SelectionPolicy
 from fetchd.state import UIDStore
 from fetchd.tls import TLSSettings
 from tests.fakes.pop3server import FakePOP3Server, Faults
@@ -48,7 +49,12 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
     return str(path)
 
 
+CLEAR = TLSSettings(sslproto="")  # the fake speaks no TLS unless told to
+
+
 def account(port: int, **tls: object) -> POP3Account:
+    """The fake's account; in clear (`sslproto ''`) unless a TLS option is given."""
+    tls = tls or {"sslproto": ""}
     return POP3Account(
         "127.0.0.1",
         port,
@@ -148,7 +154,7 @@ async def test_refused_stls_never_falls_back(server_tls: ssl.SSLContext, ca_file
 async def test_untrusted_certificate_is_refused(server_tls: ssl.SSLContext) -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(stls=server_tls)) as server:
         with pytest.raises(TLSError, match="handshake failed"):
-            await open_pop3(account(server.port))  # system CAs do not know the test CA
+            await open_pop3(account(server.port, sslproto=None))  # system CAs: no test CA
         assert "PASS" not in server.commands
 
 
@@ -164,11 +170,11 @@ async def test_fingerprint_pin(server_tls: ssl.SSLContext, ca_file: str) -> None
         assert "PASS" not in server.commands
 
 
-async def test_no_password_in_clear_to_a_remote_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pop3_client, "is_loopback", lambda host: False)
+async def test_no_password_in_clear_even_to_loopback() -> None:
+    """Without `sslproto ''`, a server without STLS gets no password, on 127.0.0.1 too."""
     async with FakePOP3Server(MESSAGES) as server:  # offers no STLS
-        with pytest.raises(AuthError, match="sslproto ''"):
-            await open_pop3(account(server.port))
+        with pytest.raises(AuthError, match=r"add `sslproto ''` to the entry of 127\.0\.0\.1"):
+            await open_pop3(account(server.port, sslproto=None))
         assert "PASS" not in server.commands and "USER u" not in server.commands
         # ... unless the rc file turned TLS off explicitly.
         source = await open_pop3(account(server.port, sslproto=""))
@@ -179,7 +185,7 @@ async def test_no_password_in_clear_to_a_remote_host(monkeypatch: pytest.MonkeyP
 async def test_asked_mechanism_not_offered_is_not_replaced() -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(sasl=("PLAIN",))) as server:
         acct = POP3Account(
-            "127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, auth="cram-md5"
+            "127.0.0.1", server.port, "u", "p", "u@fake", CLEAR, timeout=2.0, auth="cram-md5"
         )
         with pytest.raises(AuthError, match="CRAM-MD5"):
             await open_pop3(acct)
@@ -267,6 +273,35 @@ async def test_a_size_that_lies_does_not_change_what_is_delivered() -> None:
         await source.abort()
 
 
+async def test_limit_holds_for_the_octets_read_when_list_understates(store: UIDStore) -> None:
+    """`limit` applies to what is read: a message LIST under-states is neither delivered nor
+    deleted, is warned about as oversized, and the next poll does not read it again."""
+    small = [b"Subject: s%d\r\n\r\nsmall\r\n" % i for i in (1, 2)]
+    big = b"Subject: big\r\n\r\n" + b"x" * 60 + b"\r\n"
+    limit = len(big) - 20  # LIST says len(big) - 20: within the limit
+    deliverer = Recorder()
+    state = store.account("fake", "u")
+    settings = PollSettings(selection=SelectionPolicy(limit=limit))
+    async with FakePOP3Server([small[0], big, small[1]], faults=Faults(size_lies=-20)) as server:
+        with structlog.testing.capture_logs() as logs:
+            result = await poll_account(
+                lambda: open_pop3(account(server.port)), deliverer, state, settings
+            )
+        assert deliverer.messages == small
+        assert server.messages == [big]  # the small ones were deleted, the big one stays
+        assert result.oversized == 1 and result.delivered == 2 and result.deleted == 2
+        assert server.uid(big) not in state.delivered()
+        [warning] = [e for e in logs if e["event"] == "message.oversized"]
+        assert f"({len(big)} octets read, {len(big) - 20} listed)" in warning["text"]
+        retrs = sum(c.startswith("RETR") for c in server.commands)
+        again = await poll_account(
+            lambda: open_pop3(account(server.port)), deliverer, state, settings
+        )
+        assert sum(c.startswith("RETR") for c in server.commands) == retrs  # not read again
+        assert again.oversized == 1 and deliverer.messages == small
+        assert server.messages == [big]
+
+
 async def test_an_endless_line_is_a_protocol_error() -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(long_line=True)) as server:
         source = await open_pop3(account(server.port))
@@ -298,12 +333,14 @@ async def test_each_err_code_during_retr(reply: str, error: type[Exception]) -> 
 
 async def test_apop_sends_the_digest_not_the_password() -> None:
     async with FakePOP3Server(MESSAGES) as server:
-        acct = POP3Account("127.0.0.1", server.port, "u", "p", "u@fake", timeout=2.0, apop=True)
+        acct = POP3Account(
+            "127.0.0.1", server.port, "u", "p", "u@fake", CLEAR, timeout=2.0, apop=True
+        )
         source = await open_pop3(acct)
         await source.commit()
         assert "APOP" in server.commands and "PASS" not in server.commands
     async with FakePOP3Server(MESSAGES, faults=Faults(greeting=b"+OK no stamp")) as server:
         with pytest.raises(AuthError, match="APOP"):
             await open_pop3(
-                POP3Account("127.0.0.1", server.port, "u", "p", "u", timeout=2.0, apop=True)
+                POP3Account("127.0.0.1", server.port, "u", "p", "u", CLEAR, timeout=2.0, apop=True)
             )

@@ -196,6 +196,7 @@ async def test_whole_command_logs_in_and_says_nothing_of_the_password(tmp_path: 
                 f"poll 127.0.0.1 proto pop3 port {pop.port}\n"
                 f'  esmtpname {USER} esmtppassword "{PASSWORD}"\n'
                 f'  user demo password "pop-secret" is joe here smtphost 127.0.0.1/{mta.port}\n'
+                "  sslproto ''\n"
             )
             rc.chmod(0o600)
             code, text = await run_fetchd(tmp_path, rc, "-v", "-v", timeout=30)

@@ -38,10 +38,16 @@ class Dovecot:
         *,
         host: str = "127.0.0.1",
         pop3_only_on_110: bool = False,
+        extra_config: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         """``pop3_only_on_110``: POP3 on the standard ports 110 and 995 of ``host`` (pick a
-        loopback address of its own, such as 127.x.y.z), and no IMAP at all."""
+        loopback address of its own, such as 127.x.y.z), and no IMAP at all.
+        ``extra_config``: lines added to dovecot.conf (``{root}`` is its directory);
+        ``env``: added to Dovecot's environment (e.g. ``OPENSSL_CONF``)."""
         self.user, self.password, self.host = user, password, host
+        self.extra_config, self.env = extra_config, env or {}
+        self.ca: trustme.CA | None = None  # the test CA, once started: it can issue client certs
         self.root = Path(tempfile.mkdtemp(prefix="fetchd-dovecot-"))
         self.root.chmod(0o755)  # the mail user and Dovecot's login user must get in
         if pop3_only_on_110:
@@ -68,7 +74,7 @@ class Dovecot:
         return self.root / "mail" / self.user
 
     def start(self) -> None:
-        ca = trustme.CA()
+        ca = self.ca = trustme.CA()
         ca.cert_pem.write_to_path(self.ca_file)
         cert = ca.issue_cert(*dict.fromkeys((self.host, "127.0.0.1", "localhost")))
         cert.private_key_and_cert_chain_pem.write_to_path(str(self.root / "server.pem"))
@@ -86,6 +92,7 @@ class Dovecot:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env=os.environ | self.env,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -172,7 +179,7 @@ service stats {{
     mode = 0666
   }}
 }}
-"""
+""" + self.extra_config.replace("{root}", str(root))
 
     def add_user(self, user: str, password: str) -> Path:
         """Another mailbox (Dovecot re-reads its passwd file); returns its Maildir."""

@@ -56,3 +56,12 @@ def test_fetchlimit_counts_deferred():
     assert numbers(sel.fetch) == [1, 2]
     assert sel.deferred == 2
     assert sel.new == 4
+
+
+def test_a_size_read_before_over_limit_is_oversized_and_never_flushed() -> None:
+    """A message an earlier poll read larger than ``limit`` stays, even under limitflush."""
+    policy = SelectionPolicy(limit=250, limitflush=True)
+    selection = select_messages(listing(100, 200), set(), policy, {"uid2": 251})
+    assert numbers(selection.fetch) == [1]
+    assert numbers(selection.oversized) == [2]
+    assert selection.delete_unread == ()

@@ -7,7 +7,10 @@ import ssl
 
 import pytest
 
+from fetchd.config import ParseEnvironment, parse
 from fetchd.errors import ConfigError, TLSError
+from fetchd.options import parse_args
+from fetchd.overrides import apply_overrides
 from fetchd.tls import Security, TLSSettings, check_peer, fingerprint_bytes, make_context
 
 
@@ -61,3 +64,44 @@ def test_fingerprints() -> None:
     check_peer(Peer(), TLSSettings(sslfingerprint=pin), "h")  # type: ignore[arg-type]
     with pytest.raises(TLSError, match="does not match"):
         check_peer(Peer(), TLSSettings(sslfingerprint=":".join(["AB"] * 32)), "h")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (TLSSettings(), None),
+        (TLSSettings(sslcertck=True), None),  # the default, not written: not a request for TLS
+        (TLSSettings(sslcertck_explicit=True), "sslcertck"),
+        (TLSSettings(sslcertck=False, sslcertck_explicit=False), None),
+        (TLSSettings(sslproto="TLS1.2+"), "sslproto 'TLS1.2+'"),
+        (TLSSettings(sslproto=""), None),
+        (TLSSettings(sslproto="", sslcertfile="/ca.pem"), None),  # `sslproto ''` turns TLS off
+        (TLSSettings(sslcertfile="/ca.pem"), "sslcertfile"),
+        (TLSSettings(sslcertpath="/certs"), "sslcertpath"),
+        (TLSSettings(sslfingerprint="AB"), "sslfingerprint"),
+        (TLSSettings(sslcert="/c.pem", sslkey="/k.pem"), "sslcert"),
+        (TLSSettings(ssl=True), "ssl"),
+    ],
+)
+def test_which_option_makes_tls_mandatory(settings: TLSSettings, named: str | None) -> None:
+    assert settings.required_by == named
+
+
+@pytest.mark.parametrize(
+    ("rc", "argv", "explicit"),
+    [
+        ("", [], False),
+        (" sslcertck", [], True),
+        (" no sslcertck", [], False),
+        ("", ["--sslcertck"], True),
+        (" sslcertck", ["--nosslcertck"], False),
+    ],
+)
+def test_a_written_sslcertck_is_told_from_the_default(
+    rc: str, argv: list[str], explicit: bool
+) -> None:
+    """`sslcertck` is fetchmail 6.4's default; only a written one (rc or flag) requires TLS."""
+    env = ParseEnvironment(login="u", home="/nonexistent", rcdir="/")
+    config = apply_overrides(parse(f"poll h user u{rc}\n", "rc", env), parse_args(argv))
+    [user] = config.servers[0].users
+    assert user.sslcertck_explicit is explicit
