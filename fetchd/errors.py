@@ -8,6 +8,8 @@ exit status; everything else raises or returns them.
 from __future__ import annotations
 
 import enum
+import os
+import re
 
 
 class ExitCode(enum.IntEnum):
@@ -77,6 +79,25 @@ class SocketError(FetchdError, ConnectionError):
 
     exit_code = ExitCode.SOCKET
     transient = True
+
+
+def connect_error(host: str, port: int | None, exc: OSError) -> SocketError:
+    """The one wording of a failed connection, for POP3 and IMAP alike:
+    ``HOST:PORT: cannot connect: Connection refused``."""
+    where = f"{host}:{port}" if port is not None else host
+    return SocketError(f"{where}: cannot connect: {_reason(exc)}")
+
+
+def _reason(exc: OSError) -> str:
+    # asyncio puts "Connect call failed ('127.0.0.1', 110)" where strerror belongs, and joins the
+    # errors of several addresses into one text without an errno: name the system's reason.
+    errno = exc.errno
+    if not errno:
+        found = re.search(r"\[Errno (\d+)\]", str(exc))
+        errno = int(found[1]) if found else None
+    if errno:
+        return os.strerror(errno)
+    return str(exc) or type(exc).__name__
 
 
 class FetchdTimeoutError(SocketError, TimeoutError):

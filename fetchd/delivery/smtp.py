@@ -39,7 +39,7 @@ from fetchd.delivery.headers import (
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
-from fetchd.delivery.smtpauth import authenticate
+from fetchd.delivery.smtpauth import authenticate, reply_lines
 from fetchd.errors import DeliveryError, SocketError
 from fetchd.hostname import this_host
 from fetchd.plugin import PluginLinks
@@ -267,7 +267,8 @@ class SMTPDeliverer:
             meanwhile()
             reply = await protocol.read_response(timeout=self.settings.timeout)
         if debug:
-            log.debug("smtp.recv", text=f"SMTP< {reply.code} {reply.message[:200]!r}")
+            for line in reply_lines(reply.code, reply.message):
+                log.debug("smtp.recv", text=line)
         if reply.code != expected and not (words[0] == b"RCPT" and reply.code == 251):
             raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
 
@@ -315,7 +316,8 @@ class SMTPDeliverer:
             raise
         if log.is_enabled_for(logging.DEBUG):
             for answer in answers:
-                log.debug("smtp.recv", text=f"SMTP< {answer.code} {answer.message[:200]!r}")
+                for line in reply_lines(answer.code, answer.message):
+                    log.debug("smtp.recv", text=line)
         return answers
 
     async def _refused(

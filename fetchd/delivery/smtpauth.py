@@ -26,6 +26,21 @@ _AUTH_CONTINUE, _AUTH_OK = 334, 235
 _MAX_STEPS = 5
 
 
+def reply_lines(code: int, message: str, limit: int = 200) -> list[str]:
+    """An SMTP reply as the ``-v`` dialogue shows it, as the server sent it: ``SMTP< 250 OK``,
+    a multi-line reply as ``SMTP< 250-first`` ... ``SMTP< 250 last``. The server's text is
+    capped and its control characters escaped, so it cannot rewrite the user's terminal."""
+    lines = message.split("\n")[:50]
+    return [
+        f"SMTP< {code}{' ' if i == len(lines) - 1 else '-'}{_printable(line[:limit])}"
+        for i, line in enumerate(lines)
+    ]
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def choose_mechanism(offered: list[str], *, local: bool, listener: str) -> str | None:
     """The mechanism to use, None when the listener offers none we know.
 
@@ -72,7 +87,8 @@ async def authenticate(
             log.debug("smtp.send", text="SMTP> *")
         reply = await smtp.execute_command(base64.b64encode(answer))
     if debug:
-        log.debug("smtp.recv", text=f"SMTP< {reply.code} {reply.message[:200]!r}")
+        for line in reply_lines(reply.code, reply.message):
+            log.debug("smtp.recv", text=line)
     if reply.code != _AUTH_OK:
         raise DeliveryError(
             f"{listener}: ESMTP AUTH {chosen.upper()} as {user!r} refused: {reply.code} "

@@ -42,6 +42,7 @@ from fetchd.errors import (
     ServerError,
     SocketError,
     TLSError,
+    connect_error,
 )
 from fetchd.imap.command import Argument, Literal, encode_astring, encode_mailbox
 from fetchd.imap.parse import (
@@ -746,7 +747,7 @@ def _connect_error(exc: OSError, host: str, port: int | None) -> FetchdError:
         return TLSError(f"{where}: TLS failed: {exc}")
     if isinstance(exc, socket.gaierror):
         return DNSError(f"{host}: cannot resolve: {exc}")
-    return SocketError(f"{where}: cannot connect: {exc}")
+    return connect_error(host, port, exc)
 
 
 def _capped(text: str, limit: int = 200) -> str:

@@ -28,6 +28,7 @@ from fetchd.errors import (
     ProtocolError,
     SocketError,
     TLSError,
+    connect_error,
 )
 from fetchd.plugin import Connector
 from fetchd.pop3.protocol import (
@@ -127,7 +128,7 @@ class POP3Client:
                 raise TLSError(
                     f"{host}:{port}: TLS handshake failed: the server closed the connection"
                 ) from None
-            raise SocketError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+            raise connect_error(host, port, exc) from None
         client = cls(reader, writer, host, timeout, encrypted=security is Security.TLS)
         try:
             if security is Security.TLS:
