@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 
 from fetchd.errors import DaemonRunningError, FetchdError
+from fetchd.state.paths import make_private_dir
 
 
 def runtime_dir(environ: dict[str, str] | None = None) -> Path:
@@ -31,7 +32,8 @@ def runtime_dir(environ: dict[str, str] | None = None) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Every directory made on the way is 0700, ``~/.fetchd`` too, not only the last one.
+    make_private_dir(path)
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise FetchdError(f"{path} is not a directory of ours; not using it")
