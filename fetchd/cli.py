@@ -21,6 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: Options | None = None
     try:
         options = parse_args(args)
+        if options.systemd_unit:  # needs no rc file, and wakes no running daemon
+            from fetchd.systemd_unit import running_program, unit_text
+
+            sys.stdout.write(unit_text(running_program()))
+            return 0
         from fetchd import engine  # imported late: --help must work even if a dependency is broken
 
         code = int(engine.run(options))

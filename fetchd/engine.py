@@ -86,7 +86,13 @@ def run(options: Options) -> int:
     answered = control_command(options)
     if answered is not None:
         return answered
-    plain_run = not (options.hosts or options.overrides or options.check or options.rcfile)
+    plain_run = not (
+        options.hosts
+        or options.overrides
+        or options.check
+        or options.rcfile
+        or options.daemon_default  # the systemd unit starting a daemon, not waking one
+    )
     if plain_run and wake_running_daemon():
         return 0
     env = ParseEnvironment.current(options.rcfile)

@@ -46,6 +46,8 @@ class Options:
     status: bool = False  # --status: the running daemon's accounts
     poll: str | None = None  # --poll [ACCOUNT]: "*" for every account
     pidfile: str | None = None
+    daemon_default: int | None = None  # --daemon-default: the interval when the rc file has none
+    systemd_unit: bool = False  # --systemd-unit: print the user unit and exit
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
 
     def override(self, key: str) -> object | None:
@@ -566,6 +568,18 @@ def _build_parser() -> _Parser:
     general.add_argument(
         "--demo", action="store_true", help="poll a built-in demo server into a built-in SMTP sink"
     )
+    general.add_argument(
+        "--daemon-default",
+        type=_int,
+        metavar="SECONDS",
+        help="run as a daemon polling every SECONDS, unless the rc file says `set daemon N` "
+        "(-d overrides the rc file; this does not)",
+    )
+    general.add_argument(
+        "--systemd-unit",
+        action="store_true",
+        help="print a systemd user unit that runs this fetchd, and exit",
+    )
     general.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
     general.add_argument(
         "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
@@ -605,6 +619,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     # argparse keeps only the last of two flags with one dest, which is fetchmail's rule too, but
     # -k and -K share a key with different dests: order among those follows the command line.
     overrides = _ordered_overrides(argv, values)
+    if values["daemon_default"] is not None and values["daemon_default"] <= 0:
+        parser.error("--daemon-default needs a number of seconds above 0")
     return Options(
         rcfile=values["rcfile"],
         hosts=tuple(values["hosts"]),
@@ -620,6 +636,8 @@ def parse_args(argv: Sequence[str]) -> Options:
         status=values["status"],
         poll=values["poll"],
         pidfile=values["pidfile"],
+        daemon_default=values["daemon_default"],
+        systemd_unit=values["systemd_unit"],
         debug=values["debug"],
     )
 

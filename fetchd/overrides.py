@@ -18,7 +18,19 @@ from fetchd.options import Options, Override
 
 
 def apply_overrides(config: Config, options: Options) -> Config:
-    """The configuration with the command line's settings on top."""
+    """The configuration with the command line's settings on top.
+
+    ``--daemon-default N`` comes last and only fills a gap: the interval is the command line's
+    ``-d``, else the rc file's ``set daemon``, else N (what the systemd unit passes).
+    """
+    config = _with_overrides(config, options)
+    if options.daemon_default is not None and not config.globals.poll_interval:
+        globals_ = dataclasses.replace(config.globals, poll_interval=options.daemon_default)
+        config = dataclasses.replace(config, globals=globals_)
+    return config
+
+
+def _with_overrides(config: Config, options: Options) -> Config:
     if not options.overrides:
         return config
     globals_ = _replace(config.globals, options.overrides, "globals")
