@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.dovecot import DOVECOT, Dovecot
 from tests.support.postfix import POSTFIX, Postfix
+from tests.support.tools import require_tool
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +59,9 @@ def postfix(postfix_server: Postfix) -> Postfix:
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A 64 KiB tmpfs: what a full disk looks like to a writer."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
+    if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
+    require_tool("mount", "mount")
     mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)],

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 
 from fetchd.delivery.headers import Trace
 from fetchd.delivery.mda import MDADeliverer, MDASettings
+from tests.support.tools import require_tool
 
 MESSAGE = (
     b"Return-Path: <alice@example.org>\r\nFrom: alice@example.org\r\nSubject: hi\r\n\r\n"
@@ -102,11 +101,8 @@ async def test_an_mda_that_does_not_read_everything_has_not_delivered(
     assert "before reading the whole message" in outcome.reason
 
 
-@pytest.mark.skipif(
-    shutil.which("procmail") is None and not os.environ.get("CI"),
-    reason="procmail is not installed",
-)
 async def test_procmail_delivers_into_a_maildir(tmp_path: Path) -> None:
+    require_tool("procmail", "procmail")
     maildir = tmp_path / "Maildir"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True)
