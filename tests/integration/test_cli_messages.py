@@ -72,7 +72,8 @@ async def test_verbose_shows_smtp_replies_as_sent(tmp_path: Path, mta: int) -> N
         rc = _rc(
             tmp_path,
             f"poll 127.0.0.1 proto pop3 port {pop.port}\n"
-            f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{mta}\n',
+            f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{mta}'
+            ' sslproto ""\n',
         )
         code, out = await run_fetchd(tmp_path, rc, "-v")
     finally:
