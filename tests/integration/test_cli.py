@@ -573,7 +573,7 @@ async def test_a_defaults_user_is_the_login_of_entries_naming_none(world: World)
     """`defaults ... user demo`: every later entry without `user` logs in as demo."""
     rc = world.rcfile(
         f'defaults proto pop3 user demo password "{SECRET}" is joe here\n'
-        f"poll 127.0.0.1 port {world.pop.port} smtphost 127.0.0.1/{world.smtp_port}\n"
+        f"poll 127.0.0.1 port {world.pop.port} sslproto '' smtphost 127.0.0.1/{world.smtp_port}\n"
     )
     code, out, err = await world.fetchd("-f", str(rc))
     assert code == 0, out + err
