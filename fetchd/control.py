@@ -35,7 +35,10 @@ def parse_request(line: bytes) -> dict[str, Any]:
     """A request line, checked; ValueError says what is wrong."""
     if len(line) > MAX_REQUEST:
         raise ValueError("request too long")
-    request = json.loads(line)
+    try:
+        request = json.loads(line)
+    except RecursionError:  # "[[[[...": the C decoder recurses once per level
+        raise ValueError("request nested too deeply") from None
     if not isinstance(request, dict) or request.get("v") != VERSION:
         raise ValueError(f'expected a JSON object with "v": {VERSION}')
     if request.get("cmd") not in COMMANDS:

@@ -35,10 +35,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from email.utils import getaddresses
 
 from fetchd.config.model import LocalName
-from fetchd.delivery.headers import header_block, headers
+from fetchd.delivery.headers import header_block, headers, parse_addresses
 
 _GUESS = ("to", "cc", "bcc", "apparently-to")
 _RESENT = ("resent-to", "resent-cc", "resent-bcc")
@@ -72,7 +71,7 @@ def _below(domain: str, names: tuple[str, ...]) -> bool:
 
 
 def _addresses(values: list[str]) -> list[str]:
-    return [address for _, address in getaddresses(values) if address]
+    return [address for value in values for _, address in parse_addresses(value) if address]
 
 
 def _is_server(host: str, rules: MultidropRules) -> bool:

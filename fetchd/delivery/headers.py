@@ -65,6 +65,16 @@ def headers(message: bytes) -> list[tuple[str, str]]:
 _SENDER_HEADERS = ("resent-sender", "sender", "resent-from", "from", "apparently-from")
 
 
+def parse_addresses(value: str) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses`` of one header value. It recurses once per group (``a: b:
+    c: ...``), so a hostile header nests past Python's recursion limit: that gives no address
+    rather than a RecursionError, the same message failing every poll."""
+    try:
+        return getaddresses([value])
+    except RecursionError:
+        return []
+
+
 def usable_address(address: str) -> bool:
     """Nothing in it that could end an SMTP command early or start another one."""
     return address.isprintable() and not any(c in address for c in "<> ")
@@ -113,7 +123,7 @@ def _first_address(value: str) -> str:
         return match.group(1)
     if (match := _BARE.search(value)) is not None:
         return match.group(0)
-    if (parsed := getaddresses([value])) and parsed[0][1]:
+    if (parsed := parse_addresses(value)) and parsed[0][1]:
         return parsed[0][1]
     return ""
 

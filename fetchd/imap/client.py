@@ -425,7 +425,12 @@ class IMAPClient:
         def collect(response: ParsedResponse) -> None:
             if isinstance(response, Status) and response.code:
                 name, _, value = response.code.partition(" ")
-                if name.upper() in ("UIDVALIDITY", "UIDNEXT") and value.isdigit():
+                if (
+                    name.upper() in ("UIDVALIDITY", "UIDNEXT")
+                    and value.isascii()
+                    and value.isdigit()
+                    and len(value) <= 10  # 32 bits (RFC 3501); int() refuses 4300 digits
+                ):
                     found[name.upper()] = int(value)
             elif isinstance(response, Count) and response.kind == "EXISTS":
                 found["EXISTS"] = response.number
@@ -638,7 +643,7 @@ class IMAPClient:
             return
         code = (response.code or "").upper()
         if code.startswith("UIDVALIDITY ") and self.selected is not None:
-            if code.split()[1] != str(self.selected.uidvalidity):
+            if code.split()[1:2] != [str(self.selected.uidvalidity)]:  # may be empty
                 raise ProtocolError(
                     f"UIDVALIDITY of {self.selected.name} changed during the session"
                 )

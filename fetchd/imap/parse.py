@@ -16,6 +16,7 @@ Also the sequence-set helpers the client needs to address messages by UID.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ MAX_LITERAL = 1 << 30
 # A line without its literals. A SEARCH answer over a big mailbox is the longest we expect
 # (50,000 UIDs is about 300 kB).
 MAX_LINE = 16 << 20
+# A number in a response: RFC 3501 numbers are 32-bit, sizes fit in 64 bits; a longer run of
+# digits is refused (Python's int() refuses more than 4300 digits with a ValueError).
+MAX_DIGITS = 20
+UID_MAX = (1 << 32) - 1
+# ESEARCH ALL as ranges: no more numbers than a plain SEARCH line of MAX_LINE octets can carry.
+MAX_SEARCH = MAX_LINE // 2
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\}\Z")
 
@@ -344,18 +351,25 @@ def _parse_esearch(values: list[Value]) -> Search:
         if isinstance(name, str) and name.upper() == "ALL":
             if not isinstance(value, str):
                 raise ProtocolError("ESEARCH ALL is not a sequence set")
-            numbers = tuple(parse_sequence_set(value))
+            numbers = tuple(itertools.islice(parse_sequence_set(value), MAX_SEARCH + 1))
+            if len(numbers) > MAX_SEARCH:
+                raise ProtocolError(f"ESEARCH ALL names more than {MAX_SEARCH} messages")
     return Search(numbers)
 
 
 def _number(token: bytes) -> int:
-    if not _NUMBER.match(token):
+    if not _NUMBER.match(token) or len(token) > MAX_DIGITS:
         raise ProtocolError(f"not a number: {_shown(token)}")
     return int(token)
 
 
 def _number_value(value: Value, what: str) -> int:
-    if not isinstance(value, str) or not value.isdigit() or not value.isascii():
+    if (
+        not isinstance(value, str)
+        or not value.isdigit()
+        or not value.isascii()
+        or len(value) > MAX_DIGITS
+    ):
         raise ProtocolError(f"{what} is not a number")
     return int(value)
 
@@ -422,13 +436,15 @@ _RANGE = re.compile(r"([0-9]+)(?::([0-9]+))?\Z")
 def parse_sequence_set(text: str) -> Iterator[int]:
     """The numbers of a sequence set without ``*``: "1:3,7" -> 1, 2, 3, 7."""
     for item in text.split(","):
-        match = _RANGE.match(item)
+        match = _RANGE.match(item) if len(item) <= 2 * MAX_DIGITS + 1 else None
         if match is None:
             raise ProtocolError(f"bad sequence set item {item[:40]!r}")
         low = int(match.group(1))
         high = int(match.group(2) or low)
         if low > high:
             low, high = high, low
+        if high > UID_MAX:
+            raise ProtocolError(f"sequence set item {item[:40]!r} is beyond 32 bits")
         yield from range(low, high + 1)
 
 

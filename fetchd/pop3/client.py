@@ -32,6 +32,7 @@ from fetchd.errors import (
 )
 from fetchd.plugin import Connector
 from fetchd.pop3.protocol import (
+    MAX_DIGITS,
     MAX_LINE,
     MAX_MESSAGE,
     MultilineDecoder,
@@ -262,7 +263,9 @@ class POP3Client:
     async def stat(self) -> tuple[int, int]:
         reply = await self._checked("STAT")
         parts = reply.text.split()
-        if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        if len(parts) < 2 or not all(
+            p.isascii() and p.isdigit() and len(p) <= MAX_DIGITS for p in parts[:2]
+        ):
             raise ProtocolError(f"{self.host}: malformed STAT reply {shown(reply.text)!r}")
         return int(parts[0]), int(parts[1])
 

@@ -13,6 +13,7 @@ from fetchd.errors import AuthError, FetchdError, ProtocolError, ServerBusyError
 
 MAX_LINE = 8192  # a status or listing line; RFC 1939 allows 512, servers exceed it a little
 MAX_MESSAGE = 512 * 1024 * 1024  # one message; beyond this the server is not sending mail
+MAX_DIGITS = 18  # a message number or size; int() refuses more than 4300 digits (ValueError)
 
 
 def shown(data: bytes | str, limit: int = 120) -> str:
@@ -94,13 +95,18 @@ def parse_listing(lines: list[bytes], what: str) -> dict[int, str]:
     result: dict[int, str] = {}
     for line in lines:
         parts = line.split()
-        if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) < 1:
+        if (
+            len(parts) < 2
+            or not parts[0].isdigit()
+            or len(parts[0]) > MAX_DIGITS
+            or int(parts[0]) < 1
+        ):
             raise ProtocolError(f"malformed {what} line from the server: {shown(line)!r}")
         number = int(parts[0])
         if number in result:
             raise ProtocolError(f"the server listed message {number} twice in {what}")
         value = parts[1].decode("ascii", "replace")
-        if what == "LIST" and not value.isdigit():
+        if what == "LIST" and not (value.isdigit() and len(value) <= MAX_DIGITS):
             raise ProtocolError(f"malformed LIST size from the server: {shown(line)!r}")
         if what == "UIDL" and not (
             1 <= len(value) <= 70 and all(0x21 <= b <= 0x7E for b in parts[1])
