@@ -169,7 +169,12 @@ def _imap_frames(chunks: Iterator[bytes]) -> tuple[list[RawResponse], str]:
 
 def imap_response(data: bytes) -> object:
     whole = _imap_frames(iter([data]))
-    if whole != _imap_frames(_split(data)):
+    split = _imap_frames(_split(data))
+    # The same responses and the same error, however the stream was split; except that the
+    # responses a feed() completed before it raised are not returned (the connection is closed
+    # then anyway), so with an error the whole stream may give fewer.
+    same = whole == split or (whole[1] == split[1] != "" and split[0][: len(whole[0])] == whole[0])
+    if not same:
         raise PropertyViolation("the framing depends on how the stream was split")
     parsed = []
     for raw in whole[0]:
@@ -702,6 +707,7 @@ def campaign(
     slow: float = 2.0,
     hard: float = 30.0,
     progress: Callable[[Report], None] | None = None,
+    found: Callable[[Finding], None] | None = None,
 ) -> Report:
     """Run inputs round-robin over the targets until ``cases`` in total or ``seconds`` pass."""
     chosen = [TARGETS[name] for name in (targets or list(TARGETS))]
@@ -727,6 +733,8 @@ def campaign(
             known = report.findings.get(key)
             if known is None or len(data) < len(known.data):  # keep the shortest reproducer
                 report.findings[key] = finding
+            if known is None and found is not None:
+                found(finding)
         if progress is not None and done % 10000 == 0:
             report.seconds = time.monotonic() - started
             progress(report)
@@ -774,6 +782,9 @@ def main(argv: list[str] | None = None) -> int:
         slow=args.slow,
         hard=args.hard,
         progress=progress,
+        found=lambda f: print(
+            f"found: {f.target} {f.kind} at {f.where}: {f.message[:120]}", file=sys.stderr
+        ),
     )
     result = report.as_dict()
     if args.out:
