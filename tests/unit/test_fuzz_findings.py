@@ -51,7 +51,9 @@ async def test_a_stat_reply_with_a_non_ascii_or_endless_number_is_a_protocol_err
     """STAT with a superscript digit or 5000 digits: ProtocolError, not a ValueError."""
     async with FakePOP3Server([b"a\r\n"], faults=Faults(errors={"STAT": reply})) as server:
         source = await open_pop3(
-            POP3Account("127.0.0.1", server.port, "u", "p", "u@fake", TLSSettings(), timeout=2.0)
+            POP3Account(
+                "127.0.0.1", server.port, "u", "p", "u@fake", TLSSettings(sslproto=""), timeout=2.0
+            )
         )
         with pytest.raises(ProtocolError, match="malformed STAT"):
             await source.client.stat()
@@ -94,7 +96,11 @@ async def test_select_with_an_endless_uidvalidity_is_a_protocol_error() -> None:
     await fake.start()
     try:
         client = await IMAPClient.connect(
-            "127.0.0.1", fake.port, security=Security.PLAIN, timeout=5.0
+            "127.0.0.1",
+            fake.port,
+            security=Security.PLAIN,
+            timeout=5.0,
+            plaintext_password_allowed=True,  # sslproto ''
         )
         await client.login("alice", "secret")
         with pytest.raises(ProtocolError, match="UIDVALIDITY"):
@@ -110,7 +116,11 @@ async def test_an_empty_uidvalidity_code_in_a_session_is_a_protocol_error() -> N
     await fake.start()
     try:
         client = await IMAPClient.connect(
-            "127.0.0.1", fake.port, security=Security.PLAIN, timeout=5.0
+            "127.0.0.1",
+            fake.port,
+            security=Security.PLAIN,
+            timeout=5.0,
+            plaintext_password_allowed=True,  # sslproto ''
         )
         await client.login("alice", "secret")
         await client.select("INBOX")
