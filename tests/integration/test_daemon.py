@@ -627,7 +627,10 @@ async def test_a_detached_daemon_with_a_relative_rc_path_reloads_by_sighup_and_b
     third = DemoPOP3Server("third", OTHER_SECRET, [b"Subject: third\r\n\r\n3\r\n"])
     await second.start()
     await third.start()
-    code, out = await setup.cli("-f", setup.rc.name, cwd=setup.home)  # relative, detaches
+    (setup.home / "fetchd.log").touch()
+    # Every path relative; no -N: it detaches and works in /.
+    relative = ("-f", setup.rc.name, "-L", "fetchd.log", "--pidfile", "fetchd.pid")
+    code, out = await setup.cli(*relative, cwd=setup.home)
     assert code == 0, out
     pid = await _daemon_pid(setup)
     try:
@@ -643,14 +646,19 @@ async def test_a_detached_daemon_with_a_relative_rc_path_reloads_by_sighup_and_b
         assert b"Subject: third" in setup.sink.received[-1]
         out = await status_until(setup, lambda out: "third@third" in out)
         assert f"rc file {setup.rc}" in out and f"pid {pid}" in out
+        assert (setup.home / "fetchd.pid").read_text().split()[0] == str(pid)
         code, out = await setup.cli("--quit")
         assert code == 0, out
         await until(lambda: not _alive(pid))
+        assert not (setup.home / "fetchd.pid").exists()
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
         await second.stop()
         await third.stop()
+    log = (setup.home / "fetchd.log").read_text()
+    assert log.count(f"reloaded {setup.rc}") == 2 and f"{setup.rc} changed" in log, log
+    assert "reload failed" not in log and OTHER_SECRET not in log
 
 
 async def test_a_failed_reload_is_in_status_and_a_plain_fetchd_still_wakes(setup: Setup) -> None:
