@@ -607,7 +607,8 @@ OTHER_SECRET = "other-Secret-7"
 def _entry(name: str, port: int, user: str, secret: str, sink: Sink) -> str:
     return (
         f"poll {name} via 127.0.0.1 proto pop3 port {port}\n"
-        f'  user {user} password "{secret}" is joe here smtphost 127.0.0.1/{sink.port}\n'
+        f'  user {user} password "{secret}" is joe here smtphost 127.0.0.1/{sink.port}'
+        " sslproto ''\n"  # the demo server speaks no TLS
     )
 
 
