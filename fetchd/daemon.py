@@ -4,6 +4,8 @@ the command-line side of it (``--quit``, ``--poll``, ``--status``, waking a runn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -17,10 +19,16 @@ from fetchd import __version__, control, logconfig
 from fetchd.config import Config, ParseEnvironment, load_rcfile
 from fetchd.config.check import check_config
 from fetchd.config.model import Server
-from fetchd.errors import ConfigError, ExitCode
-from fetchd.options import Options
+from fetchd.errors import ConfigError, DaemonRunningError, ExitCode
+from fetchd.options import Options, Override
 from fetchd.overrides import apply_overrides, select_entries
-from fetchd.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
+from fetchd.runtime import (
+    DaemonLock,
+    PidFile,
+    ensure_private_dir,
+    running_fetchmail,
+    runtime_dir,
+)
 from fetchd.sdnotify import Notifier
 from fetchd.state import UIDStore
 from fetchd.supervisor import STOP_DEADLINE_SECONDS, AccountStatus, Supervisor
@@ -57,39 +65,170 @@ def control_command(options: Options) -> int | None:
         if answer is None:
             print("fetchd: no fetchd daemon is running", file=sys.stderr)
             return int(ExitCode.LOCK)
-        print(format_status(answer.get("accounts", [])), end="")
+        if options.status_json:
+            print(json.dumps(status_document(answer), indent=2))
+        else:
+            print(format_status(answer), end="")
         return 0
     return None
 
 
-def wake_running_daemon() -> bool:
-    """fetchmail's behaviour when run while its daemon runs: wake it for a poll now."""
-    if not DaemonLock(runtime_dir()).held_by_other():
-        return False
-    answer = control.request(socket_path(), "poll")
-    if answer is None or not answer.get("ok"):
-        return False
-    print("fetchd: background fetchd awakened")
-    return True
+def _plain(options: Options) -> bool:
+    """A bare ``fetchd`` (verbosity flags aside): what wakes a running daemon."""
+    return not (
+        options.hosts
+        or options.overrides
+        or options.check
+        or options.rcfile
+        or options.pidfile
+        or options.nodetach
+        or options.daemon_default  # the systemd unit starting a daemon, not waking one
+    )
+
+
+def command_while_daemon_runs(options: Options) -> int | None:
+    """fetchmail's rules for a command given while its daemon runs: a plain one wakes the
+    daemon for a poll now; one with options (which would start a second poll) is refused with
+    exit 8. None when no daemon runs. ``-V``, ``--configdump`` and the control commands are
+    not asked here: they work whether a daemon runs or not."""
+    lock = DaemonLock(runtime_dir())
+    if not lock.held_by_other():
+        return None
+    if _plain(options):
+        answer = control.request(socket_path(), "poll")
+        if answer is not None and answer.get("ok"):
+            print("fetchd: background fetchd awakened")
+            return 0
+        error = (answer or {}).get("error", "no answer on its control socket")
+        print(f"fetchd: the background fetchd (pid {lock.holder()}): {error}", file=sys.stderr)
+        return int(ExitCode.LOCK)
+    print(
+        f"fetchd: another fetchd daemon is running (pid {lock.holder()}): can't accept options "
+        "while a background fetchd is running; use --poll, --quit or --status",
+        file=sys.stderr,
+    )
+    return int(ExitCode.LOCK)
+
+
+OUTCOMES = {
+    ExitCode.MAIL: "mail",
+    ExitCode.NOMAIL: "no mail",
+    ExitCode.SOCKET: "socket error",
+    ExitCode.AUTH: "auth failed",
+    ExitCode.PROTOCOL: "protocol error",
+    ExitCode.SYNTAX: "syntax error",
+    ExitCode.RCPERMS: "rc file permissions",
+    ExitCode.SERVER: "server error",
+    ExitCode.LOCK: "locked out",
+    ExitCode.LOCKBUSY: "mailbox busy",
+    ExitCode.SMTP: "SMTP error",
+    ExitCode.DNS: "DNS error",
+    ExitCode.BSMTP: "BSMTP error",
+    ExitCode.FETCHLIMIT: "fetch limit",
+    ExitCode.SERVERBUSY: "server busy",
+    ExitCode.UNDEFINED: "error",
+}
+
+
+def outcome_word(code: object) -> str | None:
+    """fetchmail's exit code of a poll as words (``auth failed``); None before any poll."""
+    if not isinstance(code, int) or isinstance(code, bool):
+        return None
+    try:
+        return OUTCOMES[ExitCode(code)]
+    except (ValueError, KeyError):
+        return "error"
+
+
+def status_document(answer: dict[str, Any]) -> dict[str, Any]:
+    """``--status --json``: the daemon and its accounts, each outcome also as words."""
+    accounts = [
+        {**a, "outcome_text": outcome_word(a.get("outcome"))} for a in answer.get("accounts", [])
+    ]
+    return {"daemon": answer.get("daemon", {}), "accounts": accounts}
 
 
 def _when(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "-"
 
 
-def format_status(accounts: list[dict[str, Any]]) -> str:
-    header = (
-        f"{'account':<32} {'state':<8} {'last poll':<9} {'result':<6} {'messages':>8} "
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _result(code: object) -> str:
+    word = outcome_word(code)
+    return "-" if word is None else f"{word} ({code})"
+
+
+def format_status(answer: dict[str, Any]) -> str:
+    daemon = answer.get("daemon", {})
+    lines = [
+        f"fetchd {daemon.get('version', '?')} daemon, pid {daemon.get('pid', '?')}, "
+        f"up {_duration(float(daemon.get('uptime') or 0))}, rc file {daemon.get('rcfile', '?')}\n"
+    ]
+    if daemon.get("reload_failed_at"):
+        lines.append(
+            f"reload failed at {_when(daemon['reload_failed_at'])}: {daemon.get('reload_error')}"
+            "; still running the previous configuration\n"
+        )
+    lines.append(
+        f"{'account':<32} {'state':<8} {'last poll':<9} {'result':<20} {'messages':>8} "
         f"{'octets':>12} {'next due':<9} error\n"
     )
-    rows = [
+    lines += [
         f"{str(a.get('account'))[:32]:<32} {a.get('state')!s:<8} "
-        f"{_when(a.get('last_poll')):<9} {a.get('outcome', '-')!s:<6} "
+        f"{_when(a.get('last_poll')):<9} {_result(a.get('outcome')):<20} "
         f"{a.get('messages', 0):>8} {a.get('octets', 0):>12} {_when(a.get('next_due')):<9} "
         f"{(a.get('error') or '')[:120]}\n"
-        for a in accounts
+        for a in answer.get("accounts", [])
     ]
-    return header + "".join(rows)
+    return "".join(lines)
+
+
+def absolute_paths(config: Config, options: Options, base: str) -> tuple[Config, Options]:
+    """Every path of the command line and the rc file made absolute against ``base`` (the
+    directory fetchd was started in): a detached daemon works in ``/``, and reloads later."""
+
+    def absolute(path: str | None) -> str | None:
+        return path if not path or path == "-" else os.path.normpath(os.path.join(base, path))
+
+    overrides = tuple(
+        Override(o.level, o.key, absolute(o.value))
+        if o.key in ("logfile", "idfile") and isinstance(o.value, str)
+        else o
+        for o in options.overrides
+    )
+    options = dataclasses.replace(
+        options,
+        rcfile=absolute(options.rcfile or config.filename),
+        pidfile=absolute(options.pidfile),
+        overrides=overrides,
+    )
+    g = config.globals
+    globals_ = dataclasses.replace(
+        g, logfile=absolute(g.logfile), idfile=absolute(g.idfile), pidfile=absolute(g.pidfile)
+    )
+    return dataclasses.replace(config, filename=options.rcfile or "", globals=globals_), options
+
+
+def refuse_if_fetchmail_runs() -> None:
+    """Two retrievers polling one mailbox duplicate or lose mail: not while fetchmail runs."""
+    found = running_fetchmail()
+    if found is not None:
+        pid, path = found
+        raise DaemonRunningError(
+            f"a fetchmail daemon is running for this user (pid {pid}, {path}); "
+            "stop it with `fetchmail --quit` before starting the fetchd daemon"
+        )
 
 
 def detach(logfile: str | None) -> None:
@@ -127,11 +266,14 @@ def run_daemon(
     idle_wait: Callable[[Config, Server, Any], Any] | None = None,
     can_idle: Callable[[Server], bool] = lambda server: False,
 ) -> int:
+    refuse_if_fetchmail_runs()
+    base = os.getcwd()  # before detach's chdir: paths stay valid for every reload
+    config, options = absolute_paths(config, options, base)
     directory = ensure_private_dir(runtime_dir())
     lock = DaemonLock(directory)
     lock.acquire()  # DaemonRunningError (exit 8) if another daemon of ours runs
     named = options.pidfile or config.globals.pidfile
-    pidfile = PidFile(Path(named).absolute()) if named else None  # before detach's chdir
+    pidfile = PidFile(Path(named)) if named else None
     try:
         if not options.nodetach:
             detach(config.globals.logfile)
@@ -140,7 +282,9 @@ def run_daemon(
         if pidfile is not None:
             pidfile.write(config.globals.poll_interval)
         return run_loop(
-            lambda: _main(config, entries, options, env, directory, poll_one, idle_wait, can_idle)
+            lambda: _main(
+                config, entries, options, env, directory, poll_one, idle_wait, can_idle, base
+            )
         )
     finally:
         if pidfile is not None:
@@ -164,6 +308,7 @@ async def _main(
     poll_one: Callable[..., Any],
     idle_wait: Callable[[Config, Server, Any], Any] | None,
     can_idle: Callable[[Server], bool],
+    base: str,
 ) -> int:
     # An exception nothing awaits goes to our log (which cannot block or fail), not to the
     # logging module's blocking write to stderr; its text is left out (it may quote a secret).
@@ -176,9 +321,16 @@ async def _main(
         return code
 
     def reload() -> tuple[Config, list[Server]]:
-        fresh = apply_overrides(load_rcfile(options.rcfile, env=env), options)
+        rcfile = options.rcfile or config.filename
+        if rcfile != "-" and not os.path.exists(rcfile):  # load_rcfile reads a missing one as empty
+            raise ConfigError(f"cannot read {rcfile}: No such file or directory")
+        fresh, _ = absolute_paths(load_rcfile(rcfile, env=env), options, base)
+        fresh = apply_overrides(fresh, options)
         check_config(fresh)
-        return fresh, select_entries(fresh, options.hosts, options, env)
+        entries = select_entries(fresh, options.hosts, options, env)
+        if not entries:
+            raise ConfigError(f"no mailservers have been specified in {fresh.filename}")
+        return fresh, entries
 
     supervisor = Supervisor(
         config,

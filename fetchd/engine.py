@@ -81,20 +81,13 @@ def run(options: Options) -> int:
         from fetchd.demo.run import run_demo
 
         return run_demo(options)
-    from fetchd.daemon import control_command, wake_running_daemon
+    from fetchd.daemon import command_while_daemon_runs, control_command
 
     answered = control_command(options)
+    if answered is None and not (options.version or options.configdump):
+        answered = command_while_daemon_runs(options)  # wake it, or refuse (fetchmail's rules)
     if answered is not None:
         return answered
-    plain_run = not (
-        options.hosts
-        or options.overrides
-        or options.check
-        or options.rcfile
-        or options.daemon_default  # the systemd unit starting a daemon, not waking one
-    )
-    if plain_run and wake_running_daemon():
-        return 0
     env = ParseEnvironment.current(options.rcfile)
     config = apply_overrides(load_rcfile(options.rcfile, env=env), options)
     check_config(config)

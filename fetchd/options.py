@@ -44,6 +44,7 @@ class Options:
     configdump: Literal["python", "json"] | None = None
     demo: bool = False
     status: bool = False  # --status: the running daemon's accounts
+    status_json: bool = False  # --status --json
     poll: str | None = None  # --poll [ACCOUNT]: "*" for every account
     pidfile: str | None = None
     daemon_default: int | None = None  # --daemon-default: the interval when the rc file has none
@@ -559,6 +560,9 @@ def _build_parser() -> _Parser:
         "--status", action="store_true", help="show the running daemon's accounts and exit"
     )
     general.add_argument(
+        "--json", action="store_true", help="with --status: print it as JSON, for scripts"
+    )
+    general.add_argument(
         "--poll",
         nargs="?",
         const="*",
@@ -616,6 +620,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     values = vars(namespace)
+    if values["json"] and not values["status"]:
+        parser.error("--json goes with --status")
     # argparse keeps only the last of two flags with one dest, which is fetchmail's rule too, but
     # -k and -K share a key with different dests: order among those follows the command line.
     overrides = _ordered_overrides(argv, values)
@@ -634,6 +640,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         configdump=values["configdump"],
         demo=values["demo"],
         status=values["status"],
+        status_json=values["json"],
         poll=values["poll"],
         pidfile=values["pidfile"],
         daemon_default=values["daemon_default"],

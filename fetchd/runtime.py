@@ -85,10 +85,51 @@ class DaemonLock:
             os.close(fd)
         return False
 
+    def holder(self) -> str:
+        """The pid the lock file names (the running daemon's), or "?"."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            return "?"
+        return text if text.isdigit() else "?"
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def fetchmail_pidfiles(environ: dict[str, str] | None = None) -> list[Path]:
+    """Where a fetchmail daemon of this user writes its pid (fetchmail's lock.c)."""
+    env = os.environ if environ is None else environ
+    home = env.get("FETCHMAILHOME")
+    if home:
+        paths = [Path(home) / "fetchmail.pid"]
+    else:
+        paths = [Path(env.get("HOME") or Path.home()) / ".fetchmail.pid"]
+    if os.geteuid() == 0:
+        paths.append(Path("/var/run/fetchmail.pid"))
+    return paths
+
+
+def running_fetchmail(environ: dict[str, str] | None = None) -> tuple[int, Path] | None:
+    """The pid and pid file of a live fetchmail daemon of this user, if one runs.
+
+    A pid file whose process is gone, or is not named fetchmail (a pid reused since), is stale
+    and does not count.
+    """
+    for path in fetchmail_pidfiles(environ):
+        try:
+            pid = int(path.read_text(errors="replace").split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip() if pid > 0 else ""
+        except OSError:
+            continue
+        if name == "fetchmail":
+            return pid, path
+    return None
 
 
 class PidFile:

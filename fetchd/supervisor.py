@@ -10,8 +10,9 @@
   so does a stop that has not ended within ``stop_deadline`` seconds (a thread's timer, so that
   it fires even if the event loop is stuck). The stop is requested first, before anything that
   could fail or block (a log line, sd_notify) is tried.
-- SIGHUP, ``reload`` or a change of the rc file re-read it; a broken file keeps the running
-  configuration and says why.
+- SIGHUP, ``reload`` or a change of the rc file re-read it; a file that cannot be read or
+  parsed keeps the running configuration, logs why at error level and shows it in ``--status``
+  (with the time); an account the new file drops leaves ``--status``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from fetchd import logconfig
+from fetchd import __version__, logconfig
 from fetchd.config.model import Config, Server
 from fetchd.errors import ExitCode, FetchdError
 from fetchd.sdnotify import Notifier
@@ -115,6 +116,9 @@ class Supervisor:
         self._stop_deadline = stop_deadline
         self._force_exit = force_exit or (lambda code: os._exit(code))
         self._deadline_timer: threading.Timer | None = None
+        self.started = time.time()
+        self.reload_failed_at: float | None = None  # the last reload, if it failed
+        self.reload_error: str | None = None
 
     # --- requests from signals and the control socket -----------------------------------
 
@@ -162,7 +166,7 @@ class Supervisor:
                 entry.failures = 0
                 entry.wake.set()
                 matched = True
-        return matched
+        return matched or account is None
 
     def request_reload(self) -> None:
         with contextlib.suppress(Exception):
@@ -171,7 +175,13 @@ class Supervisor:
             config, entries = self._reload()
         except Exception as exc:  # a reload must never take the daemon down
             kind = type(exc).__name__
-            reason = exc if isinstance(exc, FetchdError) else f"internal error ({kind})"
+            if isinstance(exc, FetchdError):
+                reason = str(exc)
+            elif isinstance(exc, OSError):
+                reason = exc.strerror or kind
+            else:
+                reason = f"internal error ({kind})"
+            self.reload_failed_at, self.reload_error = time.time(), reason
             log.error(
                 "daemon.reload_failed",
                 text=f"reload failed, keeping the running configuration: {reason}",
@@ -179,8 +189,12 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 self._notifier.ready(self.summary())
             return
+        self.reload_failed_at = self.reload_error = None
         self.config = config
         self.entries = [_Entry(server) for server in entries]
+        # An account the new file no longer has leaves --status.
+        kept = {f"{u.remote}@{s.pollname}" for s in entries for u in s.users}
+        self.status = {key: value for key, value in self.status.items() if key in kept}
         self._rc_mtime = self._mtime()
         self._restart.set()
         log.info("daemon.reloaded", text=f"reloaded {config.filename}")
@@ -212,7 +226,23 @@ class Supervisor:
         if command == "reload":
             self.request_reload()
             return {"ok": True}
-        return {"ok": True, "accounts": [s.as_dict() for s in self.status.values()]}
+        return {
+            "ok": True,
+            "daemon": self.describe(),
+            "accounts": [s.as_dict() for s in self.status.values()],
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The daemon itself, for ``--status``."""
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "rcfile": self.config.filename,
+            "started": self.started,
+            "uptime": round(time.time() - self.started, 1),
+            "reload_failed_at": self.reload_failed_at,
+            "reload_error": self.reload_error,
+        }
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

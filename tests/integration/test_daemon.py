@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import pwd
 import shutil
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pytest
 
 from fetchd.demo.pop3server import DemoPOP3Server
 from fetchd.supervisor import RC_CHECK_SECONDS
+from tests.support.fetchmail import fetchmail_binary, oracle_user
 from tests.support.mta import Sink, running_mta
 from tests.support.tools import in_ci, require_tool
 
@@ -76,13 +78,14 @@ class Setup:
             stderr=asyncio.subprocess.STDOUT,
         )
 
-    async def cli(self, *args: str) -> tuple[int, str]:
+    async def cli(self, *args: str, cwd: Path | None = None) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "fetchd",
             *args,
             env=self.env,
+            cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -232,14 +235,14 @@ async def test_a_broken_account_does_not_hold_up_the_others(setup: Setup) -> Non
         accounts = ("demo@127.0.0.1", "demo@wrongpw", "demo@localhost")
 
         def all_polled(out: str) -> bool:
-            results = {line.split()[0]: line.split()[3] for line in out.splitlines()[1:]}
-            return all(results.get(account, "-") != "-" for account in accounts)
+            rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+            return all(account in rows and "(" in rows[account] for account in accounts)
 
         out = await status_until(setup, all_polled)
-        rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+        rows = {line.split()[0]: line for line in out.splitlines()[2:]}
         assert "cannot connect" in rows["demo@127.0.0.1"]
-        assert " 3 " in rows["demo@wrongpw"]  # fetchmail's exit 3: authentication failed
-        assert " 0 " in rows["demo@localhost"] and "not-the-password" not in out
+        assert "auth failed (3)" in rows["demo@wrongpw"]  # fetchmail's exit 3
+        assert "mail (0)" in rows["demo@localhost"] and "not-the-password" not in out
     finally:
         await stop(daemon)
         if setup.run_dir is not None:
@@ -596,3 +599,229 @@ async def test_a_missing_logfile_is_created_private(setup: Setup) -> None:
             os.kill(daemon_pid, signal.SIGKILL)
     assert stat.S_IMODE(logfile.stat().st_mode) == 0o600
     assert "fetchd daemon stopped" in logfile.read_text()
+
+
+# --- issue 10: reloads of a detached daemon, commands while it runs, a running fetchmail -----
+
+OTHER_SECRET = "other-Secret-7"
+
+
+def _entry(name: str, port: int, user: str, secret: str, sink: Sink) -> str:
+    return (
+        f"poll {name} via 127.0.0.1 proto pop3 port {port}\n"
+        f'  user {user} password "{secret}" is joe here smtphost 127.0.0.1/{sink.port}'
+        " sslproto ''\n"  # the demo server speaks no TLS
+    )
+
+
+async def _daemon_pid(setup: Setup) -> int:
+    lock = setup.home / "run" / "fetchd" / "lock"
+    await until(lambda: lock.exists() and lock.read_text().strip().isdigit())
+    await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+    return int(lock.read_text())
+
+
+async def test_a_detached_daemon_with_a_relative_rc_path_reloads_by_sighup_and_by_edit(
+    setup: Setup,
+) -> None:
+    """``fetchd -f my.rc`` detaches into ``/``; a SIGHUP and an edit of the file still reload
+    it, and the account each adds gets its mail delivered."""
+    second = DemoPOP3Server("second", OTHER_SECRET, [b"Subject: second\r\n\r\n2\r\n"])
+    third = DemoPOP3Server("third", OTHER_SECRET, [b"Subject: third\r\n\r\n3\r\n"])
+    await second.start()
+    await third.start()
+    (setup.home / "fetchd.log").touch()
+    # Every path relative; no -N: it detaches and works in /.
+    relative = ("-f", setup.rc.name, "-L", "fetchd.log", "--pidfile", "fetchd.pid")
+    code, out = await setup.cli(*relative, cwd=setup.home)
+    assert code == 0, out
+    pid = await _daemon_pid(setup)
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        with setup.rc.open("a") as rc:
+            rc.write(_entry("second", second.port, "second", OTHER_SECRET, setup.sink))
+        os.kill(pid, signal.SIGHUP)
+        await until(lambda: len(setup.sink.received) == 6)
+        assert b"Subject: second" in setup.sink.received[-1]
+        with setup.rc.open("a") as rc:  # no signal: the watcher sees the edit
+            rc.write(_entry("third", third.port, "third", OTHER_SECRET, setup.sink))
+        await until(lambda: len(setup.sink.received) == 7, timeout=RC_CHECK_SECONDS + 15)
+        assert b"Subject: third" in setup.sink.received[-1]
+        out = await status_until(setup, lambda out: "third@third" in out)
+        assert f"rc file {setup.rc}" in out and f"pid {pid}" in out
+        assert (setup.home / "fetchd.pid").read_text().split()[0] == str(pid)
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        await until(lambda: not _alive(pid))
+        assert not (setup.home / "fetchd.pid").exists()
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        await second.stop()
+        await third.stop()
+    log = (setup.home / "fetchd.log").read_text()
+    assert log.count(f"reloaded {setup.rc}") == 2 and f"{setup.rc} changed" in log, log
+    assert "reload failed" not in log and OTHER_SECRET not in log
+
+
+async def test_a_failed_reload_is_in_status_and_a_plain_fetchd_still_wakes(setup: Setup) -> None:
+    """A broken file keeps the running configuration and says so in ``--status``; a plain
+    ``fetchd`` still wakes the daemon; a later good file without the account drops its row."""
+    second = DemoPOP3Server("second", OTHER_SECRET, [])
+    await second.start()
+    setup.rc.write_text(
+        setup.rc.read_text() + _entry("second", second.port, "second", OTHER_SECRET, setup.sink)
+    )
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await status_until(setup, lambda out: "no mail (1)" in out and "mail (0)" in out)
+        good = setup.rc.read_text()
+        setup.rc.write_text("poll 127.0.0.1 user\n  aka x\n")  # broken
+        daemon.send_signal(signal.SIGHUP)
+        out = await status_until(setup, lambda out: "reload failed at " in out)
+        assert f"{setup.rc}:" in out and "still running the previous configuration" in out
+        assert "demo@127.0.0.1" in out and "second@second" in out
+        code, out = await setup.cli("--status", "--json")
+        assert code == 0, out
+        document = json.loads(out)
+        assert document["daemon"]["reload_error"].startswith(f"{setup.rc}:")
+        assert document["daemon"]["reload_failed_at"] <= time.time()
+        setup.pop.messages.append(b"Subject: late\r\n\r\nlate\r\n")
+        code, out = await setup.cli()  # plain: wakes it, with the old configuration
+        assert code == 0 and "awakened" in out, out
+        await until(lambda: len(setup.sink.received) == 6)
+        setup.rc.write_text(good.split("poll second")[0])  # good again, without "second"
+        daemon.send_signal(signal.SIGHUP)
+        out = await status_until(setup, lambda out: "second@second" not in out)
+        assert "reload failed" not in out
+        code, out = await setup.cli("--status", "--json")
+        assert json.loads(out)["daemon"]["reload_error"] is None
+    finally:
+        output = await stop(daemon)
+        await second.stop()
+    assert "reload failed, keeping the running configuration" in output
+    assert SECRET not in output and OTHER_SECRET not in output
+
+
+async def test_status_json_gives_the_daemon_and_outcomes_for_scripts(setup: Setup) -> None:
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await status_until(setup, lambda out: "mail (0)" in out)
+        code, out = await setup.cli("--status", "--json")
+        assert code == 0, out
+        document = json.loads(out)
+        info = document["daemon"]
+        assert info["pid"] == daemon.pid and info["rcfile"] == str(setup.rc)
+        assert info["version"] and 0 <= info["uptime"] < 600
+        [account] = document["accounts"]
+        assert account["account"] == "demo@127.0.0.1"
+        assert (account["outcome"], account["outcome_text"], account["messages"]) == (0, "mail", 5)
+        code, out = await setup.cli("--status")
+        assert f"daemon, pid {daemon.pid}, up " in out.splitlines()[0]
+        code, out = await setup.cli("--json")
+        assert code == 5 and "--json goes with --status" in out
+    finally:
+        await stop(daemon)
+
+
+async def test_commands_while_a_daemon_runs_are_fetchmails(setup: Setup) -> None:
+    """-V, --configdump, --help, --version print; options that would poll are refused (exit
+    8); --poll, --status and a plain fetchd talk to the daemon."""
+    daemon = await setup.start()
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await until(lambda: (setup.home / "run" / "fetchd" / "control.sock").exists())
+        shutil.copy(setup.rc, setup.home / ".fetchmailrc")
+        (setup.home / ".fetchmailrc").chmod(0o600)
+        for args in (("-V",), ("--version",), ("-V", "-f", str(setup.rc))):
+            code, out = await setup.cli(*args)
+            assert code == 0 and "This is fetchd release" in out and "awakened" not in out, out
+        for args in (("--configdump",), ("--configdump", "-f", str(setup.rc))):
+            code, out = await setup.cli(*args)
+            assert code == 0 and "fetchmailrc" in out and "awakened" not in out, out
+        code, out = await setup.cli("--help")
+        assert code == 0 and "usage: fetchd" in out and "awakened" not in out
+        refused = (("-k",), ("-c",), ("-a",), ("-f", str(setup.rc)), ("-d", "60"), ("127.0.0.1",))
+        for args in refused:
+            code, out = await setup.cli(*args)
+            assert code == 8, (args, out)
+            assert f"another fetchd daemon is running (pid {daemon.pid})" in out
+            assert "can't accept options while a background fetchd is running" in out
+            assert "use --poll, --quit or --status" in out
+        assert len(setup.sink.received) == 5  # none of them polled
+        code, out = await setup.cli("--status")
+        assert code == 0 and "demo@127.0.0.1" in out
+        setup.pop.messages.append(b"Subject: late\r\n\r\nlate\r\n")
+        code, out = await setup.cli("--poll")
+        assert code == 0 and "awakened" in out
+        await until(lambda: len(setup.sink.received) == 6)
+        code, out = await setup.cli("--quit")
+        assert code == 0, out
+        assert await asyncio.wait_for(daemon.wait(), 10) == 0
+    finally:
+        await stop(daemon)
+
+
+@pytest.fixture
+def fetchmail_daemon() -> Iterator[tuple[int, Path]]:
+    """The real ``fetchmail -d`` running as the test user, with its pid file in its
+    FETCHMAILHOME: (its pid, that directory)."""
+    binary = fetchmail_binary()
+    user = oracle_user()
+    home = Path(tempfile.mkdtemp(prefix="fetchd-fm-"))
+    rc = home / "fetchmailrc"
+    rc.write_text("set daemon 3600\npoll 127.0.0.1 proto pop3 port 1 user x password y\n")
+    rc.chmod(0o600)
+    home.chmod(0o700)
+    command = [binary, "-N"]
+    if os.geteuid() == 0:
+        os.chown(home, user.pw_uid, user.pw_gid)
+        os.chown(rc, user.pw_uid, user.pw_gid)
+        command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
+    env = {"HOME": str(home), "FETCHMAILHOME": str(home), "PATH": os.environ.get("PATH", "")}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    pidfile = home / "fetchmail.pid"
+    try:
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().split()):
+            assert process.poll() is None, "fetchmail -d did not start"
+            assert time.monotonic() < deadline, "fetchmail wrote no pid file"
+            time.sleep(0.1)
+        pid = int(pidfile.read_text().split()[0])
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "fetchmail"
+        yield pid, home
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError, IndexError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+        process.terminate()
+        process.wait(20)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_a_running_fetchmail_daemon_keeps_the_fetchd_daemon_out(
+    setup: Setup, fetchmail_daemon: tuple[int, Path]
+) -> None:
+    """Two retrievers on one mailbox lose or duplicate mail: ``fetchd -d`` refuses (exit 8)
+    while the user's fetchmail daemon runs, found by its pid file in either place."""
+    pid, fetchmail_home = fetchmail_daemon
+    planted = setup.home / ".fetchmail.pid"
+    shutil.copy(fetchmail_home / "fetchmail.pid", planted)
+    for extra_env in ({}, {"FETCHMAILHOME": str(fetchmail_home)}):
+        if extra_env:
+            planted.unlink()
+        setup.extra_env = extra_env
+        code, out = await setup.cli("-N", "-f", str(setup.rc), "-d", "60")
+        assert code == 8, out
+        assert f"pid {pid}" in out and "fetchmail --quit" in out
+    assert not setup.sink.received
+    assert not (setup.home / "run" / "fetchd" / "control.sock").exists()
+    # One poll (no daemon) is not refused: fetchmail itself allows it beside its daemon.
+    setup.extra_env = {}
+    code, out = await setup.cli("-f", str(setup.rc), "-d", "0")
+    assert code == 0, out
+    assert len(setup.sink.received) == 5

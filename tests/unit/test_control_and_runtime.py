@@ -179,3 +179,67 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_fetchmail_pidfile_counts_only_with_a_live_fetchmail(tmp_path: Path) -> None:
+    """A stale pid file, or one naming a process that is not fetchmail, does not block."""
+    from fetchd.runtime import fetchmail_pidfiles, running_fetchmail
+
+    env = {"HOME": str(tmp_path)}
+    assert fetchmail_pidfiles(env)[0] == tmp_path / ".fetchmail.pid"
+    assert fetchmail_pidfiles(env | {"FETCHMAILHOME": "/x"})[0] == Path("/x/fetchmail.pid")
+    assert running_fetchmail(env) is None  # no file
+    (tmp_path / ".fetchmail.pid").write_text(f"{os.getpid()}\n300\n")  # alive, but python
+    assert running_fetchmail(env) is None
+    (tmp_path / ".fetchmail.pid").write_text("garbage\n")
+    assert running_fetchmail(env) is None
+
+
+def test_status_shows_the_daemon_and_outcomes_as_words() -> None:
+    from fetchd.daemon import format_status, status_document
+
+    answer = {
+        "daemon": {
+            "pid": 42,
+            "version": "9.9",
+            "rcfile": "/home/u/.fetchmailrc",
+            "uptime": 3725.0,
+            "reload_failed_at": 1.0e9,
+            "reload_error": "/home/u/.fetchmailrc:3:1: syntax error",
+        },
+        "accounts": [
+            {"account": "u@a", "state": "waiting", "outcome": 3, "messages": 0, "octets": 0},
+            {"account": "v@b", "state": "waiting", "outcome": 0, "messages": 2, "octets": 9},
+            {"account": "w@c", "state": "polling", "outcome": None},
+        ],
+    }
+    text = format_status(answer)
+    first, failed = text.splitlines()[:2]
+    assert first == "fetchd 9.9 daemon, pid 42, up 1h 02m 05s, rc file /home/u/.fetchmailrc"
+    assert failed.startswith("reload failed at ") and "3:1: syntax error" in failed
+    rows = {line.split()[0]: line for line in text.splitlines()[3:]}
+    assert "auth failed (3)" in rows["u@a"] and "mail (0)" in rows["v@b"]
+    assert " - " in rows["w@c"]
+    document = status_document(answer)
+    assert [a["outcome_text"] for a in document["accounts"]] == ["auth failed", "mail", None]
+    assert document["daemon"]["pid"] == 42
+
+
+def test_daemon_paths_are_made_absolute_before_detaching(tmp_path: Path) -> None:
+    from fetchd.config import parse
+    from fetchd.daemon import absolute_paths
+    from fetchd.options import parse_args
+
+    config = parse("set idfile ids\nset pidfile p.pid\npoll a user u password p\n", "my.rc")
+    options = parse_args(["-f", "my.rc", "-L", "log", "-i", "../ids2", "--pidfile", "x.pid"])
+    config, options = absolute_paths(config, options, "/srv/mail")
+    assert (options.rcfile, config.filename, options.pidfile) == (
+        "/srv/mail/my.rc",
+        "/srv/mail/my.rc",
+        "/srv/mail/x.pid",
+    )
+    assert options.override("logfile") == "/srv/mail/log"
+    assert options.override("idfile") == "/srv/ids2"
+    # The parser has made the rc file's own paths absolute already (against the rc file's
+    # directory, as fetchmail does); they are left as they are.
+    assert config.globals.idfile == os.path.abspath("ids")

@@ -329,3 +329,50 @@ async def test_a_poll_that_raises_does_not_end_its_entry() -> None:
     assert await _run_for(supervisor, 0.5) == 0
     assert polls >= 2
     assert supervisor.status["u@a"].error == "internal error: BrokenPipeError"
+
+
+async def test_a_broken_reload_is_shown_in_status_until_a_good_one() -> None:
+    """A failed reload is kept with its time and reason for ``--status``; a good one clears it."""
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    outcome: list[Exception | None] = [RCSyntaxError("test.rc", 1, 1, "syntax error")]
+
+    def reload() -> tuple[Config, list[Server]]:
+        if outcome[0] is not None:
+            raise outcome[0]
+        return config, _entries(config)
+
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), reload)
+    supervisor.request_reload()
+    daemon = (await supervisor.handle({"cmd": "status"}))["daemon"]
+    assert "test.rc:1:1" in daemon["reload_error"] and daemon["reload_failed_at"] > 0
+    assert daemon["rcfile"] == "test.rc" and daemon["pid"] > 0 and daemon["version"]
+    outcome[0] = OSError(13, "Permission denied")
+    supervisor.request_reload()
+    assert supervisor.reload_error == "Permission denied"
+    outcome[0] = None
+    supervisor.request_reload()
+    daemon = (await supervisor.handle({"cmd": "status"}))["daemon"]
+    assert daemon["reload_error"] is None and daemon["reload_failed_at"] is None
+
+
+async def test_an_account_removed_by_a_reload_leaves_status() -> None:
+    config = _config(
+        "poll a user u password p is l here\npoll b user v password p is l here\n", interval=3600
+    )
+    smaller = _config("poll b user v password p is l here\n", interval=3600)
+    supervisor = Supervisor(
+        config, _entries(config), lambda *a: asyncio.sleep(0, 1), lambda: (smaller, [])
+    )
+    supervisor.status = {k: AccountStatus(k) for k in ("u@a", "v@b")}
+    supervisor._reload = lambda: (smaller, _entries(smaller))
+    supervisor.request_reload()
+    accounts = (await supervisor.handle({"cmd": "status"}))["accounts"]
+    assert [a["account"] for a in accounts] == ["v@b"]
+
+
+async def test_waking_every_account_succeeds_even_with_no_entries() -> None:
+    """A plain ``fetchd`` wakes the daemon whatever its entries are; a named one must exist."""
+    config = _config("poll a user u password p is l here\n", interval=3600)
+    supervisor = Supervisor(config, [], lambda *a: asyncio.sleep(0, 1), lambda: (config, []))
+    assert (await supervisor.handle({"cmd": "poll"}))["ok"] is True
+    assert (await supervisor.handle({"cmd": "poll", "account": "a"}))["ok"] is False
