@@ -240,6 +240,7 @@ async def _one_session(
                     f"skipping message {source.label}:{info.number} ({len(data)} octets read, "
                     f"{info.size} listed): over the size limit, left on the server",
                 )
+                await recording.wait()  # the previous record waits for no further message
                 continue
             result.fetched += 1
             outcome = await deliverer.deliver(data, ready=recording)
