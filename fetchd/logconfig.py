@@ -159,6 +159,8 @@ class _BackgroundWriter:
                 if dropped:
                     write(f"fetchd: {dropped} log lines dropped (output blocked)\n")
                 write(line)
+            except Exception:  # the log thread outlives any one failed line
+                pass
             finally:
                 self._queue.task_done()
 
@@ -209,6 +211,10 @@ class _SyslogLogger:
     def __init__(self, address: str, fallback: _Output) -> None:
         self._address, self._fallback = address, fallback
         self._socket: socket.socket | None = None
+        # The log thread may still send while the main thread reconfigures: one at a time, and
+        # a closed sink never opens its socket again (it would leak once the sink is dropped).
+        self._lock = threading.Lock()
+        self._closed = False
 
     def _send(self, severity: int, message: str) -> None:
         message = message.removesuffix("\n")
@@ -217,6 +223,13 @@ class _SyslogLogger:
         stamp = time.strftime("%b %d %H:%M:%S", time.localtime())
         line = f"<{_FACILITY_MAIL | severity}>{stamp} fetchd[{os.getpid()}]: {text}"
         data = line.encode("utf-8", "backslashreplace")[:MAX_SYSLOG_LINE]
+        with self._lock:
+            if self._closed:
+                self._fallback.write(f"fetchd: {text}\n")
+                return
+            self._send_locked(data, text)
+
+    def _send_locked(self, data: bytes, text: str) -> None:
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -236,9 +249,11 @@ class _SyslogLogger:
             self._fallback.write(f"fetchd: {text}\n")
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        with self._lock:
+            self._closed = True
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
 
     def __getattr__(self, method: str) -> Any:
         severity = _SEVERITY.get(method, 2)  # critical and anything else: LOG_CRIT

@@ -128,3 +128,19 @@ def test_a_daemon_does_not_wait_for_a_stalled_syslog(
     for i in range(20):  # each would wait SYSLOG_WAIT_SECONDS (0.5 s) in the caller
         log.info("x", text=f"line {i}")
     assert time.monotonic() - began < 2.0
+
+
+def test_a_closed_syslog_sink_never_reopens_its_socket(
+    syslogd: tuple[str, socket.socket],
+) -> None:
+    """The log thread may still hold lines for a sink that a reconfigure closed: they go to
+    the fallback, and no socket is opened that nobody would close (a leak CI saw)."""
+    path, sock = syslogd
+    errors = io.StringIO()
+    sink = logconfig._SyslogLogger(path, logconfig._Output(errors, "standard error"))
+    sink._send(6, "before close")
+    assert sock.recv(2048).decode().endswith(": before close")
+    sink.close()
+    sink._send(6, "after close")
+    assert sink._socket is None
+    assert errors.getvalue() == "fetchd: after close\n"
