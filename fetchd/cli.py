@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_args(args)
         if options.systemd_unit:  # needs no rc file, and wakes no running daemon
-            from fetchd.systemd_unit import running_program, unit_text
+            from fetchd.daemon.systemd_unit import running_program, unit_text
 
             sys.stdout.write(unit_text(running_program()))
             return 0

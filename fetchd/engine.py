@@ -25,11 +25,14 @@ from fetchd.config import Config, ParseEnvironment, configdump, configdump_json,
 from fetchd.config.check import check_config
 from fetchd.config.describe import describe
 from fetchd.config.model import LocalName, RCGlobals, Server, User
+from fetchd.config.overrides import apply_overrides, select_entries
 from fetchd.config.parser import NO_PASSWORD_AUTH
+from fetchd.daemon.supervisor import AccountStatus
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.delivery.headers import Trace, tracepolls_note
 from fetchd.delivery.maildir import MaildirDeliverer, MaildirSettings, maildir_path
 from fetchd.delivery.mda import MDADeliverer, MDASettings
+from fetchd.delivery.multidrop import MultidropRules
 from fetchd.delivery.routing import RoutingDeliverer
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import (
@@ -41,18 +44,15 @@ from fetchd.errors import (
     SocketError,
 )
 from fetchd.hooks import run_hook
-from fetchd.interface import note_activity, skip_reason
-from fetchd.multidrop import MultidropRules
+from fetchd.net.interface import note_activity, skip_reason
+from fetchd.net.plugin import Connector, PluginLinks
+from fetchd.net.tls import TLSSettings
 from fetchd.options import Options, version_line
 from fetchd.outcome import combine_exit_codes
-from fetchd.overrides import apply_overrides, select_entries
-from fetchd.plugin import Connector, PluginLinks
 from fetchd.poll import PollResult, PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MailSource
 from fetchd.state import AccountLock, AccountState, UIDStore
-from fetchd.supervisor import AccountStatus
-from fetchd.tls import TLSSettings
 
 if TYPE_CHECKING:  # the IMAP modules (and aioimaplib) are imported when an account needs them
     from fetchd.imap.source import IMAPSource
@@ -81,7 +81,7 @@ def run(options: Options) -> int:
         from fetchd.demo.run import run_demo
 
         return run_demo(options)
-    from fetchd.daemon import command_while_daemon_runs, control_command
+    from fetchd.daemon.service import command_while_daemon_runs, control_command
 
     answered = control_command(options)
     if answered is None and not (options.version or options.configdump):
@@ -125,7 +125,7 @@ def run(options: Options) -> int:
             verbosity=options.verbose, silent=options.silent, syslog=logconfig.syslog_address()
         )
     if daemon:
-        from fetchd.daemon import run_daemon
+        from fetchd.daemon.service import run_daemon
 
         warn_idle_refused(entries)
         return run_daemon(
@@ -168,7 +168,7 @@ IDLE_RENEW = 28 * 60.0
 
 
 async def poll_entries(config: Config, entries: list[Server], options: Options) -> int:
-    """Poll each selected entry once, in turn (daemon mode is fetchd.daemon's)."""
+    """Poll each selected entry once, in turn (daemon mode is fetchd.daemon.service's)."""
     store = await asyncio.to_thread(UIDStore.open)
     try:
         codes = []

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 
 from fetchd.config.lexer import tokenize  # noqa: E402
 from fetchd.config.parser import ParseEnvironment, parse  # noqa: E402
-from fetchd.control import parse_request  # noqa: E402
+from fetchd.daemon.control import parse_request  # noqa: E402
 from fetchd.delivery.dsn import Refusal, build_dsn  # noqa: E402
 from fetchd.delivery.headers import (  # noqa: E402
     bad_header_line,
@@ -56,6 +56,7 @@ from fetchd.delivery.headers import (  # noqa: E402
     needs_8bit,
     normalize_line_endings,
 )
+from fetchd.delivery.multidrop import MultidropRules, received_for, route  # noqa: E402
 from fetchd.delivery.rewrite import drop_return_path, edit_headers, reply_hack  # noqa: E402
 from fetchd.delivery.smtp import _host_port, _worst, qualified_sender  # noqa: E402
 from fetchd.errors import FetchdError  # noqa: E402
@@ -65,7 +66,6 @@ from fetchd.imap.parse import (  # noqa: E402
     parse_response,
     parse_sequence_set,
 )
-from fetchd.multidrop import MultidropRules, received_for, route  # noqa: E402
 from fetchd.pop3.protocol import (  # noqa: E402
     MultilineDecoder,
     apop_timestamp,

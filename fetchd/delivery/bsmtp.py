@@ -31,7 +31,7 @@ from fetchd.delivery.headers import (
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
-from fetchd.hostname import this_host
+from fetchd.net.hostname import this_host
 
 
 @dataclass(frozen=True, slots=True)

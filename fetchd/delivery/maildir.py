@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fetchd.delivery.headers import Trace, normalize_line_endings
 from fetchd.delivery.result import Outcome
-from fetchd.hostname import this_host
+from fetchd.net.hostname import this_host
 
 PREFIX = "maildir:"
 

@@ -28,7 +28,7 @@ from fetchd.children import kill_and_reap
 from fetchd.delivery.headers import Trace, envelope_sender, normalize_line_endings
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
-from fetchd.hostname import this_host
+from fetchd.net.hostname import this_host
 
 log = structlog.get_logger("fetchd.mda")
 

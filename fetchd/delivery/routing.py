@@ -1,6 +1,6 @@
 """Between the poll and a deliverer: fetchmail's header check (``bad-header``) and header
 edits for every message (fetchd.delivery.rewrite) and, for a multidrop account, who each
-message is for (fetchd.multidrop) and the duplicate check.
+message is for (fetchd.delivery.multidrop) and the duplicate check.
 
 Recipients are chosen from the header as ``rewrite`` left it: ``To: joe`` has become
 ``To: joe@server`` by then, and so goes to joe, as with fetchmail.
@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fetchd.delivery.headers import bad_header_line, normalize_line_endings
+from fetchd.delivery.multidrop import MultidropRules, header_digest, route
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path, edit_headers
-from fetchd.multidrop import MultidropRules, header_digest, route
 
 _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
 

@@ -41,9 +41,9 @@ from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
 from fetchd.errors import DeliveryError, SocketError
-from fetchd.hostname import this_host
-from fetchd.plugin import PluginLinks
-from fetchd.tls import is_loopback
+from fetchd.net.hostname import this_host
+from fetchd.net.plugin import PluginLinks
+from fetchd.net.tls import is_loopback
 
 log = structlog.get_logger("fetchd.smtp")
 

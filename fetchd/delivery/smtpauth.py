@@ -16,7 +16,7 @@ import logging
 import aiosmtplib
 import structlog
 
-from fetchd import sasl
+from fetchd.auth import sasl
 from fetchd.errors import AuthError, DeliveryError
 
 log = structlog.get_logger("fetchd.smtp")

@@ -31,7 +31,6 @@ from typing import Any, Protocol
 import structlog
 from aioimaplib import aioimaplib  # type: ignore[import-untyped]  # ships no type information
 
-from fetchd import keepalive
 from fetchd.errors import (
     AuthError,
     DNSError,
@@ -62,8 +61,9 @@ from fetchd.imap.parse import (
 from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
-from fetchd.plugin import Connector
-from fetchd.tls import clear_password_error
+from fetchd.net import keepalive
+from fetchd.net.plugin import Connector
+from fetchd.net.tls import clear_password_error
 
 log = structlog.get_logger("fetchd.imap")
 
@@ -87,7 +87,7 @@ class NoSTARTTLSError(TLSError):
 
 
 class SASLMechanism(Protocol):
-    """One SASL exchange as AUTHENTICATE needs it (see ``fetchd.sasl``)."""
+    """One SASL exchange as AUTHENTICATE needs it (see ``fetchd.auth.sasl``)."""
 
     @property
     def name(self) -> str:

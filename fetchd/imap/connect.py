@@ -1,6 +1,6 @@
 """Opening an IMAP folder for a poll: TLS as the rc file asks, login as ``auth`` asks, SELECT.
 
-TLS follows the POP3 rules (``fetchd.tls``): ``ssl`` is implicit TLS; ``sslproto ''`` is clear
+TLS follows the POP3 rules (``fetchd.net.tls``): ``ssl`` is implicit TLS; ``sslproto ''`` is clear
 text; otherwise STARTTLS. A server without STARTTLS is refused when the rc file names any TLS
 option, and is otherwise used in clear without a password (loopback included).
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection
 
-from fetchd import sasl
+from fetchd.auth import sasl
 from fetchd.errors import AuthError
 from fetchd.imap.client import IMAPClient, NoSTARTTLSError, Security
 from fetchd.imap.source import IMAPSource
-from fetchd.plugin import Connector
-from fetchd.tls import Security as TLSSecurity
-from fetchd.tls import (
+from fetchd.net.plugin import Connector
+from fetchd.net.tls import Security as TLSSecurity
+from fetchd.net.tls import (
     TLSSettings,
     check_peer,
     make_context,

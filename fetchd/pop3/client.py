@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import structlog
 
-from fetchd import sasl
+from fetchd.auth import sasl
 from fetchd.errors import (
     AuthError,
     DNSError,
@@ -30,7 +30,16 @@ from fetchd.errors import (
     TLSError,
     connect_error,
 )
-from fetchd.plugin import Connector
+from fetchd.net.plugin import Connector
+from fetchd.net.tls import (
+    Security,
+    TLSSettings,
+    check_peer,
+    clear_password_error,
+    make_context,
+    no_starttls_error,
+    server_hostname,
+)
 from fetchd.pop3.protocol import (
     MAX_DIGITS,
     MAX_LINE,
@@ -44,15 +53,6 @@ from fetchd.pop3.protocol import (
     parse_listing,
     parse_reply,
     shown,
-)
-from fetchd.tls import (
-    Security,
-    TLSSettings,
-    check_peer,
-    clear_password_error,
-    make_context,
-    no_starttls_error,
-    server_hostname,
 )
 
 log = structlog.get_logger("fetchd.pop3")

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from fetchd.errors import ProtocolError
-from fetchd.plugin import Connector
+from fetchd.net.plugin import Connector
+from fetchd.net.tls import TLSSettings
 from fetchd.pop3.client import POP3Client
 from fetchd.source import MessageInfo
-from fetchd.tls import TLSSettings
 
 
 @dataclass(frozen=True, slots=True)

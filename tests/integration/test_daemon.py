@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from fetchd.daemon.supervisor import RC_CHECK_SECONDS
 from fetchd.demo.pop3server import DemoPOP3Server
-from fetchd.supervisor import RC_CHECK_SECONDS
 from tests.support.fetchmail import fetchmail_binary, oracle_user
 from tests.support.mta import Sink, running_mta
 from tests.support.tools import in_ci, require_tool

@@ -507,7 +507,7 @@ async def test_a_silently_dead_idle_connection_is_detected(server: FakeIMAPServe
 async def test_imap_connections_have_tcp_keepalive(server: FakeIMAPServer) -> None:
     import socket
 
-    from fetchd import keepalive
+    from fetchd.net import keepalive
 
     client = await _connect(server)
     sock = client._protocol.transport.get_extra_info("socket")  # type: ignore[union-attr]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from fetchd.imap.connect import open_imap
+from fetchd.net.tls import TLSSettings
 from fetchd.poll import PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MailSource
 from fetchd.state import AccountState, UIDStore
-from fetchd.tls import TLSSettings
 from tests.support.dovecot import Dovecot
 
 pytestmark = pytest.mark.dovecot

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fetchd.imap.connect import open_imap
-from fetchd.tls import TLSSettings
+from fetchd.net.tls import TLSSettings
 from tests.support.dovecot import Dovecot
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]

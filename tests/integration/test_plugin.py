@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fetchd import plugin as plugin_module
 from fetchd.errors import ConfigError
-from fetchd.plugin import PluginLinks, plugin_argv
+from fetchd.net import plugin as plugin_module
+from fetchd.net.plugin import PluginLinks, plugin_argv
 from tests.integration.test_engine_dovecot import message, rcfile
 from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot

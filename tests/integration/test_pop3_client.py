@@ -20,11 +20,11 @@ from fetchd.errors import (
     SocketError,
     TLSError,
 )
+from fetchd.net.tls import TLSSettings
 from fetchd.poll import PollSettings, poll_account
 from fetchd.pop3.source import POP3Account, open_pop3
 from fetchd.selection import SelectionPolicy
 from fetchd.state import UIDStore
-from fetchd.tls import TLSSettings
 from tests.fakes.pop3server import FakePOP3Server, Faults
 
 MESSAGES = [f"Subject: {i}\r\n\r\nbody {i}\r\n.dotted line\r\n".encode() for i in range(1, 6)]

@@ -14,11 +14,11 @@ import pytest
 from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import AuthError, TLSError
+from fetchd.net.tls import TLSSettings
 from fetchd.poll import PollResult, PollSettings, poll_account
 from fetchd.pop3.source import POP3Account, open_pop3
 from fetchd.selection import SelectionPolicy
 from fetchd.state import UIDStore
-from fetchd.tls import TLSSettings
 from tests.support.dovecot import Dovecot
 from tests.support.mta import Sink, running_mta
 

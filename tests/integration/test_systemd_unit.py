@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fetchd.systemd_unit import SHIPPED_PROGRAM, unit_text
+from fetchd.daemon.systemd_unit import SHIPPED_PROGRAM, unit_text
 from tests.support.tools import require_tool
 
 UNIT = Path(__file__).parents[2] / "systemd" / "fetchd.service"

@@ -19,8 +19,8 @@ from fetchd.config.parser import ParseEnvironment, parse
 from fetchd.engine import _tls
 from fetchd.errors import AuthError, TLSError
 from fetchd.imap.connect import open_imap
+from fetchd.net.tls import TLSSettings
 from fetchd.pop3.source import POP3Account, open_pop3
-from fetchd.tls import TLSSettings
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server
 

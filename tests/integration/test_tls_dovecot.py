@@ -18,9 +18,9 @@ import pytest
 
 from fetchd.errors import AuthError, TLSError
 from fetchd.imap.connect import open_imap
+from fetchd.net.tls import TLSSettings
 from fetchd.pop3.source import POP3Account, open_pop3
 from fetchd.source import MailSource
-from fetchd.tls import TLSSettings
 from tests.support.dovecot import DOVECOT, Dovecot
 
 pytestmark = pytest.mark.dovecot

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from fetchd import control
+from fetchd.daemon import control
+from fetchd.daemon.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 from fetchd.errors import DaemonRunningError, FetchdError
-from fetchd.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 
 
 @pytest.mark.parametrize(
@@ -183,7 +183,7 @@ def _umask() -> int:
 
 def test_a_fetchmail_pidfile_counts_only_with_a_live_fetchmail(tmp_path: Path) -> None:
     """A stale pid file, or one naming a process that is not fetchmail, does not block."""
-    from fetchd.runtime import fetchmail_pidfiles, running_fetchmail
+    from fetchd.daemon.runtime import fetchmail_pidfiles, running_fetchmail
 
     env = {"HOME": str(tmp_path)}
     assert fetchmail_pidfiles(env)[0] == tmp_path / ".fetchmail.pid"
@@ -196,7 +196,7 @@ def test_a_fetchmail_pidfile_counts_only_with_a_live_fetchmail(tmp_path: Path) -
 
 
 def test_status_shows_the_daemon_and_outcomes_as_words() -> None:
-    from fetchd.daemon import format_status, status_document
+    from fetchd.daemon.service import format_status, status_document
 
     answer = {
         "daemon": {
@@ -227,7 +227,7 @@ def test_status_shows_the_daemon_and_outcomes_as_words() -> None:
 
 def test_daemon_paths_are_made_absolute_before_detaching(tmp_path: Path) -> None:
     from fetchd.config import parse
-    from fetchd.daemon import absolute_paths
+    from fetchd.daemon.service import absolute_paths
     from fetchd.options import parse_args
 
     config = parse("set idfile ids\nset pidfile p.pid\npoll a user u password p\n", "my.rc")

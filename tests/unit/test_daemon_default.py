@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fetchd.config import ParseEnvironment, parse
+from fetchd.config.overrides import apply_overrides
 from fetchd.errors import ConfigError
 from fetchd.options import parse_args
-from fetchd.overrides import apply_overrides
 
 ENV = ParseEnvironment(login="me", home="/home/me", rcdir="/home/me")
 POLL = "poll a.example user x\n"

@@ -10,17 +10,17 @@ import time
 
 import pytest
 
-from fetchd.control import parse_request
+from fetchd.daemon.control import parse_request
 from fetchd.delivery.headers import envelope_sender
+from fetchd.delivery.multidrop import MultidropRules, route
 from fetchd.delivery.rewrite import reply_hack
 from fetchd.errors import ProtocolError
 from fetchd.imap import parse as imap_parse
 from fetchd.imap.client import IMAPClient, Security
 from fetchd.imap.parse import ResponseReader, parse_response, parse_sequence_set
-from fetchd.multidrop import MultidropRules, route
+from fetchd.net.tls import TLSSettings
 from fetchd.pop3.protocol import parse_listing
 from fetchd.pop3.source import POP3Account, open_pop3
-from fetchd.tls import TLSSettings
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server, Faults
 

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from fetchd import interface
 from fetchd.errors import ConfigError
-from fetchd.interface import (
+from fetchd.net import interface
+from fetchd.net.interface import (
     interface_state,
     note_activity,
     packet_counts,

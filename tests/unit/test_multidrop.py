@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fetchd.multidrop import MultidropRules, header_digest, received_for, route
+from fetchd.delivery.multidrop import MultidropRules, header_digest, received_for, route
 
 RULES = MultidropRules(
     server_names=("pop.example.org",),  # the true name

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fetchd.config import ParseEnvironment, parse
+from fetchd.config.overrides import apply_overrides, select_entries
 from fetchd.errors import ConfigError, ExitCode
 from fetchd.options import Override, help_text, parse_args
-from fetchd.overrides import apply_overrides, select_entries
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fetchd.delivery.headers import bad_header_line
+from fetchd.delivery.multidrop import MultidropRules
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.routing import RoutingDeliverer
-from fetchd.multidrop import MultidropRules
 
 MESSAGE = b"To: joe@pop.example.org\r\nSubject: once\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n"
 

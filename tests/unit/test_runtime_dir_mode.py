@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fetchd.runtime import ensure_private_dir, runtime_dir
+from fetchd.daemon.runtime import ensure_private_dir, runtime_dir
 
 
 @pytest.fixture

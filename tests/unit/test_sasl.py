@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from fetchd import sasl
+from fetchd.auth import sasl
 from fetchd.errors import AuthError
 
 

@@ -8,7 +8,7 @@ import os
 import socket
 from pathlib import Path
 
-from fetchd.sdnotify import MAX_STATUS_LENGTH, Notifier
+from fetchd.daemon.sdnotify import MAX_STATUS_LENGTH, Notifier
 
 
 def _receiver(path: Path) -> socket.socket:

@@ -17,8 +17,8 @@ import structlog.testing
 from fetchd import logconfig
 from fetchd.config import Config, parse
 from fetchd.config.model import Server
+from fetchd.daemon.supervisor import MAX_CONNECTIONS, AccountStatus, Supervisor, cancel_and_wait
 from fetchd.errors import ExitCode, FetchdTimeoutError, RCSyntaxError
-from fetchd.supervisor import MAX_CONNECTIONS, AccountStatus, Supervisor, cancel_and_wait
 
 
 async def test_a_task_that_swallows_one_cancellation_is_still_stopped() -> None:
@@ -165,7 +165,7 @@ async def test_a_broken_reload_keeps_the_running_configuration() -> None:
 
 async def test_a_second_stop_request_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[int] = []
-    monkeypatch.setattr("fetchd.supervisor.os._exit", exits.append)
+    monkeypatch.setattr("fetchd.daemon.supervisor.os._exit", exits.append)
     config = _config("poll a user u password p is l here\n", interval=3600)
     supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), None)  # type: ignore[arg-type]
     supervisor.stop()
@@ -178,7 +178,7 @@ async def test_a_second_stop_request_exits_at_once(monkeypatch: pytest.MonkeyPat
 async def test_a_lost_idle_is_reopened_at_once_but_a_failing_one_waits(
     monkeypatch: pytest.MonkeyPatch, healthy_after: float, polls: int
 ) -> None:
-    monkeypatch.setattr("fetchd.supervisor.IDLE_HEALTHY_SECONDS", healthy_after)
+    monkeypatch.setattr("fetchd.daemon.supervisor.IDLE_HEALTHY_SECONDS", healthy_after)
     config = _config("poll a proto imap user u password p is l here idle\n", interval=3600)
     polled: list[float] = []
     idles = 0

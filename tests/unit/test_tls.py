@@ -8,10 +8,10 @@ import ssl
 import pytest
 
 from fetchd.config import ParseEnvironment, parse
+from fetchd.config.overrides import apply_overrides
 from fetchd.errors import ConfigError, TLSError
+from fetchd.net.tls import Security, TLSSettings, check_peer, fingerprint_bytes, make_context
 from fetchd.options import parse_args
-from fetchd.overrides import apply_overrides
-from fetchd.tls import Security, TLSSettings, check_peer, fingerprint_bytes, make_context
 
 
 @pytest.mark.parametrize(

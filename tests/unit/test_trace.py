@@ -10,7 +10,7 @@ import pytest
 
 from fetchd import __version__
 from fetchd.delivery.headers import Trace, tracepolls_note
-from fetchd.hostname import this_host
+from fetchd.net.hostname import this_host
 
 WHEN = datetime(2026, 12, 1, 6, 0, 0, tzinfo=UTC)
 

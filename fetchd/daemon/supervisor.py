@@ -32,8 +32,8 @@ import structlog
 
 from fetchd import __version__, logconfig
 from fetchd.config.model import Config, Server
+from fetchd.daemon.sdnotify import Notifier
 from fetchd.errors import ExitCode, FetchdError
-from fetchd.sdnotify import Notifier
 
 log = structlog.get_logger("fetchd.daemon")
 
@@ -214,7 +214,7 @@ class Supervisor:
         return text + (f"; {failing} failing" if failing else "")
 
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A control-socket request (already checked by fetchd.control)."""
+        """A control-socket request (already checked by fetchd.daemon.control)."""
         command = request["cmd"]
         if command == "quit":
             self.stop()

@@ -15,23 +15,24 @@ from typing import Any
 
 import structlog
 
-from fetchd import __version__, control, logconfig
+from fetchd import __version__, logconfig
 from fetchd.config import Config, ParseEnvironment, load_rcfile
 from fetchd.config.check import check_config
 from fetchd.config.model import Server
-from fetchd.errors import ConfigError, DaemonRunningError, ExitCode
-from fetchd.options import Options, Override
-from fetchd.overrides import apply_overrides, select_entries
-from fetchd.runtime import (
+from fetchd.config.overrides import apply_overrides, select_entries
+from fetchd.daemon import control
+from fetchd.daemon.runtime import (
     DaemonLock,
     PidFile,
     ensure_private_dir,
     running_fetchmail,
     runtime_dir,
 )
-from fetchd.sdnotify import Notifier
+from fetchd.daemon.sdnotify import Notifier
+from fetchd.daemon.supervisor import STOP_DEADLINE_SECONDS, AccountStatus, Supervisor
+from fetchd.errors import ConfigError, DaemonRunningError, ExitCode
+from fetchd.options import Options, Override
 from fetchd.state import UIDStore
-from fetchd.supervisor import STOP_DEADLINE_SECONDS, AccountStatus, Supervisor
 
 log = structlog.get_logger("fetchd.daemon")
 

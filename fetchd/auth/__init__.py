@@ -1,0 +1,1 @@
+"""Credentials: SASL mechanisms now; OAuth2 and fetchmail's password sources next."""
