@@ -26,9 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             sys.stdout.write(unit_text(running_program()))
             return 0
-        from fetchd import engine  # imported late: --help must work even if a dependency is broken
+        # Imported late: --help must work even if a dependency is broken.
+        if options.demo:
+            from fetchd.demo.run import run_demo
 
-        code = int(engine.run(options))
+            code = run_demo(options)
+        else:
+            from fetchd import app
+
+            code = int(app.run(options))
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         return code
     except FetchdError as exc:

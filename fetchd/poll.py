@@ -112,37 +112,45 @@ class PollSettings:
     warnings: float = 3600.0  # seconds between two warnings about one oversized message
 
 
-# Messages whose permanent refusal (5xx, kept by softbounce) was already reported by this process.
-_refusals_warned: set[tuple[str, str]] = set()
+class PollMemory:
+    """What polls remember of one another, for the lifetime of this object: the process's
+    (``PROCESS_MEMORY``, as fetchmail keeps it: a daemon warns once an interval, a new run
+    anew), or a caller's own (a test, a fleet worker)."""
+
+    def __init__(self) -> None:
+        # Messages whose permanent refusal (5xx, kept by softbounce) was already reported.
+        self.refusals_warned: set[tuple[str, str]] = set()
+        # When each oversized message was last warned about, by (account, UID): fetchmail's
+        # `warnings` interval.
+        self.oversized_warned: dict[tuple[str, str], float] = {}
+        # Octets actually read of messages found over `limit` although the listing said
+        # otherwise, by (account, UID): a server that under-states a size is not trusted with it
+        # again.
+        self.read_sizes: dict[tuple[str, str], int] = {}
+
+    def warn_once_about_refusal(
+        self, label: str, info: MessageInfo, outcome: DeliveryResult
+    ) -> None:
+        code = getattr(outcome, "code", None)
+        if not isinstance(code, int) or code < 500 or (label, info.uid) in self.refusals_warned:
+            return
+        self.refusals_warned.add((label, info.uid))
+        log.warning(
+            "message.refused",
+            text=f"message {label}:{info.number} was refused: {outcome.reason}; it stays on "
+            "the server, and this is said once, not at every poll",
+        )
+
+    def warn_oversized(self, label: str, info: MessageInfo, interval: float, text: str) -> None:
+        now = time.monotonic()
+        last = self.oversized_warned.get((label, info.uid))
+        if last is not None and now - last < interval:
+            return
+        self.oversized_warned[(label, info.uid)] = now
+        log.warning("message.oversized", text=text)
 
 
-def _warn_once_about_refusal(label: str, info: MessageInfo, outcome: DeliveryResult) -> None:
-    code = getattr(outcome, "code", None)
-    if not isinstance(code, int) or code < 500 or (label, info.uid) in _refusals_warned:
-        return
-    _refusals_warned.add((label, info.uid))
-    log.warning(
-        "message.refused",
-        text=f"message {label}:{info.number} was refused: {outcome.reason}; it stays on the "
-        "server, and this is said once, not at every poll",
-    )
-
-
-# When each oversized message was last warned about, by (account, UID): fetchmail's `warnings`
-# interval. In memory, as fetchmail keeps it: a daemon warns once an interval, a new run anew.
-_oversized_warned: dict[tuple[str, str], float] = {}
-# Octets actually read of messages found over `limit` although the listing said otherwise, by
-# (account, UID): a server that under-states a size is not trusted with it again.
-_read_sizes: dict[tuple[str, str], int] = {}
-
-
-def _warn_oversized(label: str, info: MessageInfo, interval: float, text: str) -> None:
-    now = time.monotonic()
-    last = _oversized_warned.get((label, info.uid))
-    if last is not None and now - last < interval:
-        return
-    _oversized_warned[(label, info.uid)] = now
-    log.warning("message.oversized", text=text)
+PROCESS_MEMORY = PollMemory()
 
 
 async def poll_account(
@@ -150,13 +158,14 @@ async def poll_account(
     deliverer: Deliverer,
     state: DeliveryState,
     settings: PollSettings,
+    memory: PollMemory = PROCESS_MEMORY,
 ) -> PollResult:
     """Poll one mailbox, in as many sessions as ``expunge`` asks for."""
     result: PollResult | None = None
     while True:
         source = await open_source()
         try:
-            more = await _one_session(source, deliverer, state, settings, result)
+            more = await _one_session(source, deliverer, state, settings, result, memory)
         except BaseException:
             await source.abort()
             raise
@@ -177,10 +186,11 @@ async def _one_session(
     state: DeliveryState,
     settings: PollSettings,
     previous: PollResult | None,
+    memory: PollMemory,
 ) -> _SessionOutcome:
     listing = await source.list_messages()
     delivered = await asyncio.to_thread(state.delivered)
-    read_sizes = {uid: n for (label, uid), n in _read_sizes.items() if label == source.label}
+    read_sizes = {uid: n for (label, uid), n in memory.read_sizes.items() if label == source.label}
     selection = select_messages(listing, delivered, settings.selection, read_sizes)
     first_session = previous is None
     result = previous or _count(source.label, listing, selection)
@@ -212,7 +222,7 @@ async def _one_session(
         )
     for info in selection.oversized:
         size = max(info.size, read_sizes.get(info.uid, 0))
-        _warn_oversized(
+        memory.warn_oversized(
             source.label,
             info,
             settings.warnings,
@@ -230,10 +240,10 @@ async def _one_session(
             if limit and len(data) > limit:
                 # The listing under-stated it: `limit` holds for the octets actually read.
                 # Neither delivered nor deleted, and not fetched again by this process.
-                _read_sizes[(source.label, info.uid)] = len(data)
+                memory.read_sizes[(source.label, info.uid)] = len(data)
                 result.oversized += 1
-                _oversized_warned.pop((source.label, info.uid), None)
-                _warn_oversized(
+                memory.oversized_warned.pop((source.label, info.uid), None)
+                memory.warn_oversized(
                     source.label,
                     info,
                     settings.warnings,
@@ -258,7 +268,7 @@ async def _one_session(
             else:
                 result.kept += 1
                 result.refusals.append(outcome.reason)
-                _warn_once_about_refusal(source.label, info, outcome)
+                memory.warn_once_about_refusal(source.label, info, outcome)
             progress.message(source.label, info, deleting and outcome.may_delete, outcome)
         await recording.wait()
         await retrieval  # re-raises a retrieval failure after what arrived whole was delivered

@@ -595,7 +595,7 @@ def _resolve(entry: _RawEntry, env: ParseEnvironment) -> Server:
         user_values["fetchdomains"] = (env.hostname or socket.gethostname(),)
     if "stripcr" not in user_values:
         user_values["stripcr"] = options.get("mda") is not None
-    # An explicit `user ""` stays empty, as in fetchmail; polling it is refused (engine).
+    # An explicit `user ""` stays empty, as in fetchmail; polling it is refused (fetchd.account).
     remote = options.get("remote", env.login)
     # fetchmail's placeholder where no password is ever sent (ETRN, Kerberos, GSSAPI, ...).
     # fetchmail sets it for the entries it will poll, so not for `skip` ones.

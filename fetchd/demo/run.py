@@ -14,9 +14,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from fetchd import logconfig
+from fetchd.account import RunMemory
 from fetchd.config import ParseEnvironment, parse
 from fetchd.demo.pop3server import DemoPOP3Server
 from fetchd.demo.smtpsink import DemoSMTPSink
+from fetchd.oneshot import poll_entries
 from fetchd.options import Options
 
 _MESSAGES = [
@@ -30,14 +33,14 @@ _MESSAGES = [
 
 
 def run_demo(options: Options) -> int:
+    logconfig.configure(verbosity=options.verbose, silent=options.silent, fmt="console")
     with tempfile.TemporaryDirectory(prefix="fetchd-demo-") as home:
         os.environ["XDG_STATE_HOME"] = home  # the demo's UID store and locks, thrown away after
         return asyncio.run(_demo(Path(home), options))
 
 
 async def _demo(home: Path, options: Options) -> int:
-    from fetchd.engine import poll_entries
-
+    memory = RunMemory()  # one run of three polls
     server = DemoPOP3Server("demo", "demo-password", list(_MESSAGES))
     sink = DemoSMTPSink()
     await server.start()
@@ -58,9 +61,9 @@ async def _demo(home: Path, options: Options) -> int:
         )
         print(f"fetchd demo: rc file {rcfile}:\n{rcfile.read_text()}")
         print("fetchd demo: poll 1, keep: every message is delivered and left on the server")
-        first = await poll_entries(config, list(config.servers), options)
+        first = await poll_entries(config, list(config.servers), options, memory)
         print("fetchd demo: poll 2, keep: nothing is new, so nothing is delivered")
-        second = await poll_entries(config, list(config.servers), options)
+        second = await poll_entries(config, list(config.servers), options, memory)
         nokeep = dataclasses.replace(
             config,
             servers=tuple(
@@ -71,7 +74,7 @@ async def _demo(home: Path, options: Options) -> int:
             ),
         )
         print("fetchd demo: poll 3, nokeep: delivered messages are deleted, not sent again")
-        third = await poll_entries(nokeep, list(nokeep.servers), options)
+        third = await poll_entries(nokeep, list(nokeep.servers), options, memory)
     finally:
         await server.stop()
         await sink.stop()

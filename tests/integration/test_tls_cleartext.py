@@ -16,10 +16,10 @@ import pytest
 import trustme
 
 from fetchd.config.parser import ParseEnvironment, parse
-from fetchd.engine import _tls
 from fetchd.errors import AuthError, TLSError
 from fetchd.imap.connect import open_imap
 from fetchd.net.tls import TLSSettings
+from fetchd.pipeline import tls_settings as _tls
 from fetchd.pop3.source import POP3Account, open_pop3
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server

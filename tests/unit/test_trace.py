@@ -94,8 +94,8 @@ async def test_true_name_is_the_resolvers_canonical_name_and_first_address(
     import asyncio
 
     from fetchd.config.model import Server
-    from fetchd.engine import _true_name
     from fetchd.errors import DNSError
+    from fetchd.pipeline import server_true_name as _true_name
 
     server = Server(pollname="pop.example.org")
 
@@ -126,7 +126,7 @@ async def test_true_name_without_addrconfig_when_only_loopback_is_configured(
     import asyncio
 
     from fetchd.config.model import Server
-    from fetchd.engine import _true_name
+    from fetchd.pipeline import server_true_name as _true_name
 
     async def resolve(host: str, port: object, **kwargs: Any) -> list[tuple[Any, ...]]:
         if kwargs["flags"] & socket.AI_ADDRCONFIG:
