@@ -125,6 +125,15 @@ class AuthError(FetchdError):
     exit_code = ExitCode.AUTH
 
 
+class OAuth2GrantError(AuthError):
+    """The provider refused the stored refresh token for good (``invalid_grant``: revoked,
+    expired, password changed): only logging in again helps; the message says how."""
+
+
+class OAuth2UnavailableError(SocketError):
+    """The provider's token endpoint could not be reached or failed (network, 5xx): transient."""
+
+
 class ProtocolError(FetchdError):
     """The server said something that breaks the protocol."""
 
