@@ -11,17 +11,19 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from fetchd.auth.oauth2.credential import stored_record, token_for_login
+from fetchd.auth.oauth2.store import TokenRecord
 from fetchd.auth.prompt import Passwords
 from fetchd.config import Config
 from fetchd.config.model import Server, User
 from fetchd.daemon.supervisor import AccountStatus
-from fetchd.errors import ConfigError, ExitCode, FetchdError
+from fetchd.errors import ConfigError, CredentialsRejectedError, ExitCode, FetchdError
 from fetchd.hooks import run_hook
 from fetchd.net.interface import note_activity, skip_reason
 from fetchd.net.plugin import PluginLinks
 from fetchd.options import Options
 from fetchd.pipeline import open_imap_folder, poll_folder, protocol_of, server_true_name
-from fetchd.poll import PollMemory
+from fetchd.poll import PollMemory, PollResult
 from fetchd.state import AccountLock, UIDStore
 
 log = structlog.get_logger("fetchd")
@@ -65,13 +67,28 @@ async def idle_until_mail(config: Config, server: Server, user: User, *, memory:
     """Wait in IDLE until the folder changes; the caller then polls (a fresh search, so nothing
     that arrived between the poll and the IDLE is missed)."""
     label = f"{user.remote}@{server.pollname}"
-    password = await memory.passwords.for_login(config.filename, server, user)
+    password = await _secret_for_login(config, server, user, label, memory)
     plugin = PluginLinks(server.plugin) if server.plugin else None
     try:
         await _idle_once(server, user, label, password, plugin)
     finally:
         if plugin is not None:
             await plugin.aclose()
+
+
+async def _secret_for_login(
+    config: Config,
+    server: Server,
+    user: User,
+    label: str,
+    memory: RunMemory,
+    record: TokenRecord | None = None,
+) -> str:
+    """The stored OAuth2 token when the account has one (never a prompt), else the password."""
+    record = record or stored_record(server, user)
+    if record is not None:
+        return await token_for_login(server, record, label)
+    return await memory.passwords.for_login(config.filename, server, user)
 
 
 async def _idle_once(
@@ -145,23 +162,41 @@ async def _poll_user(
                         stage = "preconnect"
                         await run_hook("preconnect", user.preconnect, label, server.deadline)
                     stage = "password"
-                    password = await memory.passwords.for_login(config.filename, server, user)
+                    record = stored_record(server, user)
+                    password = await _secret_for_login(config, server, user, label, memory, record)
                     stage = "dns"
                     true_name = await server_true_name(server)  # once per poll, for every folder
                     for folder in folders:
                         stage = f"polling {folder}" if protocol == "IMAP" else "polling"
-                        result = await poll_folder(
-                            config.globals,
-                            server,
-                            user,
-                            password,
-                            protocol,
-                            folder,
-                            options.check,
-                            store,
-                            true_name,
-                            memory.polls,
-                        )
+
+                        async def poll(secret: str, folder: str = folder) -> PollResult:
+                            return await poll_folder(
+                                config.globals,
+                                server,
+                                user,
+                                secret,
+                                protocol,
+                                folder,
+                                options.check,
+                                store,
+                                true_name,
+                                memory.polls,
+                            )
+
+                        try:
+                            result = await poll(password)
+                        except CredentialsRejectedError:
+                            if record is None:
+                                raise
+                            # A token we believed valid was refused (revoked early, clock
+                            # skew): refresh once and retry once. The refused login fetched
+                            # nothing, so nothing can be delivered twice.
+                            stage = "refreshing the OAuth2 token"
+                            password = await token_for_login(
+                                server, record, label, rejected=password
+                            )
+                            stage = f"polling {folder}" if protocol == "IMAP" else "polling"
+                            result = await poll(password)
                         delivered += result.delivered
                         messages += result.delivered
                         octets += result.octets

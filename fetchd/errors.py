@@ -125,6 +125,11 @@ class AuthError(FetchdError):
     exit_code = ExitCode.AUTH
 
 
+class CredentialsRejectedError(AuthError):
+    """The server answered NO to the password or token we sent (not: no usable mechanism).
+    For a stored OAuth2 token this means refresh once and retry once."""
+
+
 class OAuth2GrantError(AuthError):
     """The provider refused the stored refresh token for good (``invalid_grant``: revoked,
     expired, password changed): only logging in again helps; the message says how."""

@@ -214,6 +214,9 @@ AUTH_WORDS: dict[str, str] = {
     "cram-md5": "cram-md5",
     "msn": "msn",
     "ntlm": "ntlm",
+    # fetchmail 7's OAuth2 types (6.4 has none); fetchd takes their token from its token store.
+    "oauthbearer": "oauthbearer",
+    "xoauth2": "xoauth2",
 }
 # Protocol names, each in lower or upper case only (``Imap`` is a plain string).
 PROTOCOL_WORDS = frozenset(

@@ -33,6 +33,7 @@ from aioimaplib import aioimaplib  # type: ignore[import-untyped]  # ships no ty
 
 from fetchd.errors import (
     AuthError,
+    CredentialsRejectedError,
     DNSError,
     FetchdError,
     FetchdTimeoutError,
@@ -393,7 +394,7 @@ class IMAPClient:
         except ValueError as exc:
             raise AuthError(f"user name or password cannot be sent: {exc}") from None
         tagged = await self._execute(b"LOGIN", *arguments, secret=True)
-        _check(tagged, "LOGIN", AuthError)
+        _check(tagged, "LOGIN", CredentialsRejectedError)
         await self._after_authentication(tagged)
 
     async def authenticate(self, mechanism: SASLMechanism, *, sends_secret: bool = True) -> None:
@@ -415,7 +416,7 @@ class IMAPClient:
         tagged = await self._execute(
             b"AUTHENTICATE", *arguments, secret=True, sasl=_SASLState(mechanism, initial)
         )
-        _check(tagged, f"AUTHENTICATE {name}", AuthError)
+        _check(tagged, f"AUTHENTICATE {name}", CredentialsRejectedError)
         await self._after_authentication(tagged)
 
     async def select(self, folder: str) -> SelectedMailbox:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fetchd.errors import AuthError, FetchdError, ProtocolError, ServerBusyError, ServerError
+from fetchd.errors import (
+    AuthError,
+    CredentialsRejectedError,
+    FetchdError,
+    ProtocolError,
+    ServerBusyError,
+    ServerError,
+)
 
 MAX_LINE = 8192  # a status or listing line; RFC 1939 allows 512, servers exceed it a little
 MAX_MESSAGE = 512 * 1024 * 1024  # one message; beyond this the server is not sending mail
@@ -60,7 +67,9 @@ def error_for(reply: Reply, during: str, server: str) -> FetchdError:
         error = ServerError(what)
         error.transient = False
         return error
-    if reply.code == "AUTH" or during.startswith(("PASS", "APOP", "AUTH", "USER")):
+    if during.startswith(("PASS", "APOP", "AUTH")):
+        return CredentialsRejectedError(what)
+    if reply.code == "AUTH" or during.startswith("USER"):
         return AuthError(what)
     lowered = reply.text.lower()
     if "lock" in lowered or "in use" in lowered or "busy" in lowered:

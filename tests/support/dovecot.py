@@ -40,13 +40,17 @@ class Dovecot:
         pop3_only_on_110: bool = False,
         extra_config: str = "",
         env: dict[str, str] | None = None,
+        oauth2_introspection_url: str = "",
     ) -> None:
         """``pop3_only_on_110``: POP3 on the standard ports 110 and 995 of ``host`` (pick a
         loopback address of its own, such as 127.x.y.z), and no IMAP at all.
         ``extra_config``: lines added to dovecot.conf (``{root}`` is its directory);
-        ``env``: added to Dovecot's environment (e.g. ``OPENSSL_CONF``)."""
+        ``env``: added to Dovecot's environment (e.g. ``OPENSSL_CONF``);
+        ``oauth2_introspection_url``: also accept XOAUTH2 and OAUTHBEARER, each token checked by
+        POSTing it to this RFC 7662 introspection endpoint (``passdb {{ driver = oauth2 }}``)."""
         self.user, self.password, self.host = user, password, host
         self.extra_config, self.env = extra_config, env or {}
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.ca: trustme.CA | None = None  # the test CA, once started: it can issue client certs
         self.root = Path(tempfile.mkdtemp(prefix="fetchd-dovecot-"))
         self.root.chmod(0o755)  # the mail user and Dovecot's login user must get in
@@ -85,6 +89,14 @@ class Dovecot:
         for sub in ("run", "state", "home", "mail"):
             (self.root / sub).mkdir(exist_ok=True)
         self._make_maildir()
+        if self.oauth2_introspection_url:
+            (self.root / "oauth2.conf.ext").write_text(
+                f"introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+            )
         config = self.root / "dovecot.conf"
         config.write_text(self._config())
         self._process = subprocess.Popen(
@@ -134,7 +146,7 @@ ssl = yes
 ssl_cert = <{root}/server.pem
 ssl_key = <{root}/server.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5
+auth_mechanisms = plain login cram-md5{self._oauth2_mechanisms()}
 mail_location = maildir:{root}/mail/%u
 pop3_uidl_format = %08Xu%08Xv
 mail_fsync = never
@@ -143,7 +155,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
-userdb {{
+{self._oauth2_passdb()}userdb {{
   driver = passwd-file
   args = username_format=%u {root}/passwd
 }}
@@ -180,6 +192,16 @@ service stats {{
   }}
 }}
 """ + self.extra_config.replace("{root}", str(root))
+
+    def _oauth2_mechanisms(self) -> str:
+        return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""
+
+    def _oauth2_passdb(self) -> str:
+        # After passwd-file: a password logs in there; a token fails there and goes on to
+        # this one, which asks the introspection endpoint (result_failure = continue).
+        if not self.oauth2_introspection_url:
+            return ""
+        return f"passdb {{\n  driver = oauth2\n  args = {self.root}/oauth2.conf.ext\n}}\n"
 
     def add_user(self, user: str, password: str) -> Path:
         """Another mailbox (Dovecot re-reads its passwd file); returns its Maildir."""

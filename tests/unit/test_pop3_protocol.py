@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fetchd.errors import AuthError, ProtocolError, ServerBusyError, ServerError
+from fetchd.errors import (
+    AuthError,
+    CredentialsRejectedError,
+    ProtocolError,
+    ServerBusyError,
+    ServerError,
+)
 from fetchd.pop3.protocol import (
     MultilineDecoder,
     apop_timestamp,
@@ -48,8 +54,10 @@ def test_a_line_that_is_no_reply_is_a_protocol_error(line: bytes) -> None:
         (b"-ERR [LOGIN-DELAY] wait", "PASS", ServerBusyError, 14),
         (b"-ERR [SYS/TEMP] disk", "RETR 1", ServerError, 7),
         (b"-ERR [SYS/PERM] gone", "RETR 1", ServerError, 7),
-        (b"-ERR [AUTH] nope", "PASS", AuthError, 3),
-        (b"-ERR invalid password", "PASS", AuthError, 3),
+        (b"-ERR [AUTH] nope", "PASS", CredentialsRejectedError, 3),
+        (b"-ERR invalid password", "PASS", CredentialsRejectedError, 3),
+        (b"-ERR [AUTH] token", "AUTH XOAUTH2", CredentialsRejectedError, 3),
+        (b"-ERR no such user", "USER", AuthError, 3),
         (b"-ERR mailbox is locked by another session", "STAT", ServerBusyError, 14),
         (b"-ERR no such message", "RETR 9", ProtocolError, 4),
     ],
