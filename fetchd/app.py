@@ -49,7 +49,8 @@ def run(options: Options) -> int:
     from fetchd.daemon.service import command_while_daemon_runs, control_command
 
     answered = control_command(options)
-    if answered is None and not (options.version or options.configdump):
+    oauth2 = bool(options.oauth2_login or options.oauth2_logout)
+    if answered is None and not (options.version or options.configdump or oauth2):
         answered = command_while_daemon_runs(options)  # wake it, or refuse (fetchmail's rules)
     if answered is not None:
         return answered
@@ -62,9 +63,19 @@ def run(options: Options) -> int:
     if options.configdump:
         sys.stdout.write(configdump(config))
         return 0
+    if oauth2:
+        from fetchd.auth.oauth2.command import oauth2_command
+
+        return oauth2_command(config, options) or 0
     if options.version:
+        from fetchd.auth.oauth2.command import describe_tokens
+
         print(version_line())
         print(describe(config), end="")
+        tokens = describe_tokens(config)
+        if tokens:
+            print("OAuth2 token store:")
+            print(tokens, end="")
         return 0
     entries = select_entries(config, options.hosts, options, env)
     if not entries:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NoReturn
 
 from fetchd import __version__
@@ -50,6 +50,14 @@ class Options:
     daemon_default: int | None = None  # --daemon-default: the interval when the rc file has none
     systemd_unit: bool = False  # --systemd-unit: print the user unit and exit
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
+    # OAuth2: --oauth2-login ACCOUNT (user@pollname) and its settings, --oauth2-logout ACCOUNT.
+    oauth2_login: str | None = None
+    oauth2_logout: str | None = None
+    oauth2_provider: str | None = None
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = field(default=None, repr=False)
+    oauth2_scope: str | None = None
+    oauth2_flow: str = ""  # "device", "browser", or "" (the provider's best)
 
     def override(self, key: str) -> object | None:
         """The last value the command line gave for ``key``, or None."""
@@ -588,6 +596,7 @@ def _build_parser() -> _Parser:
     general.add_argument(
         "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
     )
+    _add_oauth2_options(parser)
 
     for title, flags in _GROUPS.items():
         group = parser.add_argument_group(title)
@@ -608,6 +617,30 @@ def _build_parser() -> _Parser:
     return parser
 
 
+def _add_oauth2_options(parser: _Parser) -> None:
+    oauth2 = parser.add_argument_group("OAuth2 (auth xoauth2 or oauthbearer)")
+    oauth2.add_argument(
+        "--oauth2-login",
+        metavar="ACCOUNT",
+        help="log ACCOUNT (user@pollname) in once and keep its tokens; then exit",
+    )
+    oauth2.add_argument(
+        "--oauth2-logout", metavar="ACCOUNT", help="forget ACCOUNT's stored OAuth2 tokens"
+    )
+    oauth2.add_argument(
+        "--oauth2-provider", metavar="PROVIDER", help="google, microsoft, or an issuer URL"
+    )
+    oauth2.add_argument("--oauth2-client-id", metavar="ID", help="your client registration")
+    oauth2.add_argument("--oauth2-client-secret", metavar="SECRET", help="its secret, if any")
+    oauth2.add_argument("--oauth2-scope", metavar="SCOPE", help="instead of the provider's")
+    oauth2.add_argument(
+        "--oauth2-flow",
+        choices=("device", "browser"),
+        default="",
+        help="device code, or a browser and a loopback redirect (default: device if offered)",
+    )
+
+
 _ALL_FLAGS = {
     "override:" + "|".join(flag.flags): flag for flags in _GROUPS.values() for flag in flags
 }
@@ -625,6 +658,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     # argparse keeps only the last of two flags with one dest, which is fetchmail's rule too, but
     # -k and -K share a key with different dests: order among those follows the command line.
     overrides = _ordered_overrides(argv, values)
+    if values["oauth2_login"] and not (values["oauth2_provider"] and values["oauth2_client_id"]):
+        parser.error("--oauth2-login needs --oauth2-provider and --oauth2-client-id")
     if values["daemon_default"] is not None and values["daemon_default"] <= 0:
         parser.error("--daemon-default needs a number of seconds above 0")
     return Options(
@@ -646,6 +681,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         daemon_default=values["daemon_default"],
         systemd_unit=values["systemd_unit"],
         debug=values["debug"],
+        oauth2_login=values["oauth2_login"],
+        oauth2_logout=values["oauth2_logout"],
+        oauth2_provider=values["oauth2_provider"],
+        oauth2_client_id=values["oauth2_client_id"],
+        oauth2_client_secret=values["oauth2_client_secret"],
+        oauth2_scope=values["oauth2_scope"],
+        oauth2_flow=values["oauth2_flow"],
     )
 
 
