@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -149,6 +151,8 @@ async def test_stored_token_logs_in_and_delivers(
     saved = _store(tmp_path).load("127.0.0.1", "alice")
     assert saved is not None and saved.refresh_token != record.refresh_token
     assert f"method={auth.upper()}" in dovecot.log()
+    if proto == "pop3":  # the trace at -v -v shows the command, the token masked
+        assert f"POP3> AUTH {auth.upper()} *" in out, out
     _assert_no_secret(out, authorization_server)
 
 
@@ -213,3 +217,47 @@ async def test_revoked_refresh_token_fails_that_account_only(
     _assert_no_secret(out, authorization_server)
     saved = _store(tmp_path).load("127.0.0.1", "alice")
     assert saved == record  # kept as it was: a new login replaces it
+
+
+async def test_daemon_keeps_delivering_over_several_token_lifetimes(
+    tmp_path: Path, dovecot: Dovecot, mta: MTA, authorization_server: AuthorizationServer
+) -> None:
+    """A daemon polling every second for more than three 3 s token lifetimes refreshes as it
+    goes and delivers every message, with no login Dovecot refused."""
+    _log_in(tmp_path, authorization_server)
+    rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
+    rc.write_text("set daemon 1\n" + rc.read_text())
+    (tmp_path / "run").mkdir(mode=0o700)
+    offset = dovecot.log_offset()
+    refreshes = authorization_server.refresh_count()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fetchd", "-N", "-v", "-v", "-f", str(rc),
+        env={
+            "HOME": str(tmp_path),
+            "XDG_STATE_HOME": str(tmp_path / "state"),
+            "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "FETCHD_SYSLOG_SOCKET": str(tmp_path / "syslog.sock"),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        began = time.monotonic()
+        for number in range(5):
+            dovecot.deliver(f"Subject: daemon {number}\r\n\r\nbody\r\n".encode())
+            await asyncio.sleep(2.5)
+        deadline = time.monotonic() + 15
+        while len(mta.sink.received) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        lasted = time.monotonic() - began
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        out = (await asyncio.wait_for(process.communicate(), 20))[0].decode()
+    assert len(mta.sink.received) == 5, out
+    assert dovecot.messages() == []
+    assert lasted > 3 * authorization_server.access_lifetime
+    assert authorization_server.refresh_count() - refreshes >= 3
+    assert "auth failed" not in dovecot.log_since(offset)
+    _assert_no_secret(out, authorization_server)
