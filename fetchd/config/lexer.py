@@ -214,10 +214,10 @@ AUTH_WORDS: dict[str, str] = {
     "cram-md5": "cram-md5",
     "msn": "msn",
     "ntlm": "ntlm",
-    # fetchmail 7's OAuth2 types (6.4 has none); fetchd takes their token from its token store.
-    "oauthbearer": "oauthbearer",
-    "xoauth2": "xoauth2",
 }
+# fetchmail 7's OAuth2 types: words only after `auth`, so that where fetchmail 6.4 reads them as
+# plain strings (a folder, a host) fetchd does too.
+OAUTH2_AUTH_WORDS = frozenset({"oauthbearer", "xoauth2"})
 # Protocol names, each in lower or upper case only (``Imap`` is a plain string).
 PROTOCOL_WORDS = frozenset(
     ["auto", "pop2", "sdps", "pop3", "imap", "apop", "rpop", "etrn", "odmr", "kpop"]
@@ -340,6 +340,8 @@ def _classify(
         return [Token(kind, word, line, column, word)]
     if word in AUTH_WORDS:
         return [Token(Kind.AUTHTYPE, AUTH_WORDS[word], line, column, word)]
+    if state is _State.AUTH and word in OAUTH2_AUTH_WORDS:
+        return [Token(Kind.AUTHTYPE, word, line, column, word)]
     if word.lower() in PROTOCOL_WORDS and word in (word.lower(), word.upper()):
         return [Token(Kind.PROTOCOL, word.lower(), line, column, word)]
     if word in KEYWORDS:

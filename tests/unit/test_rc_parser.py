@@ -493,3 +493,12 @@ def test_a_server_option_after_user_options_is_placed_as_fetchmail_places_it(
         parse(text, "rc", ENV)
     assert caught.value.line == line
     assert "comes after user options" in caught.value.message
+
+
+@pytest.mark.parametrize("word", ["xoauth2", "oauthbearer"])
+def test_fetchmail_7_oauth2_auth_types_only_after_auth(word: str) -> None:
+    """`auth xoauth2|oauthbearer` names fetchmail 7's OAuth2 types; elsewhere the same word is a
+    plain string, as fetchmail 6.4 reads it."""
+    server, user = one_user(f"poll h auth {word} user u folder {word}")
+    assert server.auth == word
+    assert user.mailboxes == (word,)
