@@ -54,11 +54,13 @@ def log_in(
     out: TextIO = sys.stdout,
     stdin: TextIO = sys.stdin,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TokenRecord:
-    """Run the flow and return the record to save (the caller saves it)."""
+    """Run the flow and return the record to save (the caller saves it); ``sleep`` and
+    ``clock`` pace the device flow's polling."""
     flow = request.flow or ("device" if request.provider.device_endpoint else "browser")
     if flow == "device":
-        token = _device_flow(request, out, sleep)
+        token = _device_flow(request, out, sleep, clock)
     else:
         token = _browser_flow(request, out, stdin)
     refresh = token.get("refresh_token")
@@ -83,7 +85,10 @@ def log_in(
 
 
 def _device_flow(
-    request: LoginRequest, out: TextIO, sleep: Callable[[float], None]
+    request: LoginRequest,
+    out: TextIO,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
 ) -> dict[str, Any]:
     endpoint = request.provider.device_endpoint
     if endpoint is None:
@@ -108,8 +113,8 @@ def _device_flow(
     print(f"To log in {request.account}, open {uri}", file=out)
     print(f"and enter the code {grant.get('user_code')}", file=out, flush=True)
     interval = float(grant.get("interval") or 5)
-    deadline = time.monotonic() + float(grant.get("expires_in") or 900)
-    while time.monotonic() < deadline:
+    deadline = clock() + float(grant.get("expires_in") or 900)
+    while clock() < deadline:
         sleep(interval)
         try:
             return token_request(
