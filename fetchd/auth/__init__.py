@@ -1,1 +1,2 @@
-"""Credentials: SASL mechanisms now; OAuth2 and fetchmail's password sources next."""
+"""Credentials: SASL mechanisms, OAuth2 (``oauth2/``: token store, refresh, login flows) and
+the password prompt."""
