@@ -132,5 +132,7 @@ def _account(s: Server, u: User) -> list[str]:
         out.append("  Single-drop mode: 1 local name recognized.")
     names = ", ".join(n if isinstance(n, str) else f"{n[0]} -> {n[1]}" for n in u.localnames)
     out.append(f"  Local name(s): {names}{' and *' if u.wildcard else ''}.")
-    out.append("  Password: " + ("given in the rc file" if u.password else "will be asked for"))
+    out.append(
+        "  Password: " + ("given in the rc file" if u.password else "from ~/.netrc, else asked for")
+    )
     return out
