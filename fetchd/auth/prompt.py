@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
+import stat
 import sys
 
 from fetchd.auth.netrc import NetrcEntry, find_password, netrc_path, read_netrc
 from fetchd.config.model import Server, User
 from fetchd.config.parser import NO_PASSWORD_AUTH
-from fetchd.errors import AuthError
+from fetchd.errors import AuthError, RCPermissionError
 
 
 class Passwords:
@@ -35,6 +37,14 @@ class Passwords:
     async def for_login(self, rcfile: str, server: Server, user: User) -> str:
         if user.password is not None:
             return user.password
+        if user.passwordfile is not None:
+            # Read at each login, so a token another tool refreshes is picked up.
+            return await asyncio.to_thread(read_password_file, user.passwordfile)
+        if user.passwordfd is not None:
+            key = (server.pollname, user.remote)
+            if key not in self._asked:
+                self._asked[key] = read_password_fd(user.passwordfd)
+            return self._asked[key]
         if server.auth in NO_PASSWORD_AUTH:
             # A `skip` entry named on the command line: fetchmail's placeholder, as for the
             # others (the parser gives it only to the entries it will poll); it is never sent.
@@ -53,3 +63,33 @@ class Passwords:
             )
         self._asked[key] = await asyncio.to_thread(getpass.getpass, prompt)
         return self._asked[key]
+
+
+def _first_line(data: str) -> str:
+    return data.split("\n", 1)[0].removesuffix("\r")
+
+
+def read_password_file(path: str) -> str:
+    """The first line of ``path``; a file others may read or not ours is refused, as the rc
+    file is, since it holds the secret."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise AuthError(f"{path}: cannot read the password file: {err.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        info = os.fstat(f.fileno())
+        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+            raise RCPermissionError(
+                f"{path}: the password file must be yours with no more than -rw------- (0600)"
+                " permissions"
+            )
+        return _first_line(f.read())
+
+
+def read_password_fd(fd: int) -> str:
+    """The first line read from descriptor ``fd`` (to its end), as fetchmail 7 reads it once."""
+    try:
+        with os.fdopen(fd, encoding="utf-8", errors="replace", closefd=True) as f:
+            return _first_line(f.read())
+    except OSError as err:
+        raise AuthError(f"passwordfd {fd}: cannot read the password: {err.strerror}") from None

@@ -1,0 +1,47 @@
+"""fetchmail 7's `passwordfile` and `passwordfd`: parsed, dumped, described, read. fetchmail
+6.4.37 (the installed oracle) does not know these keywords, so they are pinned here, not in the
+differential test; their dump lines appear only when set, so a 6.4 dump is unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fetchd.auth.prompt import read_password_fd, read_password_file
+from fetchd.config import ParseEnvironment, configdump, parse
+from fetchd.errors import RCPermissionError
+
+ENV = ParseEnvironment(login="me", home="/home/me", rcdir="/home/me", hostname="box")
+
+
+def test_parsed_and_dumped_only_when_set() -> None:
+    config = parse("poll h user u passwordfile pw passwordfd 5\npoll g user v\n", "rc", ENV)
+    first, second = (s.users[0] for s in config.servers)
+    assert (first.passwordfile, first.passwordfd) == ("/home/me/pw", 5)
+    assert (second.passwordfile, second.passwordfd) == (None, None)
+    dump = configdump(config)
+    assert dump.count('"passwordfile":"/home/me/pw",') == 1
+    assert dump.count("'passwordfd':5,") == 1
+    assert dump.count("passwordf") == 2
+
+
+def test_password_file_first_line_and_privacy(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("s3cret\r\nsecond line\n")
+    path.chmod(0o600)
+    assert read_password_file(str(path)) == "s3cret"
+    path.chmod(0o640)
+    with pytest.raises(RCPermissionError, match="token: the password file must be yours") as err:
+        read_password_file(str(path))
+    assert "s3cret" not in str(err.value)
+
+
+def test_password_fd_read_once() -> None:
+    read, write = os.pipe()
+    os.write(write, b"from-fd\nignored\n")
+    os.close(write)
+    assert read_password_fd(read) == "from-fd"
+    with pytest.raises(OSError):
+        os.fstat(read)  # closed after the read
