@@ -3,6 +3,9 @@ when the rc file has no password, and a netrc that others may read refused befor
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,50 @@ async def test_world_readable_netrc_is_refused(dovecot: Dovecot, tmp_path: Path)
         assert dovecot.password not in out
         assert sink.received == []
         assert len(dovecot.messages()) == 1
+
+
+def rc_with(home: Path, dovecot: Dovecot, sink: Sink, source: str) -> Path:
+    path = home / "fetchmailrc"
+    path.write_text(
+        f"poll {dovecot.host} proto imap port {dovecot.imap_port}\n"
+        f"  user {dovecot.user} {source} is joe here\n"
+        f'  sslcertfile "{dovecot.ca_file}" smtphost 127.0.0.1/{sink.port}\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+async def test_passwordfile_is_read_at_each_login(dovecot: Dovecot, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("wrong\n")
+    secret.chmod(0o600)
+    dovecot.deliver(b"From: a@example.org\r\nSubject: pf\r\n\r\nbody\r\n")
+    async with running_mta() as sink:
+        rc = rc_with(tmp_path, dovecot, sink, f'passwordfile "{secret}"')
+        code, out = await run_fetchd(tmp_path, rc)
+        assert code != 0, out  # the old token: refused
+        assert sink.received == []
+        secret.write_text(f"{dovecot.password}\nsecond line is not the password\n")
+        code, out = await run_fetchd(tmp_path, rc)
+        assert code == 0, out
+        assert len(sink.received) == 1
+        assert dovecot.password not in out
+
+
+async def test_passwordfd_is_read_from_the_descriptor(dovecot: Dovecot, tmp_path: Path) -> None:
+    dovecot.deliver(b"From: a@example.org\r\nSubject: fd\r\n\r\nbody\r\n")
+    read, write = os.pipe()
+    os.write(write, f"{dovecot.password}\n".encode())
+    os.close(write)
+    async with running_mta() as sink:
+        rc = rc_with(tmp_path, dovecot, sink, f"passwordfd {read}")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-f", str(rc), pass_fds=(read,),
+            env={"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"),
+                 "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        os.close(read)
+        out, _ = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, out.decode()
+        assert len(sink.received) == 1

@@ -4,13 +4,15 @@ differential test; their dump lines appear only when set, so a 6.4 dump is uncha
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from fetchd.auth.prompt import read_password_fd, read_password_file
+from fetchd.auth.prompt import Passwords, read_password_fd, read_password_file
 from fetchd.config import ParseEnvironment, configdump, parse
+from fetchd.config.model import Server, User
 from fetchd.errors import RCPermissionError
 
 ENV = ParseEnvironment(login="me", home="/home/me", rcdir="/home/me", hostname="box")
@@ -45,3 +47,15 @@ def test_password_fd_read_once() -> None:
     assert read_password_fd(read) == "from-fd"
     with pytest.raises(OSError):
         os.fstat(read)  # closed after the read
+
+
+def test_one_run_rereads_the_password_file_at_each_login(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("old-token\n")
+    path.chmod(0o600)
+    user = User(remote="joe", passwordfile=str(path))
+    server = Server(pollname="h", users=(user,))
+    passwords = Passwords(str(tmp_path / "no-netrc"))
+    assert asyncio.run(passwords.for_login("rc", server, user)) == "old-token"
+    path.write_text("refreshed-token\n")
+    assert asyncio.run(passwords.for_login("rc", server, user)) == "refreshed-token"
