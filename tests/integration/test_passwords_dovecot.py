@@ -106,3 +106,42 @@ async def test_passwordfd_is_read_from_the_descriptor(dovecot: Dovecot, tmp_path
         out, _ = await asyncio.wait_for(process.communicate(), 120)
         assert process.returncode == 0, out.decode()
         assert len(sink.received) == 1
+
+
+async def test_daemon_rereads_passwordfile_between_polls(dovecot: Dovecot, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("expired-token\n")
+    secret.chmod(0o600)
+    (tmp_path / "run").mkdir(mode=0o700)
+    environment = {
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    dovecot.deliver(b"From: a@example.org\r\nSubject: daemon\r\n\r\nbody\r\n")
+    async with running_mta() as sink:
+        rc = rc_with(tmp_path, dovecot, sink, f'passwordfile "{secret}"')
+        rc.write_text("set daemon 1\n" + rc.read_text())
+        output = (tmp_path / "daemon.out").open("wb")
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-N", "-f", str(rc), env=environment,
+            stdout=output, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            log = tmp_path / "daemon.out"
+            began = asyncio.get_running_loop().time()
+            while b"LOGIN failed" not in log.read_bytes():
+                assert asyncio.get_running_loop().time() - began < 15, log.read_text()
+                await asyncio.sleep(0.05)
+            assert sink.received == []  # the expired token was refused
+            secret.write_text(f"{dovecot.password}\n")  # another tool refreshes it
+            while not sink.received:
+                assert daemon.returncode is None, log.read_text()
+                assert asyncio.get_running_loop().time() - began < 20, log.read_text()
+                await asyncio.sleep(0.05)
+            assert dovecot.password not in log.read_text()
+        finally:
+            daemon.terminate()
+            await daemon.wait()
+            output.close()
