@@ -12,6 +12,7 @@ import pytest
 
 from fetchd.auth.prompt import Passwords, read_password_fd, read_password_file
 from fetchd.config import ParseEnvironment, configdump, parse
+from fetchd.config.describe import describe
 from fetchd.config.model import Server, User
 from fetchd.errors import RCPermissionError
 
@@ -59,3 +60,19 @@ def test_one_run_rereads_the_password_file_at_each_login(tmp_path: Path) -> None
     assert asyncio.run(passwords.for_login("rc", server, user)) == "old-token"
     path.write_text("refreshed-token\n")
     assert asyncio.run(passwords.for_login("rc", server, user)) == "refreshed-token"
+
+
+def test_dash_v_names_each_source_without_a_secret() -> None:
+    config = parse(
+        "poll a user u passwordfile pw\npoll b user v passwordfd 4\n"
+        "poll c user w password hunter2\npoll d user x\n",
+        "rc",
+        ENV,
+    )
+    lines = [line for line in describe(config).splitlines() if "Password:" in line]
+    assert lines == [
+        "  Password: the first line of /home/me/pw, read at each login",
+        "  Password: read once from file descriptor 4",
+        "  Password: given in the rc file",
+        "  Password: from ~/.netrc, else asked for",
+    ]
