@@ -132,5 +132,13 @@ def _account(s: Server, u: User) -> list[str]:
         out.append("  Single-drop mode: 1 local name recognized.")
     names = ", ".join(n if isinstance(n, str) else f"{n[0]} -> {n[1]}" for n in u.localnames)
     out.append(f"  Local name(s): {names}{' and *' if u.wildcard else ''}.")
-    out.append("  Password: " + ("given in the rc file" if u.password else "will be asked for"))
+    if u.password:
+        source = "given in the rc file"
+    elif u.passwordfile:
+        source = f"the first line of {u.passwordfile}, read at each login"
+    elif u.passwordfd is not None:
+        source = f"read once from file descriptor {u.passwordfd}"
+    else:
+        source = "from ~/.netrc, else asked for"
+    out.append("  Password: " + source)
     return out

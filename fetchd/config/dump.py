@@ -143,6 +143,9 @@ def _user(u: User) -> list[str]:
         "\t\t{",
         f'{p}"remote":{_string(u.remote)},',
         f'{p}"password":{_string(u.password)},',
+        # fetchmail 7's keywords: shown only when set, so a 6.4 dump is unchanged.
+        *([f'{p}"passwordfile":{_string(u.passwordfile)},'] if u.passwordfile else []),
+        *([f"{p}'passwordfd':{u.passwordfd},"] if u.passwordfd is not None else []),
         f"{p}'localnames':{_localnames(u.localnames, u.wildcard)},",
         *(
             f"{p}'{name}':{_flag(getattr(u, name))},"

@@ -90,6 +90,8 @@ KEYWORDS: dict[str, str] = {
         "antispam",
         "mda",
         "bsmtp",
+        "passwordfile",
+        "passwordfd",
         "lmtp",
         "interface",
         "monitor",

@@ -43,6 +43,8 @@ class RCGlobals:
 class User:
     remote: str
     password: str | None = field(default=None, repr=False)
+    passwordfile: str | None = None  # fetchmail 7: its first line, read at each login
+    passwordfd: int | None = None  # fetchmail 7: read once from this descriptor
     localnames: tuple[LocalName, ...] = ()
     wildcard: bool = False  # `is * here`: multidrop to any local name
     fetchall: bool = False

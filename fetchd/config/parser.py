@@ -58,6 +58,9 @@ USER_OPTIONS: dict[str, tuple[str, str]] = {
     "antispam": ("antispam", "numbers"),
     "mda": ("mda", "string"),
     "bsmtp": ("bsmtp", "path"),
+    # fetchmail 7's; unknown to fetchmail 6.4, which cannot be their oracle.
+    "passwordfile": ("passwordfile", "path"),
+    "passwordfd": ("passwordfd", "count"),
     "lmtp": ("lmtp", "flag"),
     "preconnect": ("preconnect", "string"),
     "postconnect": ("postconnect", "string"),
