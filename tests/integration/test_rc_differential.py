@@ -89,6 +89,19 @@ def test_fetchd_rejects_what_fetchmail_rejects(source: Path, home: Path) -> None
     assert error.found_line == their_line, (str(error), theirs.stderr)
 
 
+@pytest.mark.parametrize("word", ["xoauth2", "oauthbearer"])
+def test_the_oauth2_auth_words_are_our_one_deliberate_extension(word: str, home: Path) -> None:
+    """fetchmail 6.4 refuses ``auth xoauth2`` / ``auth oauthbearer`` (fetchmail 7 knows them);
+    fetchd reads them, as its README says, and its dump keeps the word it read."""
+    user = oracle_user()
+    source = home / "o.rc"
+    source.write_text(f"poll h auth {word} user u\n")
+    rcfile = _place(source, home, user)
+    theirs = _run_fetchmail(rcfile, home, user)
+    assert theirs.returncode == 5 and f"syntax error at {word}" in theirs.stderr
+    assert f'"auth":"{word}",' in _ours(rcfile, home, user)
+
+
 def test_the_corpus_is_large_enough() -> None:
     assert len(GOOD) >= 40 and len(BAD) >= 10
     assert len(list(EXAMPLES.glob("*.fetchmailrc"))) >= 3
