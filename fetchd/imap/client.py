@@ -21,6 +21,7 @@ import base64
 import binascii
 import contextlib
 import enum
+import logging
 import socket
 import ssl
 from collections import deque
@@ -588,6 +589,8 @@ class IMAPClient:
             raise self._broken  # type: ignore[misc]
         self._tagged = None
         self._pending_tag = tag
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug("imap.send", text=f"IMAP> {_traced(tag, words, secret=secret)}")
         line = tag.encode()
         for word in words:
             if isinstance(word, Literal):
@@ -619,6 +622,7 @@ class IMAPClient:
                 elif isinstance(response, Continuation):
                     if sasl is None:
                         raise ProtocolError("server asked for a continuation we did not offer")
+                    log.debug("imap.send", text="IMAP> *")  # a SASL answer: always secret
                     self._write(sasl.answer(response.text) + b"\r\n")
                 else:
                     yield response
@@ -631,6 +635,10 @@ class IMAPClient:
     def _own(self, response: Tagged) -> Tagged:
         if response.tag != self._pending_tag:
             raise ProtocolError(f"tagged reply for unknown tag {response.tag[:20]!r}")
+        if log.is_enabled_for(logging.DEBUG):
+            code = f"[{response.code}] " if response.code else ""
+            reply = f"{response.tag} {response.status} {code}{response.text}"
+            log.debug("imap.recv", text=f"IMAP< {_capped(reply)}")
         return response
 
     def _untagged(self, response: ParsedResponse) -> None:
@@ -712,6 +720,23 @@ class IMAPClient:
     def _learn_capabilities(self, code: str | None) -> None:
         if code and code.upper().startswith("CAPABILITY "):
             self.capabilities = frozenset(code.upper().split()[1:])
+
+
+def _traced(tag: str, words: list[Argument], *, secret: bool) -> str:
+    """A command as the -v -v dialogue shows it: a literal by its size, and a secret command's
+    credentials as ``*`` (LOGIN keeps its verb, AUTHENTICATE its mechanism)."""
+    kept = len(words)
+    if secret:
+        kept = 2 if words[:1] == [b"AUTHENTICATE"] else 1
+    parts = [
+        f"{{{len(word.data)}}}"
+        if isinstance(word, Literal)
+        else _capped(word.decode(errors="replace"))
+        for word in words[:kept]
+    ]
+    if len(words) > kept:
+        parts.append("*")
+    return " ".join([tag, *parts])
 
 
 class _SASLState:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from fetchd.poll import PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MailSource
 from fetchd.state import AccountState, UIDStore
+from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot
 
 pytestmark = pytest.mark.dovecot
@@ -126,3 +128,26 @@ async def test_another_client_changing_the_mailbox_mid_poll(
     assert sink.messages == [message(i) for i in range(5)]  # listed before the meddling
     assert result.deleted == 5
     assert dovecot.messages() == [big]  # flagged by the other client, not expunged by us
+
+
+@pytest.mark.parametrize("auth", ["password", "cram-md5"])
+async def test_verbose_shows_the_imap_dialogue_with_the_password_masked(
+    tmp_path: Path, dovecot: Dovecot, auth: str
+) -> None:
+    """fetchd -v shows each IMAP command and tagged reply, as fetchmail does, with LOGIN's
+    arguments and each SASL answer as ``*``: the password appears nowhere."""
+    rc = tmp_path / ".fetchmailrc"
+    rc.write_text(
+        f"poll {dovecot.host} proto imap port {dovecot.imap_port} auth {auth}\n"
+        f'  user {dovecot.user} password "{dovecot.password}" sslcertfile {dovecot.ca_file}'
+        ' keep mda "/bin/cat >/dev/null"\n'
+    )
+    rc.chmod(0o600)
+    dovecot.deliver(message(1))
+    code, out = await run_fetchd(tmp_path, rc, "-v")
+    assert code == 0, out
+    login = r"LOGIN \*" if auth == "password" else r"AUTHENTICATE CRAM-MD5\nIMAP> \*"
+    assert re.search(rf"^IMAP> [A-Z]+\d+ {login}$", out, re.MULTILINE), out
+    assert re.search(r"^IMAP< [A-Z]+\d+ OK ", out, re.MULTILINE), out
+    assert re.search(r"^IMAP> [A-Z]+\d+ UID FETCH ", out, re.MULTILINE), out
+    assert dovecot.password not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -151,8 +152,13 @@ async def test_stored_token_logs_in_and_delivers(
     saved = _store(tmp_path).load("127.0.0.1", "alice")
     assert saved is not None and saved.refresh_token != record.refresh_token
     assert f"method={auth.upper()}" in dovecot.log()
-    if proto == "pop3":  # the trace at -v -v shows the command, the token masked
+    # The trace at -v -v shows the command, the token masked; Dovecot offers SASL-IR, so the
+    # IMAP token goes on the command line and no continuation answer follows.
+    if proto == "pop3":
         assert f"POP3> AUTH {auth.upper()} *" in out, out
+    else:
+        assert re.search(rf"IMAP> [A-Z]+\d+ AUTHENTICATE {auth.upper()} \*", out), out
+        assert "IMAP> *" not in out
     _assert_no_secret(out, authorization_server)
 
 
