@@ -1,5 +1,6 @@
 """The password for a login, in fetchmail's order: the rc file's, then ~/.netrc (matched on the
-poll name, then the `via` name), then one typed at the terminal, asked once."""
+poll name, then the `via` name), then one typed at the terminal, asked once (never an OAuth2
+token)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import stat
 import sys
 
 from fetchd.auth.netrc import NetrcEntry, find_password, netrc_path, read_netrc
+from fetchd.config.lexer import OAUTH2_AUTH_WORDS
 from fetchd.config.model import Server, User
 from fetchd.config.parser import NO_PASSWORD_AUTH
 from fetchd.errors import AuthError, RCPermissionError
@@ -52,6 +54,14 @@ class Passwords:
         from_netrc = self._from_netrc(server, user)
         if from_netrc is not None:
             return from_netrc
+        if server.auth.lower() in OAUTH2_AUTH_WORDS:
+            # A token is never typed: it expires within the hour, and a prompt in a daemon's
+            # first poll would wait forever on a login nobody can finish.
+            raise AuthError(
+                f"no OAuth2 token for {user.remote}@{server.pollname}: run fetchd "
+                f"--oauth2-login {user.remote}@{server.pollname} once, or give the token "
+                "with passwordfile"
+            )
         key = (server.pollname, user.remote)
         if key in self._asked:
             return self._asked[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fetchd.config.lexer import OAUTH2_AUTH_WORDS
 from fetchd.config.model import Config, Server, User
 
 
@@ -138,7 +139,11 @@ def _account(s: Server, u: User) -> list[str]:
         source = f"the first line of {u.passwordfile}, read at each login"
     elif u.passwordfd is not None:
         source = f"read once from file descriptor {u.passwordfd}"
+    elif s.auth.lower() in OAUTH2_AUTH_WORDS:
+        source = "from ~/.netrc (never asked for)"
     else:
         source = "from ~/.netrc, else asked for"
+    if s.auth.lower() in OAUTH2_AUTH_WORDS:
+        source = "the OAuth2 token that fetchd --oauth2-login stored, if any, else " + source
     out.append("  Password: " + source)
     return out

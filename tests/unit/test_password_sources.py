@@ -14,7 +14,7 @@ from fetchd.auth.prompt import Passwords, read_password_fd, read_password_file
 from fetchd.config import ParseEnvironment, configdump, parse
 from fetchd.config.describe import describe
 from fetchd.config.model import Server, User
-from fetchd.errors import RCPermissionError
+from fetchd.errors import AuthError, RCPermissionError
 
 ENV = ParseEnvironment(login="me", home="/home/me", rcdir="/home/me", hostname="box")
 
@@ -65,7 +65,8 @@ def test_one_run_rereads_the_password_file_at_each_login(tmp_path: Path) -> None
 def test_dash_v_names_each_source_without_a_secret() -> None:
     config = parse(
         "poll a user u passwordfile pw\npoll b user v passwordfd 4\n"
-        "poll c user w password hunter2\npoll d user x\n",
+        "poll c user w password hunter2\npoll d user x\n"
+        "poll e auth xoauth2 user y\npoll f auth oauthbearer user z passwordfile pw\n",
         "rc",
         ENV,
     )
@@ -75,4 +76,26 @@ def test_dash_v_names_each_source_without_a_secret() -> None:
         "  Password: read once from file descriptor 4",
         "  Password: given in the rc file",
         "  Password: from ~/.netrc, else asked for",
+        "  Password: the OAuth2 token that fetchd --oauth2-login stored, if any, else from"
+        " ~/.netrc (never asked for)",
+        "  Password: the OAuth2 token that fetchd --oauth2-login stored, if any, else the first"
+        " line of /home/me/pw, read at each login",
     ]
+
+
+@pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
+def test_an_oauth2_account_without_a_token_is_never_prompted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth: str
+) -> None:
+    def prompt(text: str) -> str:
+        raise AssertionError(f"prompted: {text}")
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", prompt)
+    user = User(remote="joe")
+    passwords = Passwords(str(tmp_path / "no-netrc"))
+    with pytest.raises(AuthError, match="no OAuth2 token for joe@h: run fetchd --oauth2-login"):
+        asyncio.run(passwords.for_login("rc", Server(pollname="h", auth=auth, users=(user,)), user))
+    # the same account with a password auth is asked, on the terminal it has
+    with pytest.raises(AssertionError, match="prompted: Enter password for joe@h"):
+        asyncio.run(passwords.for_login("rc", Server(pollname="h", users=(user,)), user))
