@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +126,59 @@ def _assert_no_secret(text: str, server: AuthorizationServer) -> None:
     assert not leaked, f"{len(leaked)} issued secrets appear in the output"
 
 
+class _Daemon:
+    """``fetchd -N -f RC ARGS`` in the background, its output collected as it comes (so a test
+    can look at it between steps); stopped with SIGTERM on leaving."""
+
+    def __init__(self, home: Path, rc: Path, *args: str) -> None:
+        self.home, self.rc, self.args = home, rc, args
+        self.lines: list[str] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Daemon:
+        (self.home / "run").mkdir(mode=0o700, exist_ok=True)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fetchd", "-N", *self.args, "-f", str(self.rc),
+            env={
+                "HOME": str(self.home),
+                "XDG_STATE_HOME": str(self.home / "state"),
+                "XDG_RUNTIME_DIR": str(self.home / "run"),
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "FETCHD_SYSLOG_SOCKET": str(self.home / "syslog.sock"),
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            self.lines.append(line.decode(errors="replace"))
+
+    def wake(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGUSR1)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._process is not None and self._reader is not None
+        if self._process.returncode is None:
+            self._process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(self._process.wait(), 20)
+        await asyncio.wait_for(self._reader, 5)
+
+
+async def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "implicit-tls"])
 @pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
 @pytest.mark.parametrize("proto", ["imap", "pop3"])
@@ -233,37 +286,91 @@ async def test_daemon_keeps_delivering_over_several_token_lifetimes(
     _log_in(tmp_path, authorization_server)
     rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
     rc.write_text("set daemon 1\n" + rc.read_text())
-    (tmp_path / "run").mkdir(mode=0o700)
     offset = dovecot.log_offset()
     refreshes = authorization_server.refresh_count()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fetchd", "-N", "-v", "-v", "-f", str(rc),
-        env={
-            "HOME": str(tmp_path),
-            "XDG_STATE_HOME": str(tmp_path / "state"),
-            "XDG_RUNTIME_DIR": str(tmp_path / "run"),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "FETCHD_SYSLOG_SOCKET": str(tmp_path / "syslog.sock"),
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    async with _Daemon(tmp_path, rc, "-v", "-v") as daemon:
         began = time.monotonic()
         for number in range(5):
             dovecot.deliver(f"Subject: daemon {number}\r\n\r\nbody\r\n".encode())
             await asyncio.sleep(2.5)
-        deadline = time.monotonic() + 15
-        while len(mta.sink.received) < 5 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await _wait_until(lambda: len(mta.sink.received) >= 5, 15)
         lasted = time.monotonic() - began
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        out = (await asyncio.wait_for(process.communicate(), 20))[0].decode()
+    out = daemon.output()
     assert len(mta.sink.received) == 5, out
     assert dovecot.messages() == []
     assert lasted > 3 * authorization_server.access_lifetime
     assert authorization_server.refresh_count() - refreshes >= 3
+    assert "auth failed" not in dovecot.log_since(offset)
+    _assert_no_secret(out, authorization_server)
+
+
+async def test_daemon_backs_off_a_failing_provider_and_names_a_revoked_login_once(
+    tmp_path: Path, dovecot: Dovecot, mta: MTA, authorization_server: AuthorizationServer
+) -> None:
+    """A token endpoint answering 503 is a transient failure: the daemon (interval 1 s) backs
+    off, as for any failing account, then delivers once the endpoint works. A refresh token the
+    provider then revokes fails every poll; the error with the login command is logged once, not
+    once per poll, mail stays on the server, and a new login is picked up at the next poll."""
+    record = _log_in(tmp_path, authorization_server)  # no access token: the first poll refreshes
+    rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
+    rc.write_text("set daemon 1\n" + rc.read_text())
+    authorization_server.fail_next = [503, 503]
+    requests = len(authorization_server.token_requests)
+    dovecot.deliver(b"Subject: after the outage\r\n\r\nbody\r\n")
+    async with _Daemon(tmp_path, rc) as daemon:  # not -v, which shows the repeats too
+        await _wait_until(lambda: len(mta.sink.received) == 1, 30)
+        transient = authorization_server.token_requests[requests:]
+        assert [status for _, status in transient] == [503, 503, 200], daemon.output()
+        # polls at cycles 0 and 2 fail; backing off skips cycle 3 and polls at 4 (about 4 s
+        # at 1 s, jittered); polling every cycle would have succeeded at cycle 2, about 2 s
+        assert transient[2][0] - transient[0][0] > 3.0, transient
+        assert daemon.output().count("OAuth2 token endpoint answered HTTP 503") == 1
+
+        dovecot.deliver(b"Subject: kept while revoked\r\n\r\nbody\r\n")
+        authorization_server.revoke_refresh_tokens()
+        authorization_server.revoke_access_tokens()
+        refused = authorization_server.refresh_count()
+        for _ in range(3):  # a wake polls at once, backing off or not
+            daemon.wake()
+            await asyncio.sleep(1.5)
+        assert authorization_server.refresh_count() - refused >= 3, daemon.output()
+        command = f"run fetchd --oauth2-login alice@127.0.0.1 --oauth2-provider {record.provider}"
+        assert daemon.output().count(command) == 1, daemon.output()
+        assert len(dovecot.messages()) == 1 and len(mta.sink.received) == 1
+
+        _log_in(tmp_path, authorization_server)  # what a new --oauth2-login leaves
+        daemon.wake()
+        await _wait_until(lambda: len(mta.sink.received) == 2, 15)
+    out = daemon.output()
+    assert b"Subject: kept while revoked" in mta.sink.received[1], out
+    assert "alice@127.0.0.1: polling works again" in out
+    assert dovecot.messages() == []
+    _assert_no_secret(out, authorization_server)
+
+
+async def test_idle_reconnects_with_a_fresh_token(
+    tmp_path: Path, dovecot: Dovecot, mta: MTA, authorization_server: AuthorizationServer
+) -> None:
+    """An IDLE connection that breaks after its token has expired logs in again with a refreshed
+    token (not the expired one, which Dovecot would refuse) and goes on delivering."""
+    _log_in(tmp_path, authorization_server)
+    rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
+    rc.write_text("set daemon 1\n" + rc.read_text().replace(" smtphost", " idle smtphost"))
+    offset = dovecot.log_offset()
+    async with _Daemon(tmp_path, rc, "-v") as daemon:
+        await _wait_until(lambda: bool(dovecot.idle_sessions()), 15)
+        first = dovecot.idle_sessions()
+        assert first, daemon.output()
+        refreshes = authorization_server.refresh_count()
+        await asyncio.sleep(authorization_server.access_lifetime + 1)  # its token is now expired
+        for pid in first:
+            os.kill(pid, signal.SIGTERM)  # the server drops the IDLE connection
+        await _wait_until(lambda: bool(dovecot.idle_sessions() - first), 15)
+        assert dovecot.idle_sessions() - first, daemon.output()
+        assert authorization_server.refresh_count() > refreshes
+        dovecot.deliver(b"Subject: after the reconnect\r\n\r\nbody\r\n")
+        await _wait_until(lambda: len(mta.sink.received) == 1, 15)
+    out = daemon.output()
+    assert len(mta.sink.received) == 1, out
     assert "auth failed" not in dovecot.log_since(offset)
     _assert_no_secret(out, authorization_server)

@@ -56,6 +56,7 @@ class AuthorizationServer:
     issued: list[str] = field(default_factory=lambda: [CLIENT_SECRET])
     grants: list[str] = field(default_factory=list)  # grant_type of each token request
     fail_next: list[int] = field(default_factory=list)  # HTTP statuses to answer next
+    token_requests: list[tuple[float, int]] = field(default_factory=list)  # (when, status)
     token_delay: float = 0.0  # seconds each token request takes (to widen races)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -219,12 +220,17 @@ def _handler(server: AuthorizationServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             form = self._form()
-            if server.fail_next:
-                self._send(server.fail_next.pop(0), {"error": "temporarily_unavailable"})
-                return
             path = urlsplit(self.path).path
+            if server.fail_next:
+                status = server.fail_next.pop(0)
+                if path == "/token":
+                    server.token_requests.append((time.monotonic(), status))
+                self._send(status, {"error": "temporarily_unavailable"})
+                return
             if path == "/token":
-                self._send(*server.token(form))
+                status, body = server.token(form)
+                server.token_requests.append((time.monotonic(), status))
+                self._send(status, body)
             elif path == "/device_authorization":
                 self._send(200, server.device_authorization())
             elif path == "/introspect":
