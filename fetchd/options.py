@@ -631,7 +631,11 @@ def _add_oauth2_options(parser: _Parser) -> None:
         "--oauth2-provider", metavar="PROVIDER", help="google, microsoft, or an issuer URL"
     )
     oauth2.add_argument("--oauth2-client-id", metavar="ID", help="your client registration")
-    oauth2.add_argument("--oauth2-client-secret", metavar="SECRET", help="its secret, if any")
+    oauth2.add_argument(
+        "--oauth2-client-secret",
+        metavar="SECRET",
+        help="its secret, if any; - reads it from standard input, out of the process list",
+    )
     oauth2.add_argument("--oauth2-scope", metavar="SCOPE", help="instead of the provider's")
     oauth2.add_argument(
         "--oauth2-flow",

@@ -30,11 +30,13 @@ pytestmark = pytest.mark.dovecot
 __all__ = ["authorization_server", "dovecot", "mta", "oauth2_dovecot"]  # fixtures, used by name
 
 
-async def _start_login(home: Path, rc: Path, *args: str) -> asyncio.subprocess.Process:
+async def _start_login(
+    home: Path, rc: Path, *args: str, secret: str = CLIENT_SECRET
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fetchd", "-f", str(rc), "-v", "-v",
         "--oauth2-login", "alice@127.0.0.1", "--oauth2-client-id", CLIENT_ID,
-        "--oauth2-client-secret", CLIENT_SECRET, *args,
+        "--oauth2-client-secret", secret, *args,
         env={
             "HOME": str(home),
             "XDG_STATE_HOME": str(home / "state"),
@@ -104,6 +106,31 @@ async def test_device_login_then_poll_then_logout(
     assert code == 0 and "removed" in said
     assert store.load("127.0.0.1", "alice") is None
     _assert_no_secret(printed + out + described + polled + said, authorization_server)
+
+
+async def test_client_secret_read_from_standard_input(
+    tmp_path: Path, dovecot: Dovecot, mta: MTA, authorization_server: AuthorizationServer
+) -> None:
+    """``--oauth2-client-secret -``: the secret comes from standard input, not the argv that
+    ps shows, and the stored record refreshes with it."""
+    rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
+    process = await _start_login(
+        tmp_path, rc, "--oauth2-provider", authorization_server.base_url,
+        "--oauth2-flow", "device", secret="-",
+    )  # fmt: skip
+    argv = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    assert CLIENT_SECRET.encode() not in argv
+    assert process.stdin is not None
+    process.stdin.write(CLIENT_SECRET.encode() + b"\n")
+    await process.stdin.drain()
+    printed, _ = await _read_until(process, r"enter the code (\S+)")
+    authorization_server.approve_devices()
+    code, out = await _finish(process)
+    assert code == 0, printed + out
+    record = TokenStore(tmp_path / "state" / "fetchd" / "oauth2").load("127.0.0.1", "alice")
+    assert record is not None and record.client_secret is not None
+    assert record.client_secret.reveal() == CLIENT_SECRET
+    _assert_no_secret(printed + out, authorization_server)
 
 
 @pytest.mark.parametrize("paste", [False, True], ids=["loopback-redirect", "pasted-url"])

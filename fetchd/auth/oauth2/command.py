@@ -3,6 +3,8 @@ lines of ``-V`` (which accounts use stored tokens and until when; never a token)
 
 from __future__ import annotations
 
+import getpass
+import sys
 import time
 
 from fetchd.auth.oauth2.credential import OAUTH2_MECHANISMS
@@ -54,13 +56,13 @@ def oauth2_command(config: Config, options: Options) -> int | None:
     provider = resolve_provider(
         options.oauth2_provider, timeout=server.deadline, scope=options.oauth2_scope
     )
-    secret = options.oauth2_client_secret
+    secret = _client_secret(options.oauth2_client_secret)
     request = LoginRequest(
         account=options.oauth2_login,
         server=server.pollname,
         user=user.remote,
         provider=provider,
-        client=Client(options.oauth2_client_id, Secret(secret) if secret else None),
+        client=Client(options.oauth2_client_id, secret),
         flow=options.oauth2_flow,
         timeout=server.deadline,
     )
@@ -68,6 +70,20 @@ def oauth2_command(config: Config, options: Options) -> int | None:
     store.save(record)
     print(f"fetchd: {options.oauth2_login}: logged in; tokens kept in {store.directory}")
     return 0
+
+
+def _client_secret(given: str | None) -> Secret | None:
+    """The client secret; ``-`` reads it from standard input (without echo on a terminal), so
+    it never shows in the process list."""
+    if given != "-":
+        return Secret(given) if given else None
+    if sys.stdin.isatty():
+        text = getpass.getpass("OAuth2 client secret: ")
+    else:
+        text = sys.stdin.readline().rstrip("\r\n")
+    if not text:
+        raise ConfigError("--oauth2-client-secret -: no secret on standard input")
+    return Secret(text)
 
 
 def describe_tokens(config: Config, now: float | None = None) -> str:
