@@ -31,7 +31,7 @@ __all__ = ["authorization_server", "dovecot", "mta", "oauth2_dovecot"]  # fixtur
 
 
 async def _start_login(
-    home: Path, rc: Path, *args: str, secret: str = CLIENT_SECRET
+    home: Path, rc: Path, *args: str, secret: str = CLIENT_SECRET, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "fetchd", "-f", str(rc), "-v", "-v",
@@ -41,6 +41,7 @@ async def _start_login(
             "HOME": str(home),
             "XDG_STATE_HOME": str(home / "state"),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **(env or {}),
         },
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -163,6 +164,46 @@ async def test_browser_login_with_pkce(
     assert "authorization_code" in authorization_server.grants
     polled = await _poll_delivers(tmp_path, rc, dovecot, mta)
     _assert_no_secret(printed + out + polled, authorization_server)
+
+
+@pytest.mark.parametrize("desktop", [True, False], ids=["desktop", "no-desktop"])
+async def test_browser_opened_only_on_a_desktop(
+    tmp_path: Path,
+    dovecot: Dovecot,
+    mta: MTA,
+    authorization_server: AuthorizationServer,
+    desktop: bool,
+) -> None:
+    """With a graphical session the login URL goes to xdg-open (here a stand-in for the
+    desktop's browser, which records the URL it was given); without one it is only printed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened"
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" > {opened}\n')
+    opener.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    if desktop:
+        env["DISPLAY"] = ":99"
+    rc = _rc(tmp_path, dovecot, mta, "imap", "xoauth2", False)
+    process = await _start_login(
+        tmp_path, rc, "--oauth2-provider", authorization_server.base_url,
+        "--oauth2-flow", "browser", env=env,
+    )  # fmt: skip
+    printed, url = await _read_until(process, r"^(http://127\.0\.0\.1:\d+/authorize\?\S+)")
+    if desktop:
+        for _ in range(100):
+            if opened.exists() and opened.read_text().strip():
+                break
+            await asyncio.sleep(0.05)
+        assert opened.read_text().strip() == url
+    async with httpx.AsyncClient() as browser:
+        answer = await browser.get(url)
+        await browser.get(answer.headers["location"])
+    code, out = await _finish(process)
+    assert code == 0, printed + out
+    assert ("opened in your desktop's browser" in printed + out) is desktop
+    assert opened.exists() is desktop
 
 
 async def test_login_refuses_plain_http_to_a_remote_provider(

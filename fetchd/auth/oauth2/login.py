@@ -7,7 +7,10 @@ waiting (device polling, the loopback listener, a pasted redirect URL) is ours.
 
 from __future__ import annotations
 
+import os
 import queue
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -155,6 +158,8 @@ def _browser_flow(request: LoginRequest, out: TextIO, stdin: TextIO) -> dict[str
         code_challenge_method="S256",
     )
     print(f"To log in {request.account}, open this URL in a browser:\n{url}", file=out)
+    if _open_browser(url):
+        print("(opened in your desktop's browser)", file=out)
     print(
         "On a machine without a browser, open it elsewhere and paste the address"
         " the browser ends on (it starts with http://127.0.0.1) here:",
@@ -187,6 +192,26 @@ def _browser_flow(request: LoginRequest, out: TextIO, stdin: TextIO) -> dict[str
         )
     except TokenEndpointError as exc:
         raise AuthError(f"{request.account}: code exchange refused ({exc.error})") from None
+
+
+def _open_browser(url: str) -> bool:
+    """Hand the URL to the desktop's browser when there is a desktop: a graphical session and
+    xdg-open. Never a console browser, which would take over the terminal that the user may
+    paste into; the URL carries no secret (PKCE sends only the challenge)."""
+    opener = shutil.which("xdg-open")
+    if opener is None or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        subprocess.Popen(
+            [opener, url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        return False
+    return True
 
 
 def _read_pasted(stdin: TextIO, redirects: queue.Queue[str]) -> None:
