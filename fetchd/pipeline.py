@@ -233,6 +233,7 @@ def deliverer_for(
             esmtp_name=server.esmtpname or _calling_user(),
             esmtp_password=server.esmtppassword,
             multidrop=user.multidrop,
+            account_sender=user.remote,
         ),
         plugout=plugout,
     )

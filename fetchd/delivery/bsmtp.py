@@ -97,7 +97,7 @@ class BSMTPDeliverer:
             multidrop=settings.multidrop,
         )
         transaction = batch(
-            drop_return_path(data), envelope_sender(data), rcpts, trace, settings.pass8bits
+            drop_return_path(data), envelope_sender(data) or "", rcpts, trace, settings.pass8bits
         )
         if ready is not None:
             await ready()  # the previous message's record, before this one is committed

@@ -93,8 +93,9 @@ def _valid(address: str) -> bool:
     )
 
 
-def envelope_sender(message: bytes) -> str:
-    """MAIL FROM for this message: Return-Path, else the sender headers; "" for none or bad."""
+def envelope_sender(message: bytes) -> str | None:
+    """MAIL FROM for this message: Return-Path, else the sender headers; "" for the null
+    sender or a bad address, None when nothing names a sender (the caller's fallback)."""
     fields = headers(message)
     for name, value in fields:
         if name == "return-path":
@@ -106,7 +107,7 @@ def envelope_sender(message: bytes) -> str:
                 address = _first_address(value)
                 if address and _valid(address):
                     return address
-    return ""
+    return None
 
 
 _ANGLE = re.compile(r"<([^<>\s]*)>")

@@ -103,7 +103,7 @@ class MDADeliverer:
     ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         data = normalize_line_endings(message)
-        sender = envelope_sender(data)
+        sender = envelope_sender(data) or ""
         per_recipient = "%T" in self.settings.command or "%s" in self.settings.command
         names = self.settings.recipients if recipients is None else recipients
         recipients = names if per_recipient else names[:1]

@@ -72,6 +72,9 @@ class SMTPSettings:
     # The Received line; its server (fetchmail's true name) also qualifies a bare sender.
     trace: Trace = field(default_factory=Trace)
     multidrop: bool = False
+    # MAIL FROM when no header names a sender: as fetchmail, the remote user (at the server's
+    # true name unless it has a domain), so that a bounce goes somewhere.
+    account_sender: str = ""
 
     def rcpt_addresses(
         self, recipients: tuple[str, ...] | None = None, listener: str = "localhost"
@@ -182,7 +185,10 @@ class SMTPDeliverer:
             recipient=rcpts[0] if len(rcpts) == 1 else None,
             multidrop=self.settings.multidrop,
         )
-        sender = qualified_sender(envelope_sender(data), self.settings.trace.server)
+        found = envelope_sender(data)
+        sender = qualified_sender(
+            self.settings.account_sender if found is None else found, self.settings.trace.server
+        )
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
         eight_bit = self.settings.pass8bits or needs_8bit(data)

@@ -184,6 +184,10 @@ BARE_LF = (
     b"line one\n"
     b"line two\n"
 )
+# No Return-Path and no header that names a sender: both fall back to the account.
+NO_SENDER = _crlf("To: joe@example.com\nSubject: nobody sent this\n\nBody.\n")
+# A bounce: the null sender stays null.
+NULL_SENDER = _crlf("Return-Path: <>\nTo: joe@example.com\nSubject: a bounce\n\nBody.\n")
 # A header line with no colon: fetchmail's bad-header check.
 BAD_HEADER = _crlf(
     "Return-Path: <sender@example.org>\n"
@@ -198,6 +202,9 @@ CASES = [
     Case("return-path", PLAIN),
     Case("from-and-sender", FROM_SENDER),
     Case("from-only", FROM_ONLY),
+    Case("no-sender", NO_SENDER),
+    Case("no-sender-via-name", NO_SENDER, via="localhost"),
+    Case("null-sender", NULL_SENDER),
     Case("no-domain", NO_DOMAIN),
     Case("no-domain-no-rewrite", NO_DOMAIN, "no rewrite"),
     Case("no-domain-more", NO_DOMAIN_MORE),
