@@ -49,6 +49,7 @@ class Options:
     pidfile: str | None = None
     daemon_default: int | None = None  # --daemon-default: the interval when the rc file has none
     systemd_unit: bool = False  # --systemd-unit: print the user unit and exit
+    fleet: str | None = None  # --fleet DSN: accounts from PostfixAdmin's table (fetchd.fleet)
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
     # OAuth2: --oauth2-login ACCOUNT (user@pollname) and its settings, --oauth2-logout ACCOUNT.
     oauth2_login: str | None = None
@@ -594,6 +595,12 @@ def _build_parser() -> _Parser:
     )
     general.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
     general.add_argument(
+        "--fleet",
+        metavar="DSN",
+        help="daemon over PostfixAdmin's fetchmail table in this PostgreSQL (a postgresql:// "
+        "URL without a password: libpq reads ~/.pgpass)",
+    )
+    general.add_argument(
         "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
     )
     _add_oauth2_options(parser)
@@ -680,6 +687,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         pidfile=values["pidfile"],
         daemon_default=values["daemon_default"],
         systemd_unit=values["systemd_unit"],
+        fleet=values["fleet"],
         debug=values["debug"],
         oauth2_login=values["oauth2_login"],
         oauth2_logout=values["oauth2_logout"],
