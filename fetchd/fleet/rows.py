@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class FleetAccount:
     row_id: int
     poll_time: int  # minutes between polls, as the row says
     server: Server
+    # A digest of the row as read: workers tell a changed row (poll it at once) from one
+    # another worker has just polled. The table holds the password itself; this adds nothing.
+    fingerprint: str = ""
 
     @property
     def label(self) -> str:
@@ -143,7 +147,8 @@ def account_from_row(
         check_config(Config(f"fetchmail row {row_id}", servers=(server,)))
     except ConfigError as exc:
         raise FleetRowError(row_id, str(exc).split(": ", 1)[-1]) from None
-    return FleetAccount(row_id, poll_time, server)
+    digest = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
+    return FleetAccount(row_id, poll_time, server, digest)
 
 
 def accounts_from_rows(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,6 @@ from fetchd.fleet.dsn import check_dsn
 from fetchd.fleet.rows import FleetAccount, accounts_from_rows
 from fetchd.fleet.supervisor import FleetSupervisor
 from fetchd.options import Options
-from fetchd.state import UIDStore
 
 log = structlog.get_logger("fetchd.fleet")
 
@@ -132,7 +132,12 @@ async def _main(
     dsn: str,
     directory: Path,
 ) -> int:
-    store = await asyncio.to_thread(UIDStore.open)
+    # The UID store and the row claims live in the fleet's database: every worker sees what
+    # any of them recorded, and only one polls a row at a time.
+    from fetchd.fleet.pgstate import PGUIDStore, RowClaims
+
+    store = await asyncio.to_thread(PGUIDStore.connect, dsn)
+    claims = RowClaims(dsn, worker=f"{socket.gethostname()}:{os.getpid()}")
     database = FleetDatabase(dsn)
     memory = RunMemory()
     notifier = Notifier()
@@ -153,6 +158,7 @@ async def _main(
         reload,
         database,
         lambda: _rows_to_accounts(current, options, env),
+        claims,
         notifier=notifier,
         stop_deadline=STOP_DEADLINE_SECONDS,
     )
@@ -173,6 +179,7 @@ async def _main(
         watchdog.cancel()
         await server.stop()
         await database.close()
+        await claims.close()
         store.close()
 
 

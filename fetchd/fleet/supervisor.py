@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,6 +28,9 @@ from fetchd.daemon.supervisor import AccountStatus, Supervisor, _Entry, cancel_a
 from fetchd.errors import ExitCode, FleetDatabaseError, FleetRowError
 from fetchd.fleet.database import FleetDatabase
 from fetchd.fleet.rows import FleetAccount
+
+if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
+    from fetchd.fleet.pgstate import RowClaims
 
 log = structlog.get_logger("fetchd.fleet")
 
@@ -61,10 +64,12 @@ class FleetSupervisor(Supervisor):
         reload: Callable[[], tuple[Config, list[Server]]],
         database: FleetDatabase,
         to_accounts: Callable[[], RowsToAccounts],
+        claims: RowClaims | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(config, rc_entries, poll_one, reload, **kwargs)
         self._database = database
+        self._claims = claims  # None: the only worker (no claims asked)
         self._to_accounts = to_accounts  # called anew after a reload: new defaults
         self._rows: dict[int, FleetAccount] = {}
         self._row_errors: dict[int, str] = {}
@@ -169,15 +174,37 @@ class FleetSupervisor(Supervisor):
             await super()._poll_entry(entry)
             return
         account = self._rows.get(entry.row_id)
-        user = entry.server.users[0]
-        status = self._status(entry.server, user)
-        before = status.messages
         with structlog.contextvars.bound_contextvars(row=entry.row_id):
-            await super()._poll_entry(entry)
-            if account is None or status.outcome is None:
+            if account is None:
                 return
-            text = returned_text(account, status.outcome, status, status.messages - before)
+            if self._claims is None:
+                await self._poll_row(entry, account)
+                return
+            # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
+            cycle = self.config.globals.poll_interval
+            fresh = max(account.poll_time * 60 - cycle / 2, 0)
             try:
-                await self._database.write_result(entry.row_id, text)
+                claimed = await self._claims.claim(entry.row_id, fresh, account.fingerprint)
             except FleetDatabaseError as exc:
-                log.warning("fleet.result_not_written", text=str(exc))
+                log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
+                return
+            if not claimed:
+                log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
+                return
+            try:
+                await self._poll_row(entry, account)
+            finally:
+                with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
+                    await self._claims.release(entry.row_id)
+
+    async def _poll_row(self, entry: _RowEntry, account: FleetAccount) -> None:
+        status = self._status(entry.server, entry.server.users[0])
+        before = status.messages
+        await super()._poll_entry(entry)
+        if status.outcome is None:
+            return
+        text = returned_text(account, status.outcome, status, status.messages - before)
+        try:
+            await self._database.write_result(entry.row_id, text)
+        except FleetDatabaseError as exc:
+            log.warning("fleet.result_not_written", text=str(exc))
