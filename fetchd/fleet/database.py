@@ -9,6 +9,7 @@ its password (fetchd.fleet.dsn).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,14 @@ class FleetDatabase:
         self._dsn = dsn
         self.shown = shown_dsn(dsn)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._connecting = asyncio.Lock()  # tasks starting together share one connection
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
+
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
         import psycopg
         from psycopg.rows import dict_row
 

@@ -18,6 +18,7 @@ a row polled by another worker within its ``poll_time`` is not polled again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -238,16 +239,23 @@ class RowClaims:
         self.worker = worker
         self.shown = shown_dsn(dsn)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # One connection only: the locks belong to its session. Without this, tasks starting
+        # together each made one, and a replaced one, closed, freed locks still in use.
+        self._connecting = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            try:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, connect_timeout=10, application_name="fetchd-claims"
-                )
-            except psycopg.Error as exc:
-                raise self._error("cannot connect", exc) from None
-        return self._conn
+        async with self._connecting:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                try:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._dsn,
+                        autocommit=True,
+                        connect_timeout=10,
+                        application_name="fetchd-claims",
+                    )
+                except psycopg.Error as exc:
+                    raise self._error("cannot connect", exc) from None
+            return self._conn
 
     def _error(self, doing: str, exc: Exception) -> FleetDatabaseError:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
