@@ -95,6 +95,7 @@ async def test_rows_polled_results_written_and_changes_followed(
     changed (a wrong password) and one deactivated while the daemon runs take effect within a
     cycle or two, with no restart."""
     users = {f"fl{n}": f"fl{n}-Secret-{n}" for n in range(3)}
+    users_list = sorted(users)
     for user, password in users.items():
         dovecot.add_user(user, password)
     sent = {user: mail_for(dovecot, user, 0) for user in users}
@@ -141,6 +142,10 @@ async def test_rows_polled_results_written_and_changes_followed(
             fleet = document["daemon"]["fleet"]
             assert (fleet["rows"], fleet["rows_refused"]) == (3, 1)
             assert "password" not in status.lower()
+            code, table = await fetchd(tmp_path, "--status")
+            assert code == 0, table
+            assert "fleet: accounts from dbname=" in table and "3 rows, 1 refused" in table
+            assert f"{users_list[0]}@{dovecot.host}" in table
 
             # While it runs: a new row, a changed password, a deactivated row.
             dovecot.add_user("fl3", "fl3-Secret-3")
