@@ -12,14 +12,18 @@ runs keep their UIDs in temporary files that do not survive.
 One worker per account at a time: before a row's poll the worker takes a session advisory lock
 (``pg_try_advisory_lock(FLEET_LOCK_SPACE, row id)``) on its own connection; a worker that dies
 (kill -9, a host gone) loses its session and so its locks, and another worker takes the row at
-its next cycle. Under the lock, ``fetchd.polls`` says when the row was last polled, by whom:
-a row polled by another worker within its ``poll_time`` is not polled again.
+its next cycle. Under the lock, ``fetchd.polls`` says when the row was last polled, by whom: a
+row polled by another worker within its ``poll_time`` is not polled again.
+``--fleet-server-connections N`` caps the polls of one server across all workers the same way:
+N advisory locks per server name, one held for each poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +39,8 @@ from fetchd.state.store import MAX_UIDVALIDITY, AccountState, FetchidsImport, UI
 _T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
-FLEET_LOCK_SPACE = 0x46_44  # "FD": the first key of fetchd's advisory locks
+FLEET_LOCK_SPACE = 0x46_44  # "FD": the first key of fetchd's advisory locks on rows
+SERVER_LOCK_SPACE = 0x46_53  # "FS": on a server's connection slots (--fleet-server-connections)
 MIGRATION_LOCK = 0  # second key of the lock held while creating or migrating the schema
 
 MIGRATIONS = {
@@ -242,6 +247,8 @@ class RowClaims:
         # One connection only: the locks belong to its session. Without this, tasks starting
         # together each made one, and a replaced one, closed, freed locks still in use.
         self._connecting = asyncio.Lock()
+        self._slots_lock = asyncio.Lock()
+        self._slots_held: set[int] = set()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -289,6 +296,38 @@ class RowClaims:
             return True
         except psycopg.Error as exc:
             raise self._error(f"claiming row {row_id}", exc) from None
+
+    async def server_slot(self, host: str, slots: int) -> int | None:
+        """One of the ``slots`` connection slots of server ``host`` (case-blind), shared by
+        every worker: its number, held until ``release_slot``; None when all are taken."""
+        conn = await self._connection()
+        base = zlib.crc32(host.lower().encode()) & 0x7FFFFF00  # a key per slot: base | slot
+        # An advisory lock is re-entrant within its session, and this worker's polls share
+        # one: the slots this worker holds are skipped here, not left to PostgreSQL.
+        async with self._slots_lock:
+            try:
+                for slot in random.sample(range(slots), slots):
+                    key = base | slot
+                    if key in self._slots_held:
+                        continue
+                    cursor = await conn.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", [SERVER_LOCK_SPACE, key]
+                    )
+                    locked = await cursor.fetchone()
+                    if locked and locked[0]:
+                        self._slots_held.add(key)
+                        return key
+            except psycopg.Error as exc:
+                raise self._error(f"taking a connection slot of {host}", exc) from None
+        return None
+
+    async def release_slot(self, key: int) -> None:
+        self._slots_held.discard(key)
+        conn = await self._connection()
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", [SERVER_LOCK_SPACE, key])
+        except psycopg.Error as exc:
+            raise self._error("releasing a connection slot", exc) from None
 
     async def release(self, row_id: int) -> None:
         conn = await self._connection()

@@ -159,6 +159,7 @@ async def _main(
         database,
         lambda: _rows_to_accounts(current, options, env),
         claims,
+        options.fleet_server_connections,
         notifier=notifier,
         stop_deadline=STOP_DEADLINE_SECONDS,
     )

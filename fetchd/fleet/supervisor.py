@@ -11,12 +11,15 @@ wake requests, stop), but the set of accounts is re-read from the database every
 - The rc file's own ``poll`` entries run beside the rows; a reload re-reads the rc file (its
   globals and ``defaults`` entry apply to every row).
 - Logs of a row's poll carry ``row=ID``.
+- With ``--fleet-server-connections N`` a row's poll also waits for one of N slots of its
+  server, shared by all workers (fetchd.fleet.pgstate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,8 @@ if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
     from fetchd.fleet.pgstate import RowClaims
 
 log = structlog.get_logger("fetchd.fleet")
+
+SLOT_RETRY_SECONDS = 0.1
 
 # The rows as accounts, and the rows that cannot be accounts; from the rows the table holds.
 RowsToAccounts = Callable[[list[dict[str, Any]]], tuple[list[FleetAccount], list[FleetRowError]]]
@@ -65,11 +70,13 @@ class FleetSupervisor(Supervisor):
         database: FleetDatabase,
         to_accounts: Callable[[], RowsToAccounts],
         claims: RowClaims | None = None,
+        server_connections: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(config, rc_entries, poll_one, reload, **kwargs)
         self._database = database
         self._claims = claims  # None: the only worker (no claims asked)
+        self._server_connections = server_connections  # 0: no cap across the fleet
         self._to_accounts = to_accounts  # called anew after a reload: new defaults
         self._rows: dict[int, FleetAccount] = {}
         self._row_errors: dict[int, str] = {}
@@ -192,10 +199,27 @@ class FleetSupervisor(Supervisor):
                 log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
                 return
             try:
-                await self._poll_row(entry, account)
+                slot = await self._server_slot(entry.server.host)
+                try:
+                    await self._poll_row(entry, account)
+                finally:
+                    if slot is not None:
+                        with contextlib.suppress(FleetDatabaseError):
+                            await self._claims.release_slot(slot)
             finally:
                 with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
                     await self._claims.release(entry.row_id)
+
+    async def _server_slot(self, host: str) -> int | None:
+        """Wait for one of the server's fleet-wide connection slots (None: no cap). A slot's
+        end is not announced, so the wait looks again every SLOT_RETRY seconds or so."""
+        if not self._server_connections or self._claims is None:
+            return None
+        while True:
+            slot = await self._claims.server_slot(host, self._server_connections)
+            if slot is not None:
+                return slot
+            await asyncio.sleep(SLOT_RETRY_SECONDS * random.uniform(0.5, 1.5))
 
     async def _poll_row(self, entry: _RowEntry, account: FleetAccount) -> None:
         status = self._status(entry.server, entry.server.users[0])

@@ -126,3 +126,65 @@ async def test_two_workers_share_the_rows_never_one_account_twice(
     logins = collections.Counter(re.findall(r"Login: user=<(w\d+)>", log))
     assert set(logins) == set(users) and min(logins.values()) >= 4  # polled over and over
     assert len(polled_by) == 2, polled_by
+
+
+def pop3_sessions(dovecot: Dovecot) -> int:
+    """The POP3 sessions this Dovecot serves now (verbose_proctitle names each one's user)."""
+    found = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        found += f"{dovecot.instance}/pop3 [" in title
+    return found
+
+
+async def test_the_server_connection_cap_holds_across_workers(
+    locking_dovecot: Dovecot, postfix_db: str, tmp_path: Path
+) -> None:
+    """With --fleet-server-connections 3, two workers (8 polls at once each, by themselves)
+    never have more than 3 sessions open at the one server, measured at the server, and all
+    the mail still arrives."""
+    dovecot = locking_dovecot
+    users = {f"c{n}": f"c{n}-Secret" for n in range(16)}
+    for user, password in users.items():
+        dovecot.add_user(user, password)
+        for n in range(3):
+            mail_for(dovecot, user, n)
+    with psycopg.connect(postfix_db, autocommit=True) as conn:
+        for user, password in users.items():
+            insert_row(conn, mailbox=f"{user}@local.test", src_server=dovecot.host,
+                       src_user=user, src_password=password, active=False)  # fmt: skip
+    most = 0
+    async with running_mta(SlowSink(delay=0.1)) as sink:
+        workers = []
+        for name in ("one", "two"):
+            home = tmp_path / name
+            home.mkdir()
+            rc = fleet_rc(home, dovecot, sink)
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fetchd", "--fleet", postfix_db, "-N", "-f", str(rc),
+                    "--fleet-server-connections", "3", env=environment(home),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                )
+            )  # fmt: skip
+        try:
+            sockets = [tmp_path / n / "run" / "fetchd" / "control.sock" for n in ("one", "two")]
+            while not all(path.exists() for path in sockets):
+                await asyncio.sleep(0.05)
+            with psycopg.connect(postfix_db, autocommit=True) as conn:
+                conn.execute("UPDATE fetchmail SET active = true")
+            deadline = time.monotonic() + 60
+            while len(sink.received) < len(users) * 3:
+                assert time.monotonic() < deadline, f"only {len(sink.received)} arrived"
+                most = max(most, pop3_sessions(dovecot))
+                await asyncio.sleep(0.01)
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                await asyncio.wait_for(worker.communicate(), 30)
+    assert 2 <= most <= 3, most
