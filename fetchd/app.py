@@ -49,6 +49,10 @@ def run(options: Options) -> int:
     from fetchd.daemon.service import command_while_daemon_runs, control_command
 
     answered = control_command(options)
+    if answered is None and options.fleet is not None:
+        from fetchd.fleet.service import run_fleet
+
+        return run_fleet(options, _run_loop)
     oauth2 = bool(options.oauth2_login or options.oauth2_logout)
     if answered is None and not (options.version or options.configdump or oauth2):
         answered = command_while_daemon_runs(options)  # wake it, or refuse (fetchmail's rules)

@@ -188,3 +188,20 @@ class DeliveryError(FetchdError):
         self.code = code
         self.permanent = permanent
         self.transient = not permanent
+
+
+class FleetRowError(ConfigError):
+    """A row of the accounts table (fleet mode) cannot be made into an account. It names the
+    row's id and column, never a password; the table's other rows are polled as usual."""
+
+    def __init__(self, row_id: int, message: str) -> None:
+        self.row_id = row_id
+        super().__init__(f"fetchmail row {row_id}: {message}")
+
+
+class FleetDatabaseError(FetchdError):
+    """The fleet's PostgreSQL could not be reached or refused a statement: transient (the
+    daemon keeps its accounts and tries again). The text never holds the DSN's password."""
+
+    exit_code = ExitCode.SOCKET
+    transient = True

@@ -49,6 +49,8 @@ class Options:
     pidfile: str | None = None
     daemon_default: int | None = None  # --daemon-default: the interval when the rc file has none
     systemd_unit: bool = False  # --systemd-unit: print the user unit and exit
+    fleet: str | None = None  # --fleet DSN: accounts from PostfixAdmin's table (fetchd.fleet)
+    fleet_server_connections: int = 0  # at most this many polls per server across the fleet
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
     # OAuth2: --oauth2-login ACCOUNT (user@pollname) and its settings, --oauth2-logout ACCOUNT.
     oauth2_login: str | None = None
@@ -594,6 +596,19 @@ def _build_parser() -> _Parser:
     )
     general.add_argument("--debug", action="store_true", help="tracebacks for internal errors")
     general.add_argument(
+        "--fleet",
+        metavar="DSN",
+        help="daemon over PostfixAdmin's fetchmail table in this PostgreSQL (a postgresql:// "
+        "URL without a password: libpq reads ~/.pgpass)",
+    )
+    general.add_argument(
+        "--fleet-server-connections",
+        metavar="N",
+        type=_int,
+        default=0,
+        help="with --fleet: at most N polls of one server at a time across all workers",
+    )
+    general.add_argument(
         "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
     )
     _add_oauth2_options(parser)
@@ -664,6 +679,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     overrides = _ordered_overrides(argv, values)
     if values["oauth2_login"] and not (values["oauth2_provider"] and values["oauth2_client_id"]):
         parser.error("--oauth2-login needs --oauth2-provider and --oauth2-client-id")
+    if values["fleet_server_connections"] and not 0 < values["fleet_server_connections"] <= 256:
+        parser.error("--fleet-server-connections needs a number from 1 to 256")
     if values["daemon_default"] is not None and values["daemon_default"] <= 0:
         parser.error("--daemon-default needs a number of seconds above 0")
     return Options(
@@ -684,6 +701,8 @@ def parse_args(argv: Sequence[str]) -> Options:
         pidfile=values["pidfile"],
         daemon_default=values["daemon_default"],
         systemd_unit=values["systemd_unit"],
+        fleet=values["fleet"],
+        fleet_server_connections=values["fleet_server_connections"],
         debug=values["debug"],
         oauth2_login=values["oauth2_login"],
         oauth2_logout=values["oauth2_logout"],

@@ -176,6 +176,14 @@ def format_status(answer: dict[str, Any]) -> str:
         f"fetchd {daemon.get('version', '?')} daemon, pid {daemon.get('pid', '?')}, "
         f"up {_duration(float(daemon.get('uptime') or 0))}, rc file {daemon.get('rcfile', '?')}\n"
     ]
+    fleet = daemon.get("fleet")
+    if isinstance(fleet, dict):  # fetchd --fleet: where its accounts come from
+        lines.append(
+            f"fleet: accounts from {fleet.get('database')}: {fleet.get('rows', 0)} rows, "
+            f"{fleet.get('rows_refused', 0)} refused"
+            + (f"; database: {fleet['database_error']}" if fleet.get("database_error") else "")
+            + "\n"
+        )
     if daemon.get("reload_failed_at"):
         lines.append(
             f"reload failed at {_when(daemon['reload_failed_at'])}: {daemon.get('reload_error')}"

@@ -1,0 +1,234 @@
+"""The daemon's supervisor over a table's rows: the same per-account tasks (interval, backoff,
+wake requests, stop), but the set of accounts is re-read from the database every cycle.
+
+- A new row starts polling within one cycle; a changed row is stopped and started anew (so it
+  polls at once with its new settings); a deactivated or deleted row stops. Accounts that did
+  not change keep their tasks and their place in the interval.
+- After each poll of a row its ``returned_text`` and ``date`` are written (fetchmail.pl's
+  columns, shown by PostfixAdmin); a row that cannot be polled gets its error there, once.
+- The database may be away (restarted, unreachable): the supervisor logs it once, keeps
+  polling the accounts it has, and reads the table again at the next cycle.
+- The rc file's own ``poll`` entries run beside the rows; a reload re-reads the rc file (its
+  globals and ``defaults`` entry apply to every row).
+- Logs of a row's poll carry ``row=ID``.
+- With ``--fleet-server-connections N`` a row's poll also waits for one of N slots of its
+  server, shared by all workers (fetchd.fleet.pgstate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fetchd.config.model import Config, Server
+from fetchd.daemon.supervisor import AccountStatus, Supervisor, _Entry, cancel_and_wait
+from fetchd.errors import ExitCode, FleetDatabaseError, FleetRowError
+from fetchd.fleet.database import FleetDatabase
+from fetchd.fleet.rows import FleetAccount
+
+if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
+    from fetchd.fleet.pgstate import RowClaims
+
+log = structlog.get_logger("fetchd.fleet")
+
+SLOT_RETRY_SECONDS = 0.1
+
+# The rows as accounts, and the rows that cannot be accounts; from the rows the table holds.
+RowsToAccounts = Callable[[list[dict[str, Any]]], tuple[list[FleetAccount], list[FleetRowError]]]
+
+
+@dataclass
+class _RowEntry(_Entry):
+    row_id: int = 0
+
+
+def returned_text(account: FleetAccount, code: int, status: AccountStatus, messages: int) -> str:
+    """What a poll did, in the words fetchmail prints (fetchmail.pl stores that output)."""
+    user = account.server.users[0]
+    where = f"{user.remote} at {account.server.host}"
+    if code == ExitCode.MAIL:
+        plural = "" if messages == 1 else "s"
+        return f"fetchd: {messages} message{plural} for {where} delivered to {user.localnames[0]}"
+    if code == ExitCode.NOMAIL:
+        return f"fetchd: No mail for {where}"
+    return f"fetchd: {where}: {status.error or 'error'} (exit {code})"
+
+
+class FleetSupervisor(Supervisor):
+    def __init__(
+        self,
+        config: Config,
+        rc_entries: list[Server],
+        poll_one: Callable[[Config, Server, Any, AccountStatus], Awaitable[int]],
+        reload: Callable[[], tuple[Config, list[Server]]],
+        database: FleetDatabase,
+        to_accounts: Callable[[], RowsToAccounts],
+        claims: RowClaims | None = None,
+        server_connections: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(config, rc_entries, poll_one, reload, **kwargs)
+        self._database = database
+        self._claims = claims  # None: the only worker (no claims asked)
+        self._server_connections = server_connections  # 0: no cap across the fleet
+        self._to_accounts = to_accounts  # called anew after a reload: new defaults
+        self._rows: dict[int, FleetAccount] = {}
+        self._row_errors: dict[int, str] = {}
+        self._tasks: dict[tuple[str, int], tuple[Server, _Entry, asyncio.Task[None]]] = {}
+        self._database_error: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        described["fleet"] = {
+            "database": self._database.shown,
+            "rows": len(self._rows),
+            "rows_refused": len(self._row_errors),
+            "database_error": self._database_error,
+        }
+        return described
+
+    async def run(self) -> int:
+        try:
+            while not self._stopping.is_set():
+                self._restart.clear()
+                await self._refresh()
+                watcher = asyncio.create_task(self._watch_rc_file())
+                stop = asyncio.create_task(self._stopping.wait())
+                restart = asyncio.create_task(self._restart.wait())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(self.config.globals.poll_interval, 1)):
+                        await asyncio.wait({stop, restart}, return_when=asyncio.FIRST_COMPLETED)
+                await cancel_and_wait({watcher, stop, restart})
+        finally:
+            await cancel_and_wait({task for _, _, task in self._tasks.values()})
+            self._tasks.clear()
+        log.info("daemon.stopped", text="fetchd fleet daemon stopped")
+        return int(ExitCode.MAIL)
+
+    async def _refresh(self) -> None:
+        """Read the table and make the running tasks match it (and the rc file's entries)."""
+        wanted: dict[tuple[str, int], tuple[Server, int]] = {
+            ("rc", index): (entry.server, 0) for index, entry in enumerate(self.entries)
+        }
+        try:
+            rows = await self._database.active_rows()
+        except FleetDatabaseError as exc:
+            if self._database_error != str(exc):
+                log.error("fleet.database", text=f"{exc}; polling the accounts already read")
+            self._database_error = str(exc)
+            wanted |= {("row", rid): (acc.server, rid) for rid, acc in self._rows.items()}
+        else:
+            if self._database_error is not None:
+                log.info("fleet.database_back", text=f"{self._database.shown}: reachable again")
+            self._database_error = None
+            accounts, errors = self._to_accounts()(rows)
+            self._rows = {account.row_id: account for account in accounts}
+            await self._report_row_errors(errors)
+            wanted |= {("row", rid): (acc.server, rid) for rid, acc in self._rows.items()}
+        await self._apply(wanted)
+
+    async def _report_row_errors(self, errors: list[FleetRowError]) -> None:
+        current = {error.row_id: str(error) for error in errors}
+        for row_id, text in current.items():
+            if self._row_errors.get(row_id) == text:
+                continue  # told once, until it changes
+            log.error("fleet.row_refused", row=row_id, text=text)
+            with contextlib.suppress(FleetDatabaseError):
+                await self._database.write_result(row_id, f"fetchd: {text}")
+        self._row_errors = current
+
+    async def _apply(self, wanted: dict[tuple[str, int], tuple[Server, int]]) -> None:
+        gone = [
+            key
+            for key, (server, _, _) in self._tasks.items()
+            if key not in wanted or wanted[key][0] != server
+        ]
+        if gone:
+            await cancel_and_wait({self._tasks[key][2] for key in gone})
+            for key in gone:
+                server, _, _ = self._tasks.pop(key)
+                for user in server.users:
+                    self.status.pop(f"{user.remote}@{server.pollname}", None)
+        for key, (server, row_id) in wanted.items():
+            if key in self._tasks:
+                continue
+            entry: _Entry = _RowEntry(server, row_id=row_id) if key[0] == "row" else _Entry(server)
+            task = asyncio.create_task(self._run_entry(entry))
+            self._tasks[key] = (server, entry, task)
+
+    def wake(self, account: str | None = None) -> bool:
+        matched = False
+        for _, entry, _ in self._tasks.values():
+            server = entry.server
+            names = {server.pollname, server.host}
+            names |= {f"{u.remote}@{server.pollname}" for u in server.users}
+            if isinstance(entry, _RowEntry):
+                names.add(f"row{entry.row_id}")
+            if account is None or account in names:
+                entry.failures = 0
+                entry.wake.set()
+                matched = True
+        return matched or account is None
+
+    async def _poll_entry(self, entry: _Entry) -> None:
+        if not isinstance(entry, _RowEntry):
+            await super()._poll_entry(entry)
+            return
+        account = self._rows.get(entry.row_id)
+        with structlog.contextvars.bound_contextvars(row=entry.row_id):
+            if account is None:
+                return
+            if self._claims is None:
+                await self._poll_row(entry, account)
+                return
+            # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
+            cycle = self.config.globals.poll_interval
+            fresh = max(account.poll_time * 60 - cycle / 2, 0)
+            try:
+                claimed = await self._claims.claim(entry.row_id, fresh, account.fingerprint)
+            except FleetDatabaseError as exc:
+                log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
+                return
+            if not claimed:
+                log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
+                return
+            try:
+                slot = await self._server_slot(entry.server.host)
+                try:
+                    await self._poll_row(entry, account)
+                finally:
+                    if slot is not None:
+                        with contextlib.suppress(FleetDatabaseError):
+                            await self._claims.release_slot(slot)
+            finally:
+                with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
+                    await self._claims.release(entry.row_id)
+
+    async def _server_slot(self, host: str) -> int | None:
+        """Wait for one of the server's fleet-wide connection slots (None: no cap). A slot's
+        end is not announced, so the wait looks again every SLOT_RETRY seconds or so."""
+        if not self._server_connections or self._claims is None:
+            return None
+        while True:
+            slot = await self._claims.server_slot(host, self._server_connections)
+            if slot is not None:
+                return slot
+            await asyncio.sleep(SLOT_RETRY_SECONDS * random.uniform(0.5, 1.5))
+
+    async def _poll_row(self, entry: _RowEntry, account: FleetAccount) -> None:
+        status = self._status(entry.server, entry.server.users[0])
+        before = status.messages
+        await super()._poll_entry(entry)
+        if status.outcome is None:
+            return
+        text = returned_text(account, status.outcome, status, status.messages - before)
+        try:
+            await self._database.write_result(entry.row_id, text)
+        except FleetDatabaseError as exc:
+            log.warning("fleet.result_not_written", text=str(exc))
