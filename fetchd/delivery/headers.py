@@ -183,5 +183,22 @@ def dot_stuff(message: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
+class DotStuffer:
+    """``dot_stuff`` for a CRLF-normalized stream fed in chunks (none ending in a bare CR, as
+    fetchd.message.LineEndings makes them): a line start is remembered across chunks."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..") if b"\r\n." in chunk else chunk
+        if self._line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._line_start = chunk.endswith(b"\r\n")
+        return stuffed
+
+
 def needs_8bit(message: bytes) -> bool:
     return not message.isascii()
