@@ -61,7 +61,7 @@ class LineEndings:
         if not data:
             return b""
         out = normalize_line_endings(data)
-        if not data.endswith((b"\r\n", b"\n")):
+        if not data.endswith((b"\r", b"\n")):
             out = out[:-2]  # normalize_line_endings added a final CRLF the stream does not have
         if out:
             self._ended = out.endswith(b"\r\n")
