@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fetchd.config.check import connect_port
 from fetchd.config.model import LocalName, RCGlobals, Server, User
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.delivery.headers import Trace, tracepolls_note
@@ -294,7 +295,7 @@ async def open_imap_folder(
 
     return await open_imap(
         host=server.host,
-        port=server.port,
+        port=connect_port(server.service),
         user=user.remote,
         password=password,
         label=label,
@@ -326,7 +327,7 @@ def _source_opener(
         return await open_pop3(
             POP3Account(
                 host=server.host,
-                port=server.port,
+                port=connect_port(server.service),
                 user=user.remote,
                 password=password,
                 label=label,

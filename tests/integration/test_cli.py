@@ -180,6 +180,18 @@ async def test_configdump_json_and_stdin(world: World) -> None:
     assert server["users"][0]["localnames"] == ["joe"]
 
 
+async def test_a_signed_service_number_is_the_port_polled(world: World) -> None:
+    """`service "+N"` is port N, as fetchmail's strtoul reads it, not the protocol's default."""
+    rc = world.rcfile(
+        f'poll 127.0.0.1 proto pop3 service "+{world.pop.port}"\n'
+        f'  user demo password "{SECRET}" is joe here smtphost 127.0.0.1/{world.smtp_port}'
+        " sslproto ''\n"
+    )
+    code, _, err = await world.fetchd("-f", str(rc))
+    assert code == 0, err
+    assert len(world.sink.received) == len(MESSAGES)
+
+
 async def test_no_password_and_no_terminal_is_exit_3(world: World) -> None:
     rc = world.rcfile(f"poll 127.0.0.1 proto pop3 port {world.pop.port} user demo is joe here\n")
     code, _, err = await world.fetchd("-f", str(rc))
