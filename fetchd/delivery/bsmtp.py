@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import pwd
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -96,9 +97,13 @@ class BSMTPDeliverer:
             recipient=rcpts[0] if len(rcpts) == 1 else None,
             multidrop=settings.multidrop,
         )
-        transaction = batch(
-            drop_return_path(data), envelope_sender(data) or "", rcpts, trace, settings.pass8bits
-        )
+        # An address that is not one becomes the null sender, as for SMTP (fetchmail writes it
+        # as it is, so "<a@b> NOTIFY=NEVER" could add parameters); nothing names a sender:
+        # fetchmail writes the login name of the user it runs as.
+        sender = envelope_sender(data)
+        if sender is None:
+            sender = pwd.getpwuid(os.getuid()).pw_name
+        transaction = batch(drop_return_path(data), sender, rcpts, trace, settings.pass8bits)
         if ready is not None:
             await ready()  # the previous message's record, before this one is committed
         try:

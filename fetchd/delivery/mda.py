@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from fetchd.children import kill_and_reap
-from fetchd.delivery.headers import Trace, envelope_sender, headers, normalize_line_endings
+from fetchd.delivery.headers import Trace, local_sender, normalize_line_endings
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
 from fetchd.net.hostname import this_host
@@ -56,13 +56,9 @@ def shell_word(value: str) -> str:
 
 
 def mda_sender(message: bytes) -> str:
-    """%F as fetchmail fills it: the Return-Path as the message has it, without its angle
-    brackets but "<>" for the null sender, unchecked (the MDA judges it); else the sender
-    headers' address, as for MAIL FROM; else empty."""
-    for name, value in headers(message):
-        if name == "return-path":
-            return value.strip().strip("<>").strip() or "<>"
-    return envelope_sender(message) or ""
+    """%F as fetchmail fills it: "<>" for the null sender, empty when nothing names one."""
+    sender = local_sender(message)
+    return "<>" if sender == "" else sender or ""
 
 
 def expand(command: str, recipient: str, sender: str) -> str:

@@ -205,6 +205,7 @@ CASES = [
     Case("no-sender", NO_SENDER),
     Case("no-sender-via-name", NO_SENDER, via="localhost"),
     Case("null-sender", NULL_SENDER),
+    Case("return-path-no-domain", _crlf("Return-Path: <alice>\nSubject: s\n\nBody.\n")),
     Case("no-domain", NO_DOMAIN),
     Case("no-domain-no-rewrite", NO_DOMAIN, "no rewrite"),
     Case("no-domain-more", NO_DOMAIN_MORE),
