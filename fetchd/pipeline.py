@@ -94,7 +94,9 @@ async def poll_folder(
         )
     plugin = PluginLinks(server.plugin) if server.plugin else None
     plugout = PluginLinks(server.plugout, "plugout") if server.plugout else None
-    open_source = _source_opener(server, user, password, protocol, folder, state, plugin)
+    open_source = _source_opener(
+        server, user, password, protocol, folder, state, plugin, truename=true_name[0]
+    )
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
     truename, trueaddr = true_name
     trace = Trace(
@@ -290,6 +292,7 @@ async def open_imap_folder(
     plugin: PluginLinks | None,
     *,
     recorded: Callable[[], Collection[str]] | None = None,
+    truename: str | None = None,
 ) -> IMAPSource:
     from fetchd.imap.connect import open_imap
 
@@ -307,7 +310,18 @@ async def open_imap_folder(
         recorded=recorded,
         size_chunk=user.fetchsizelimit,
         connector=_plugin_connector(plugin, server, user, "IMAP"),
+        gssapi_target=gssapi_target(server, "IMAP", truename),
     )
+
+
+def gssapi_target(server: Server, protocol: str, truename: str | None) -> str:
+    """The Kerberos service principal of ``server`` (fetchd.auth.kerberos.service_principal);
+    "" where no Kerberos is tried (``auth`` neither any, gssapi nor kerberos_v5)."""
+    from fetchd.auth.kerberos import KERBEROS_AUTH, service_principal
+
+    if server.auth not in KERBEROS_AUTH and server.auth != "any":
+        return ""
+    return service_principal(protocol, truename or server.host, server.principal)
 
 
 def _source_opener(
@@ -318,6 +332,8 @@ def _source_opener(
     folder: str,
     state: AccountState,
     plugin: PluginLinks | None = None,
+    *,
+    truename: str | None = None,
 ) -> Callable[[], Awaitable[MailSource]]:
     label = f"{user.remote}@{server.pollname}" + (f"/{folder}" if folder != "INBOX" else "")
 
@@ -335,13 +351,21 @@ def _source_opener(
                 timeout=float(server.deadline),
                 auth=server.auth,
                 apop=server.protocol == "APOP",
+                gssapi_target=gssapi_target(server, "POP3", truename),
             ),
             connector=_plugin_connector(plugin, server, user, "POP3"),
         )
 
     async def open_imap_source() -> MailSource:
         source = await open_imap_folder(
-            server, user, password, label, folder, plugin, recorded=state.delivered
+            server,
+            user,
+            password,
+            label,
+            folder,
+            plugin,
+            recorded=state.delivered,
+            truename=truename,
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
             log.warning(

@@ -104,6 +104,17 @@ class SecurityContext(Protocol):
     def unwrap(self, data: bytes) -> bytes: ...
 
 
+KERBEROS_AUTH = frozenset({"gssapi", "kerberos_v5"})
+SERVICES = {"IMAP": "imap", "POP3": "pop"}  # RFC 4752 / IANA GSS-API service names
+
+
+def service_principal(protocol: str, truename: str, principal: str | None) -> str:
+    """The service to ask a ticket for: the rc file's ``principal`` when given (``service@host``
+    or a full ``service/host@REALM``), else ``imap@HOST`` / ``pop@HOST`` with the server's true
+    name, as fetchmail does."""
+    return principal or f"{SERVICES[protocol]}@{truename}"
+
+
 # RFC 4752, section 3.1: the security layers a client may choose (bit mask, first octet).
 LAYER_NONE = 0x01
 

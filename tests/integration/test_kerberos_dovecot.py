@@ -1,0 +1,223 @@
+"""Kerberos (SASL GSSAPI) through the whole ``fetchd`` command: a private MIT KDC with its own
+realm (tests.support.kdc), a Dovecot with a service keytab for imap/localhost and pop/localhost,
+and the test user's ticket from ``kinit`` with a password-derived key. No rc file here holds the
+user's password."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.support.command import run_fetchd
+from tests.support.dovecot import DOVECOT, Dovecot
+from tests.support.kdc import KDC, PROGRAMS
+from tests.support.tools import in_ci
+
+pytestmark = pytest.mark.dovecot
+USER = os.environ.get("FETCHD_TEST_USER", "fmtest")  # a system user: Dovecot's krb5_kuserok
+KRB_PASSWORD = "kerberos-Secret-7"
+
+
+def _unavailable(reason: str) -> None:
+    if in_ci():
+        pytest.fail(f"the Kerberos tests cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def kdc() -> Iterator[KDC]:
+    for program, package in PROGRAMS.items():
+        if not os.path.exists(program):
+            _unavailable(f"{program} is missing (apt-get install {package})")
+    if not os.path.exists("/usr/lib/dovecot/modules/auth/libmech_gssapi.so"):
+        _unavailable("Dovecot's GSSAPI module is missing (apt-get install dovecot-gssapi)")
+    server = KDC()
+    try:
+        server.start()
+        server.add_user(USER, KRB_PASSWORD)
+        server.add_service("imap/localhost")
+        server.add_service("pop/localhost")
+    except (RuntimeError, OSError) as exc:
+        server.stop()
+        _unavailable(f"the test KDC cannot start: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def kerberos_dovecot(kdc: KDC) -> Iterator[Dovecot]:
+    if not os.path.exists(DOVECOT):
+        _unavailable("Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)")
+    server = Dovecot(user=USER, password="not-used-by-these-tests", kerberos=kdc.environ())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dovecot(kerberos_dovecot: Dovecot, kdc: KDC) -> Dovecot:
+    """Empty mailbox, and a fresh ticket for the test user in the test credential cache."""
+    kerberos_dovecot.reset()
+    kdc.kdestroy()
+    kdc.kinit(USER, KRB_PASSWORD)
+    return kerberos_dovecot
+
+
+@dataclass
+class _Sink:
+    received: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.received.append(envelope.original_content or b"")
+        return "250 queued"
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[tuple[int, _Sink]]:
+    handler = _Sink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(handler, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
+    )
+    yield server.sockets[0].getsockname()[1], handler
+    server.close()
+    await server.wait_closed()
+
+
+def _rc(home: Path, dovecot: Dovecot, smtp_port: int, proto: str, options: str) -> Path:
+    port = dovecot.imap_port if proto == "imap" else dovecot.pop3_port
+    rc = home / ".fetchmailrc"
+    rc.write_text(
+        f"poll localhost proto {proto} port {port} {options}\n"
+        f"  user {USER} is joe here smtphost 127.0.0.1/{smtp_port} sslcertfile {dovecot.ca_file}\n"
+    )
+    rc.chmod(0o600)
+    return rc
+
+
+async def _fetchd(home: Path, rc: Path, kdc: KDC, *args: str) -> tuple[int, str]:
+    return await run_fetchd(home, rc, *args, env=kdc.environ(), timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("proto", "auth"), [("imap", "gssapi"), ("pop3", "gssapi"), ("imap", "kerberos_v5")]
+)
+async def test_ticket_logs_in_and_mail_is_delivered(
+    tmp_path: Path,
+    dovecot: Dovecot,
+    kdc: KDC,
+    sink: tuple[int, _Sink],
+    proto: str,
+    auth: str,
+) -> None:
+    """With only a ticket (no password anywhere) fetchd logs in with GSSAPI and delivers."""
+    dovecot.deliver(b"Subject: kerberos\r\n\r\nbody\r\n")
+    offset = dovecot.log_offset()
+    rc = _rc(tmp_path, dovecot, sink[0], proto, f"auth {auth}")
+    code, out = await _fetchd(tmp_path, rc, kdc, "-v")
+    assert code == 0, out
+    assert [m.count(b"Subject: kerberos") for m in sink[1].received] == [1]
+    login = "imap-login" if proto == "imap" else "pop3-login"
+    logged = dovecot.wait_for_log(offset, f"{login}: Info: Login: user=<{USER}>, method=GSSAPI")
+    assert "Traceback" not in out, logged
+
+
+async def test_auth_any_picks_gssapi_when_a_ticket_exists(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """``auth any`` with a wrong password in the rc file still logs in: GSSAPI goes first."""
+    dovecot.deliver(b"Subject: any\r\n\r\nbody\r\n")
+    offset = dovecot.log_offset()
+    rc = _rc(tmp_path, dovecot, sink[0], "imap", "auth any")
+    rc.write_text(rc.read_text().replace(" is joe", ' password "wrong-password" is joe'))
+    code, out = await _fetchd(tmp_path, rc, kdc)
+    assert code == 0, out
+    assert len(sink[1].received) == 1
+    dovecot.wait_for_log(offset, "method=GSSAPI")
+
+
+async def test_auth_any_without_a_ticket_goes_on_with_the_password(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """No ticket: ``auth any`` does not try GSSAPI and logs in with the rc file's password."""
+    kdc.kdestroy()
+    dovecot.deliver(b"Subject: any\r\n\r\nbody\r\n")
+    offset = dovecot.log_offset()
+    rc = _rc(tmp_path, dovecot, sink[0], "pop3", "auth any")
+    rc.write_text(rc.read_text().replace(" is joe", f' password "{dovecot.password}" is joe'))
+    code, out = await _fetchd(tmp_path, rc, kdc)
+    assert code == 0, out
+    assert len(sink[1].received) == 1
+    assert "method=GSSAPI" not in dovecot.wait_for_log(offset, f"Login: user=<{USER}>")
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+async def test_missing_ticket_says_run_kinit(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink], proto: str
+) -> None:
+    """No ticket in the cache: exit 3 with "run kinit", no traceback, nothing delivered."""
+    kdc.kdestroy()
+    dovecot.deliver(b"Subject: kept\r\n\r\nbody\r\n")
+    code, out = await _fetchd(tmp_path, _rc(tmp_path, dovecot, sink[0], proto, "auth gssapi"), kdc)
+    assert code == 3, out
+    assert "no ticket in the credential cache; run kinit" in out
+    assert "Traceback" not in out and sink[1].received == []
+    assert len(dovecot.messages()) == 1
+
+
+async def test_expired_ticket_is_reported(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """A ticket whose lifetime ran out: exit 3, "expired", no traceback."""
+    kdc.kdestroy()
+    kdc.kinit(USER, KRB_PASSWORD, lifetime="1s")
+    await asyncio.sleep(2.1)
+    code, out = await _fetchd(tmp_path, _rc(tmp_path, dovecot, sink[0], "pop3", "auth gssapi"), kdc)
+    assert code == 3, out
+    assert "the ticket has expired; run kinit again" in out
+    assert "Traceback" not in out
+
+
+async def test_unknown_service_principal_is_named(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """``principal`` naming a service the KDC does not know: exit 3, the principal named."""
+    rc = _rc(tmp_path, dovecot, sink[0], "imap", "auth gssapi principal nosuch@localhost")
+    code, out = await _fetchd(tmp_path, rc, kdc)
+    assert code == 3, out
+    assert "the KDC does not know the service principal 'nosuch@localhost'" in out
+    assert "Traceback" not in out
+
+
+async def test_principal_chooses_the_service(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """An explicit full principal (``imap/localhost@REALM``) is used as given, and logs in."""
+    dovecot.deliver(b"Subject: principal\r\n\r\nbody\r\n")
+    rc = _rc(
+        tmp_path, dovecot, sink[0], "imap", f"auth gssapi principal imap/localhost@{kdc.realm}"
+    )
+    code, out = await _fetchd(tmp_path, rc, kdc)
+    assert code == 0, out
+    assert len(sink[1].received) == 1
+
+
+async def test_without_the_extra_the_error_names_it(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """``import gssapi`` failing (the extra not installed): one clear error naming the extra."""
+    blocker = tmp_path / "blocker" / "gssapi"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('gssapi blocked by the test')\n")
+    rc = _rc(tmp_path, dovecot, sink[0], "imap", "auth gssapi")
+    code, out = await run_fetchd(
+        tmp_path, rc, env=kdc.environ() | {"PYTHONPATH": str(blocker.parent)}, timeout=60
+    )
+    assert code == 3, out
+    assert "pip install 'fetchd[kerberos]'" in out
+    assert "Traceback" not in out
