@@ -221,3 +221,21 @@ async def test_without_the_extra_the_error_names_it(
     assert code == 3, out
     assert "pip install 'fetchd[kerberos]'" in out
     assert "Traceback" not in out
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+async def test_clock_skew_is_reported(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink]
+) -> None:
+    """fetchd's clock 10 minutes ahead of the KDC's (libfaketime; the limit is 5): exit 3 and
+    "clock skew", not a generic GSS-API failure."""
+    if not os.path.exists(FAKETIME):
+        _unavailable("libfaketime is missing (apt-get install faketime)")
+    rc = _rc(tmp_path, dovecot, sink[0], "imap", "auth gssapi")
+    skewed = {"LD_PRELOAD": FAKETIME, "FAKETIME": "+10m", "FAKETIME_DONT_RESET": "1"}
+    code, out = await run_fetchd(tmp_path, rc, env=kdc.environ() | skewed, timeout=60)
+    assert code == 3, out
+    assert "clock skew too great" in out
+    assert "Traceback" not in out
