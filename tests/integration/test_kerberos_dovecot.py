@@ -239,3 +239,30 @@ async def test_clock_skew_is_reported(
     assert code == 3, out
     assert "clock skew too great" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("proto", ["imap", "pop3"])
+async def test_auth_gssapi_never_falls_back_to_the_password(
+    tmp_path: Path, dovecot_server: Dovecot, kdc: KDC, sink: tuple[int, _Sink], proto: str
+) -> None:
+    """A server that does not offer GSSAPI (the suite's ordinary Dovecot), a ticket and the
+    right password in the rc file: ``auth gssapi`` fails (exit 3) and sends no password."""
+    dovecot_server.reset()
+    kdc.kdestroy()
+    kdc.kinit(USER, KRB_PASSWORD)
+    dovecot_server.deliver(b"Subject: kept\r\n\r\nbody\r\n")
+    offset = dovecot_server.log_offset()
+    port = dovecot_server.imap_port if proto == "imap" else dovecot_server.pop3_port
+    rc = tmp_path / ".fetchmailrc"
+    rc.write_text(
+        f"poll localhost proto {proto} port {port} auth gssapi\n"
+        f'  user {dovecot_server.user} password "{dovecot_server.password}" is joe here'
+        f" smtphost 127.0.0.1/{sink[0]} sslcertfile {dovecot_server.ca_file}\n"
+    )
+    rc.chmod(0o600)
+    code, out = await _fetchd(tmp_path, rc, kdc)
+    assert code == 3, out
+    assert "does not offer" in out and "GSSAPI" in out
+    assert "Traceback" not in out and sink[1].received == []
+    await asyncio.sleep(0.3)  # Dovecot's log process writes a moment after the event
+    assert "Login: user=" not in dovecot_server.log_since(offset)
