@@ -16,45 +16,19 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.support.command import run_fetchd
 from tests.support.dovecot import DOVECOT, Dovecot
-from tests.support.kdc import KDC, PROGRAMS
-from tests.support.tools import in_ci
+from tests.support.kdc import KDC, KRB_PASSWORD, OTHER, USER, unavailable
 
 pytestmark = pytest.mark.dovecot
-USER = os.environ.get("FETCHD_TEST_USER", "fmtest")  # a system user: Dovecot's krb5_kuserok
-KRB_PASSWORD = "kerberos-Secret-7"
-
-
-def _unavailable(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"the Kerberos tests cannot run under CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def kdc() -> Iterator[KDC]:
-    for program, package in PROGRAMS.items():
-        if not os.path.exists(program):
-            _unavailable(f"{program} is missing (apt-get install {package})")
-    if not os.path.exists("/usr/lib/dovecot/modules/auth/libmech_gssapi.so"):
-        _unavailable("Dovecot's GSSAPI module is missing (apt-get install dovecot-gssapi)")
-    server = KDC()
-    try:
-        server.start()
-        server.add_user(USER, KRB_PASSWORD)
-        server.add_service("imap/localhost")
-        server.add_service("pop/localhost")
-    except (RuntimeError, OSError) as exc:
-        server.stop()
-        _unavailable(f"the test KDC cannot start: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
 def kerberos_dovecot(kdc: KDC) -> Iterator[Dovecot]:
     if not os.path.exists(DOVECOT):
-        _unavailable("Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)")
-    server = Dovecot(user=USER, password="not-used-by-these-tests", kerberos=kdc.environ())
+        unavailable("Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)")
+    if not os.path.exists("/usr/lib/dovecot/modules/auth/libmech_gssapi.so"):
+        unavailable("Dovecot's GSSAPI module is missing (apt-get install dovecot-gssapi)")
+    # The password: only for the tests where auth any goes on without Kerberos.
+    server = Dovecot(user=USER, password="plain-Secret-9", kerberos=kdc.environ())
     server.start()
     yield server
     server.stop()
@@ -232,7 +206,7 @@ async def test_clock_skew_is_reported(
     """fetchd's clock 10 minutes ahead of the KDC's (libfaketime; the limit is 5): exit 3 and
     "clock skew", not a generic GSS-API failure."""
     if not os.path.exists(FAKETIME):
-        _unavailable("libfaketime is missing (apt-get install faketime)")
+        unavailable("libfaketime is missing (apt-get install faketime)")
     rc = _rc(tmp_path, dovecot, sink[0], "imap", "auth gssapi")
     skewed = {"LD_PRELOAD": FAKETIME, "FAKETIME": "+10m", "FAKETIME_DONT_RESET": "1"}
     code, out = await run_fetchd(tmp_path, rc, env=kdc.environ() | skewed, timeout=60)
@@ -266,3 +240,27 @@ async def test_auth_gssapi_never_falls_back_to_the_password(
     assert "Traceback" not in out and sink[1].received == []
     await asyncio.sleep(0.3)  # Dovecot's log process writes a moment after the event
     assert "Login: user=" not in dovecot_server.log_since(offset)
+
+
+@pytest.mark.parametrize("auth", ["any", "gssapi"])
+async def test_server_refusing_the_ticket(
+    tmp_path: Path, dovecot: Dovecot, kdc: KDC, sink: tuple[int, _Sink], auth: str
+) -> None:
+    """A ticket for another principal, which Dovecot refuses for USER (krb5_kuserok): ``auth
+    any`` goes on with the rc file's password and delivers; ``auth gssapi`` stops, exit 3."""
+    kdc.kdestroy()
+    kdc.kinit(OTHER, KRB_PASSWORD)
+    dovecot.deliver(b"Subject: refused\r\n\r\nbody\r\n")
+    offset = dovecot.log_offset()
+    rc = _rc(tmp_path, dovecot, sink[0], "imap", f"auth {auth}")
+    rc.write_text(rc.read_text().replace(" is joe", f' password "{dovecot.password}" is joe'))
+    code, out = await _fetchd(tmp_path, rc, kdc, "-v")
+    if auth == "any":
+        assert code == 0, out
+        assert len(sink[1].received) == 1
+        dovecot.wait_for_log(offset, f"Login: user=<{USER}>, method=PLAIN")
+        assert out.index("AUTHENTICATE GSSAPI") < out.index("LOGIN"), out  # refused first
+    else:
+        assert code == 3, out
+        assert "AUTHENTICATE GSSAPI" in out and "Traceback" not in out
+        assert sink[1].received == [] and len(dovecot.messages()) == 1
