@@ -10,8 +10,6 @@ pipeline.
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import socket
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
@@ -29,6 +27,7 @@ from fetchd.delivery.multidrop import MultidropRules
 from fetchd.delivery.routing import RoutingDeliverer
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import ConfigError, DNSError, SocketError
+from fetchd.net.hostname import calling_user
 from fetchd.net.plugin import Connector, PluginLinks
 from fetchd.net.tls import TLSSettings
 from fetchd.poll import PollMemory, PollResult, PollSettings, poll_account
@@ -233,21 +232,13 @@ def deliverer_for(
             pass8bits=user.pass8bits,
             trace=trace,
             helo_name=trace.server if globals_.invisible else None,  # as fetchmail
-            esmtp_name=server.esmtpname or _calling_user(),
+            esmtp_name=server.esmtpname or calling_user(),
             esmtp_password=server.esmtppassword,
             multidrop=user.multidrop,
             account_sender=user.remote,
         ),
         plugout=plugout,
     )
-
-
-def _calling_user() -> str:
-    """fetchmail's default esmtpname: the user running it."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 def _local(name: LocalName) -> str:

@@ -11,11 +11,9 @@ run as root.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from fetchd.demo.pop3server import DemoPOP3Server
-from tests.support.fetchmail import fetchmail_binary, oracle_user
+from tests.support.command import run_fetchd
+from tests.support.fetchmail import oracle_user, run_fetchmail
 
 pytestmark = pytest.mark.fetchmail
 
@@ -60,19 +59,6 @@ def oracle_home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    assert process.returncode is not None
-    return process.returncode, out.decode("utf-8", "replace")
-
-
 async def _poll(message: bytes, home: Path, delivery: str, *, oracle: bool) -> None:
     """Poll one message with ``delivery`` (the rc file's mda or bsmtp option)."""
     pop = DemoPOP3Server("demo", SECRET, [message])
@@ -86,20 +72,11 @@ async def _poll(message: bytes, home: Path, delivery: str, *, oracle: bool) -> N
             f"  {delivery} sslproto '' fetchsizelimit 0 keep\n"
         )
         rcfile.chmod(0o600)
-        env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
         if oracle:
-            command = [fetchmail_binary(), "-f", str(rcfile), "--nosyslog", "-N"]
-            command += ["-i", str(home / "fetchids")]
-            if os.geteuid() == 0:
-                user = oracle_user()
-                for path in (home, *home.iterdir()):
-                    os.chown(path, user.pw_uid, user.pw_gid)
-                command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
+            code, out = await run_fetchmail(home, rcfile, TIMEOUT)
         else:
-            env["XDG_STATE_HOME"] = str(home / "state")
-            command = [sys.executable, "-m", "fetchd", "-f", str(rcfile)]
-        code, out = await _run(command, env)
-        assert code == 0, f"{command[0]} failed ({code}):\n{out}"
+            code, out = await run_fetchd(home, rcfile, env={"LC_ALL": "C"}, timeout=TIMEOUT)
+        assert code == 0, f"{'fetchmail' if oracle else 'fetchd'} failed ({code}):\n{out}"
     finally:
         await pop.stop()
 

@@ -12,7 +12,6 @@ import itertools
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 import trustme
+
+from tests.support.process import stop_group
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -324,14 +325,6 @@ service stats {{
         return since
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
+        stop_group(self._process)
         self._process = None
         shutil.rmtree(self.root, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.support.process import stop_group
 from tests.support.tools import in_ci
 
 KRB5KDC = "/usr/sbin/krb5kdc"
@@ -146,14 +146,6 @@ class KDC:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
+        stop_group(self._process)
         self._process = None
         shutil.rmtree(self.root, ignore_errors=True)
