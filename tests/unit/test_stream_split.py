@@ -8,9 +8,6 @@ from fetchd.delivery.headers import DotStuffer, dot_stuff, normalize_line_ending
 from fetchd.message import LineEndings
 from fetchd.pop3.protocol import BodyDecoder
 
-WIRE = (
-    b"Subject: x\r\n\r\n..stuffed\r\n.\r\nnot the end? no: that was it\r\n"  # ends at ".\r\n"
-)
 BODIES = [
     b"Subject: a\r\n\r\nline\r\n..dot\r\n...two\r\n.\r\n+OK next",
     b".\r\n+OK empty",
