@@ -1,8 +1,9 @@
 """A scripted POP3 server on 127.0.0.1 for what real servers will not do: faults on demand.
 
 It serves one mailbox (deleting only at QUIT, as RFC 1939 says) and can be told to stall, drop
-the connection in the middle of a message, answer -ERR with a response code, inject bytes after
-STLS, send malformed listings, or leave out UIDL. It records every command it received.
+the connection or go silent at a chosen octet of a message, answer -ERR with a response code,
+inject bytes after STLS, send malformed listings, or leave out UIDL. It records every command
+it received.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Faults:
     stall_on: str | None = None  # verb after which the server goes silent
     cut_retr: int | None = None  # close the connection in the middle of RETR of this message
     cut_at: int | None = None  # ... after this many bytes of the reply (default: half)
+    cut_stalls: bool = False  # ... and go silent there, the connection kept, instead
     uidl_skips: int | None = None  # leave this message out of UIDL
     size_lies: int = 0  # add this to every size LIST reports
     long_line: bool = False  # answer STAT with a line longer than any limit
@@ -165,6 +167,8 @@ class FakePOP3Server:
                 cut = len(data) // 2 if self.faults.cut_at is None else self.faults.cut_at
                 writer.write(data[:cut])
                 await writer.drain()
+                if self.faults.cut_stalls:
+                    await asyncio.sleep(3600)
                 writer.transport.abort()
                 raise ConnectionError("cut on purpose")
             send(data)
