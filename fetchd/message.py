@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fetchd.delivery.headers import normalize_line_endings
+from fetchd.delivery.headers import crlf_line_endings, normalize_line_endings
 
 # Octets read before a message is handed on: a message this small arrives whole (``complete``),
 # and is treated exactly as before streaming (its 8-bit content known before MAIL FROM ...).
@@ -60,9 +60,8 @@ class LineEndings:
             data, self._cr = data[:-1], True
         if not data:
             return b""
-        out = normalize_line_endings(data)
-        if not data.endswith((b"\r", b"\n")):
-            out = out[:-2]  # normalize_line_endings added a final CRLF the stream does not have
+        # No copy of a chunk that has only CRLF (a final CRLF added and cut off again cost two).
+        out = crlf_line_endings(data)
         if out:
             self._ended = out.endswith(b"\r\n")
             self._empty = False

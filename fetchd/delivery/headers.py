@@ -17,13 +17,17 @@ from fetchd import __version__
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 
+def crlf_line_endings(data: bytes) -> bytes:
+    """Every CR, LF and CRLF as CRLF; ``data`` itself (no copy) when it has only CRLF."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:  # the usual case: C speed
+        return data
+    return _LINE_ENDS.sub(b"\r\n", data)
+
+
 def normalize_line_endings(message: bytes) -> bytes:
     """CRLF everywhere, and a final CRLF."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:  # the usual case: C speed
-        normalized = message
-    else:
-        normalized = _LINE_ENDS.sub(b"\r\n", message)
+    normalized = crlf_line_endings(message)
     if normalized and not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     return normalized
