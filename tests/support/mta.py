@@ -38,10 +38,15 @@ class Sink:
 
 
 @asynccontextmanager
-async def running_mta(sink: Sink | None = None) -> AsyncIterator[Sink]:
+async def running_mta(
+    sink: Sink | None = None, data_size_limit: int | None = 33554432
+) -> AsyncIterator[Sink]:
+    """``data_size_limit``: aiosmtpd's default (32 MiB, answered with 552), or None for none."""
     sink = sink or Sink()
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test", data_size_limit=data_size_limit),
+        "127.0.0.1",
+        0,
     )
     sink.port = server.sockets[0].getsockname()[1]
     try:
