@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from fetchd import failpoints
 from fetchd.delivery.headers import crlf_line_endings, normalize_line_endings
 
 # Octets read before a message is handed on: a message this small arrives whole (``complete``),
@@ -102,6 +103,7 @@ class _Body:
             yield self.first
         if self.rest is None:
             return
+        streamed = 0
         while True:
             try:
                 chunk = await anext(self.rest)
@@ -113,6 +115,9 @@ class _Body:
             self.size += len(chunk)
             if self.limit and self.size > self.limit:
                 raise MessageTooLarge(self.size)
+            streamed += 1
+            if streamed == 2:  # the deliverer has the read-ahead and one chunk: mid-body
+                failpoints.hit("mid_body")  # kill -9 there (the crash tests)
             out = self.endings.feed(chunk)
             if out:
                 yield out
