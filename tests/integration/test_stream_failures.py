@@ -3,7 +3,8 @@
 The fakes (tests/fakes/) hang up, or go silent until the client's timeout fires, at a chosen
 octet of the message body: 0, 1, or past the first 256 KiB (the deliverer then already has the
 header and a first chunk, and is in the middle of its delivery). The deliverers are real: SMTP
-and LMTP to aiosmtpd, procmail into a Maildir, our Maildir writer, a BSMTP file. After the broken
+to aiosmtpd and to the private Postfix (its smtpd must log the aborted DATA), LMTP to aiosmtpd,
+procmail into a Maildir, our Maildir writer, a BSMTP file. After the broken
 poll the MTA or the file holds no message, whole or partial, the server still has it, and the
 UID store has no record of it; the next poll delivers it exactly once and deletes it.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from fetchd.state import AccountState, UIDStore
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server, Faults
 from tests.support.mta import Sink
+from tests.support.postfix import DOMAIN, Postfix
 from tests.support.tools import require_tool
 
 HEAD = (
@@ -58,7 +60,10 @@ class Target:
 
     make: Callable[[], object]
     held: Callable[[], list[bytes]]
-    traces: list[int] = field(default_factory=list)  # deliver() calls, to see one was streamed
+    added: int = 400  # octets the destination may add to the message (trace fields)
+    # Until the destination has seen the aborted delivery (Postfix logs it), if it can tell.
+    aborted: Callable[[], Awaitable[None]] | None = None
+    delivered: Callable[[], Awaitable[None]] | None = None  # until a delivery arrived
 
 
 class Counted:
@@ -117,9 +122,42 @@ async def _listener(kind: type[SMTP], sink: Sink) -> AsyncIterator[Sink]:
         await server.wait_closed()
 
 
+def _postfix_target(postfix: Postfix) -> Target:
+    settings = SMTPSettings(
+        smtphunt=(f"{postfix.host}/{postfix.port}",),
+        recipients=("joe",),
+        smtpaddress=DOMAIN,
+        timeout=TIMEOUT,
+    )
+    start = len(postfix.log_text())
+
+    async def aborted() -> None:
+        """smtpd says the client left in DATA: it discards what it got."""
+        for _ in range(100):
+            if "lost connection after DATA" in postfix.log_text()[start:]:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"Postfix saw no aborted DATA: {postfix.log()}")
+
+    async def delivered() -> None:
+        await asyncio.to_thread(postfix.wait_for, "joe", 1)
+
+    return Target(
+        lambda: SMTPDeliverer(settings),
+        lambda: [m.replace(b"\n", b"\r\n") for m in postfix.delivered("joe")],
+        added=1000,  # Return-Path, Delivered-To and Postfix's own Received too
+        aborted=aborted,
+        delivered=delivered,
+    )
+
+
 @asynccontextmanager
-async def target(kind: str, tmp_path: Path) -> AsyncIterator[Target]:
-    if kind in ("smtp", "lmtp"):
+async def target(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Target]:
+    if kind == "postfix":
+        yield _postfix_target(request.getfixturevalue("postfix"))
+    elif kind in ("smtp", "lmtp"):
         async with _listener(SMTP if kind == "smtp" else LMTP, Sink()) as sink:
             settings = SMTPSettings(
                 smtphunt=(f"127.0.0.1/{sink.port}",),
@@ -242,15 +280,21 @@ FAULTS = [
 
 @pytest.mark.parametrize("octet,stall", FAULTS)
 @pytest.mark.parametrize("protocol", ["pop3", "imap"])
-@pytest.mark.parametrize("kind", ["smtp", "lmtp", "mda", "maildir", "bsmtp"])
+@pytest.mark.parametrize("kind", ["smtp", "postfix", "lmtp", "mda", "maildir", "bsmtp"])
 async def test_a_retrieval_broken_mid_body_delivers_nothing_and_the_next_poll_once(
-    store: UIDStore, tmp_path: Path, kind: str, protocol: str, octet: int, stall: bool
+    store: UIDStore,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    protocol: str,
+    octet: int,
+    stall: bool,
 ) -> None:
     """Dropped or stalled at 0, 1 or 300,000 octets into the body: no whole or partial message
     at the destination, the message still on the server and unrecorded; the next poll
     delivers it once."""
     server = Server(protocol, store)
-    async with target(kind, tmp_path) as destination, server.running():
+    async with target(kind, tmp_path, request) as destination, server.running():
         server.break_at(octet, stall)
         calls: list[int] = []
         with pytest.raises(FetchdError):
@@ -261,15 +305,19 @@ async def test_a_retrieval_broken_mid_body_delivers_nothing_and_the_next_poll_on
             )
         # Past the read-ahead the deliverer had the message, streaming; before it, nothing.
         assert calls == ([1] if octet > READ_AHEAD else [])
+        if calls and destination.aborted is not None:
+            await destination.aborted()
         assert destination.held() == []
         assert server.on_server() == [MESSAGE]
         assert not server.state.delivered()
 
         server.break_at(None, False)
         assert await poll(server, Counted(destination.make(), calls)) == 1
+        if destination.delivered is not None:
+            await destination.delivered()
         held = destination.held()
         assert len(held) == 1
-        assert held[0].endswith(MESSAGE) and len(held[0]) - len(MESSAGE) < 400
+        assert held[0].endswith(MESSAGE) and len(held[0]) - len(MESSAGE) < destination.added
         assert server.on_server() == []
         if protocol == "imap":
             assert server.imap.messages == []  # expunged, not only flagged
