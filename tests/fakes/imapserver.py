@@ -10,6 +10,8 @@ capabilities (``idle_push``: a line sent 0.1 s into an IDLE). Misbehaviour is sw
 - ``interleave[name]``: bytes sent after each untagged line of the normal reply;
 - ``stall``: command names after which the server goes silent (but keeps the connection);
 - ``hang_up``: command names after which the server closes the connection;
+- ``huge_literal``: BODY[] (or BODY[]<origin>, answering a partial fetch) is announced as a
+  literal of that many octets (2 GiB, say) and filler is streamed until the client hangs up;
 - ``idle_dead``: after IDLE's continuation the server is silent and ignores DONE, as a peer that
   vanished without closing (a NAT timeout, a pulled cable) looks to the client.
 Command names are upper-case and include ``UID`` (``"UID FETCH"``).
@@ -55,6 +57,9 @@ class FakeIMAPServer:
     idle_push: bytes = b""
     idle_dead: bool = False
     size_lies: int = 0  # add this to every RFC822.SIZE reported
+    # BODY[] announced as a literal of this many octets, then filler streamed until the client
+    # hangs up (or it is all sent): a server trying to exhaust the client's memory.
+    huge_literal: int | None = None
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
     wire: bytearray = field(default_factory=bytearray)  # every octet received, as received
     port: int = 0
@@ -195,7 +200,14 @@ class _Session:
         elif name == "UID SEARCH":
             ok = self._search(name, tag, args) or ok
         elif name == "UID FETCH":
-            self._fetch(name, _uids(args[0]), b" ".join(args[1:]).upper())
+            items = b" ".join(args[1:]).upper()
+            if self.server.huge_literal is not None and b"BODY" in items:
+                uid = min(_uids(args[0]) & {m.uid for m in self.server.messages})
+                origin = re.search(rb"\]<(\d+)\.", items)
+                section = b"BODY[]<%s>" % origin.group(1) if origin else b"BODY[]"
+                await self._stream_huge_literal(uid, section, self.server.huge_literal)
+            else:
+                self._fetch(name, _uids(args[0]), items)
         elif name == "UID STORE":
             self._store(_uids(args[0]), args[1].upper(), b" ".join(args[2:]))
         elif name == "IDLE" and "IDLE" in self.server.capabilities:
@@ -249,6 +261,18 @@ class _Session:
         else:
             self.untagged(name, b"* SEARCH" + b"".join(b" %d" % uid for uid in found))
         return None
+
+    async def _stream_huge_literal(self, uid: int, section: bytes, size: int) -> None:
+        number = next(n for n, m in enumerate(self.server.messages, 1) if m.uid == uid)
+        self.writer.write(b"* %d FETCH (UID %d %s {%d}\r\n" % (number, uid, section, size))
+        chunk = (b"X" * 998 + b"\r\n") * 64
+        sent = 0
+        while sent < size and not self.writer.transport.is_closing():
+            piece = chunk[: size - sent]
+            self.writer.write(piece)
+            sent += len(piece)
+            await self.writer.drain()
+        self.writer.write(b")\r\n")
 
     def _fetch(self, name: str, uids: set[int], items: bytes) -> None:
         for number, message in enumerate(self.server.messages, start=1):
