@@ -7,19 +7,25 @@ named), delete nothing that was not recorded, and leave the other accounts polli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import resource
+import sqlite3
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from fetchd.demo.pop3server import DemoPOP3Server
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server, Faults
 from tests.support.mta import Sink, running_mta
+from tests.support.tools import require_tool
 
 GOOD = [f"Subject: good {i}\r\n\r\nbody {i}\r\n".encode() for i in range(3)]
 ADDRESS_SPACE = 512 * 1024 * 1024
@@ -39,14 +45,21 @@ def _limits(**limits: int) -> Callable[[], None]:
     return apply
 
 
-async def run_fetchd(home: Path, rc: str, *args: str, timeout: float = 60, **limits: int) -> Child:
+async def run_fetchd(
+    home: Path,
+    rc: str,
+    *args: str,
+    timeout: float = 60,
+    state_home: Path | None = None,
+    **limits: int,
+) -> Child:
     """``fetchd -f RC ARGS`` in a child process with the given rlimits; its combined output."""
     rcfile = home / "fetchmailrc"
     rcfile.write_text(rc)
     rcfile.chmod(0o600)
     env = {
         "HOME": str(home),
-        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_STATE_HOME": str(state_home or home / "state"),
         "XDG_RUNTIME_DIR": str(home / "run"),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "FETCHD_SYSLOG_SOCKET": str(home / "syslog.sock"),
@@ -161,3 +174,136 @@ async def test_a_huge_imap_literal_under_512_mb(
     assert len(sink.received) == 3
     assert len(hostile.messages) == 1 and "\\Deleted" not in hostile.messages[0].flags
     assert len(good_pop3.messages) == 0
+
+
+def recorded(state_home: Path) -> dict[str, set[str]]:
+    """The UIDs the UID store holds as delivered, by user; read without writing to it."""
+    path = state_home / "fetchd" / "uids.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT user, uid FROM delivered JOIN accounts ON accounts.id = account_id"
+        ).fetchall()
+    found: dict[str, set[str]] = {}
+    for user, uid in rows:
+        found.setdefault(user, set()).add(uid)
+    return found
+
+
+def assert_deleted_were_recorded(server: FakePOP3Server, mailbox: list[bytes], store: Path) -> None:
+    deleted = {server.uid(m) for m in mailbox} - {server.uid(m) for m in server.messages}
+    assert deleted <= recorded(store).get(server.user, set()), deleted
+
+
+@dataclass
+class FaultingSink(Sink):
+    """An MTA that calls ``fault`` once it has accepted ``after`` messages."""
+
+    fault: Callable[[], None] = lambda: None
+    after: int = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if len(self.received) == self.after:
+            self.fault()
+        return reply
+
+
+@dataclass
+class Ext4:
+    """A small ext4 on a loop device, mounted ``errors=remount-ro``; ``fail`` raises a file
+    system error, and the kernel turns it read-only under every open file, as after a disk
+    fault (tmpfs cannot: its remount is refused while files are open for writing)."""
+
+    mountpoint: Path
+    device: str
+
+    def fail(self) -> None:
+        trigger = Path("/sys/fs/ext4") / Path(self.device).name / "trigger_fs_error"
+        trigger.write_text("1")
+
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Ext4]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root")
+    require_tool("mkfs.ext4", "e2fsprogs")
+    image, mountpoint = tmp_path / "ext4.img", tmp_path / "ext4"
+    mountpoint.mkdir()
+    with image.open("wb") as file:
+        file.truncate(4 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(
+        ["mount", "-o", "loop,errors=remount-ro", str(image), str(mountpoint)], check=True
+    )
+    try:
+        device = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE", str(mountpoint)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        yield Ext4(mountpoint, device)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)  # the loop device goes too
+
+
+async def poll_two_into_a_broken_store(
+    tmp_path: Path, store: Path, sink: FaultingSink
+) -> tuple[Child, FakePOP3Server, FakePOP3Server]:
+    first = FakePOP3Server(list(MAILBOX), "first", "pw-first")
+    second = FakePOP3Server(list(GOOD), "second", "pw-second")
+    async with first, second, running_mta(sink):
+        rc = pop3_entry(first.port, "first", "pw-first", sink) + pop3_entry(
+            second.port, "second", "pw-second", sink
+        ).replace("poll 127.0.0.1 via", "poll localhost via")
+        child = await run_fetchd(tmp_path, rc, state_home=store)
+    print(child.out, child.code, len(sink.received))
+    assert_clean(child.out)
+    assert_deleted_were_recorded(first, MAILBOX, store)
+    assert_deleted_were_recorded(second, GOOD, store)
+    # The next account is tried, and stops as clearly: the store is the same file.
+    assert re.search(r"^fetchd: second@localhost: (polling|locking): ", child.out, re.M)
+    assert child.code == 23  # StateError's exit code
+    return child, first, second
+
+
+MAILBOX = [f"Subject: full {i}\r\n\r\n{'y' * 70}\r\n".encode() for i in range(60)]
+
+
+@pytest.mark.parametrize("small_disk", ["160k"], indirect=True)
+async def test_the_state_disk_fills_up_while_polling(small_disk: Path, tmp_path: Path) -> None:
+    """The UID store on a 160 KiB tmpfs that fills up in the middle of a poll of 60 messages:
+    the account stops with a clear error naming it and the store, every message deleted on the
+    server was recorded first, and the next account is tried (it fails alike, so it deletes
+    nothing either)."""
+    sink = FaultingSink()
+    child, _, _ = await poll_two_into_a_broken_store(tmp_path, small_disk, sink)
+    assert "malformed" not in child.out
+    assert "first@127.0.0.1: polling: UID store" in child.out
+    assert "cannot record 1 delivered UID(s) of first@127.0.0.1: database or disk is full" in (
+        child.out
+    )
+    assert 10 <= len(sink.received) < 60
+
+
+async def test_the_state_disk_turns_read_only_while_polling(ext4: Ext4, tmp_path: Path) -> None:
+    """The UID store's file system turns read-only after 10 deliveries (an ext4 error with
+    errors=remount-ro): the account stops with a clear error naming it and the store, what
+    was deleted was recorded, and the next account is tried and deletes nothing."""
+    sink = FaultingSink(fault=ext4.fail, after=10)
+    child, _, _ = await poll_two_into_a_broken_store(tmp_path, ext4.mountpoint, sink)
+    assert "first@127.0.0.1: polling: UID store" in child.out
+    assert 10 <= len(sink.received) <= 12
+
+
+async def test_a_state_disk_full_from_the_start(small_disk: Path, tmp_path: Path) -> None:
+    """A 64 KiB tmpfs has room for the new store's file but not for its WAL: the store is
+    created whole or the error says the disk is full (it used to leave an empty file that
+    every later run called "malformed, restore it from a backup"), and a lock file whose pid
+    cannot be written is still a lock (it was an internal error that ended the run)."""
+    sink = FaultingSink()
+    child, _, _ = await poll_two_into_a_broken_store(tmp_path, small_disk, sink)
+    assert "malformed" not in child.out and "internal error" not in child.out
+    assert "first@127.0.0.1: polling: UID store" in child.out
+    assert "database or disk is full" in child.out
+    assert not sink.received  # no store, no delivery: nothing could be recorded
