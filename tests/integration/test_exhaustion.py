@@ -11,9 +11,11 @@ import contextlib
 import os
 import re
 import resource
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,54 @@ def _limits(**limits: int) -> Callable[[], None]:
     return apply
 
 
+def child_environment(home: Path, state_home: Path | None = None) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(state_home or home / "state"),
+        "XDG_RUNTIME_DIR": str(home / "run"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "FETCHD_SYSLOG_SOCKET": str(home / "syslog.sock"),
+    }
+
+
+async def start_fetchd(
+    home: Path,
+    rc: str,
+    *args: str,
+    state_home: Path | None = None,
+    env: dict[str, str] | None = None,
+    private_run: bool = False,
+    **limits: int,
+) -> asyncio.subprocess.Process:
+    """``fetchd -N -f RC ARGS`` started in a child process with the given rlimits.
+
+    A daemon (``private_run``) gets a /run of its own (a mount namespace with a tmpfs there):
+    as root fetchd refuses to start while /var/run/fetchmail.pid names a live fetchmail, and
+    another test on this machine may be running one."""
+    rcfile = home / "fetchmailrc"
+    rcfile.write_text(rc)
+    rcfile.chmod(0o600)
+    isolate = (
+        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /run && exec "$@"', "sh"]
+        if private_run and os.geteuid() == 0
+        else []
+    )
+    return await asyncio.create_subprocess_exec(
+        *isolate,
+        sys.executable,
+        "-m",
+        "fetchd",
+        "-N",
+        "-f",
+        str(rcfile),
+        *args,
+        env=child_environment(home, state_home) | (env or {}),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_limits(**limits),
+    )
+
+
 async def run_fetchd(
     home: Path,
     rc: str,
@@ -53,30 +103,9 @@ async def run_fetchd(
     state_home: Path | None = None,
     **limits: int,
 ) -> Child:
-    """``fetchd -f RC ARGS`` in a child process with the given rlimits; its combined output."""
-    rcfile = home / "fetchmailrc"
-    rcfile.write_text(rc)
-    rcfile.chmod(0o600)
-    env = {
-        "HOME": str(home),
-        "XDG_STATE_HOME": str(state_home or home / "state"),
-        "XDG_RUNTIME_DIR": str(home / "run"),
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "FETCHD_SYSLOG_SOCKET": str(home / "syslog.sock"),
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fetchd",
-        "-N",
-        "-f",
-        str(rcfile),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_limits(**limits),
-    )
+    """``fetchd -N -f RC ARGS`` run to its end in a child process with the given rlimits; its
+    exit code and combined output."""
+    process = await start_fetchd(home, rc, *args, state_home=state_home, **limits)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout)
     finally:
@@ -307,3 +336,42 @@ async def test_a_state_disk_full_from_the_start(small_disk: Path, tmp_path: Path
     assert "first@127.0.0.1: polling: UID store" in child.out
     assert "database or disk is full" in child.out
     assert not sink.received  # no store, no delivery: nothing could be recorded
+
+
+async def test_a_daemon_with_100_accounts_under_64_descriptors(tmp_path: Path) -> None:
+    """One daemon (``set daemon``) polling 100 POP3 accounts on 100 servers with
+    RLIMIT_NOFILE 64: every message is delivered once and deleted, no account fails for
+    want of a descriptor, and SIGTERM ends it with exit 0."""
+    servers = [
+        DemoPOP3Server(f"u{i}", f"pw-{i}", [f"Subject: n{i}\r\n\r\nbody {i}\r\n".encode()])
+        for i in range(100)
+    ]
+    for server in servers:
+        await server.start()
+    try:
+        async with running_mta() as sink:
+            rc = "set daemon 3600\n" + "".join(
+                pop3_entry(s.port, f"u{i}", f"pw-{i}", sink).replace(
+                    "poll 127.0.0.1 via", f"poll h{i} via"
+                )
+                for i, s in enumerate(servers)
+            )
+            process = await start_fetchd(tmp_path, rc, private_run=True, RLIMIT_NOFILE=64)
+            try:
+                deadline = time.monotonic() + 30
+                while any(s.messages for s in servers) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+            finally:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                out, _ = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        for server in servers:
+            await server.stop()
+    text = out.decode(errors="replace")
+    print(text)
+    assert_clean(text)
+    assert "Too many open files" not in text and "fetchd: u" not in text
+    assert process.returncode == 0
+    assert sorted(sink.subjects()) == sorted(f"Subject: n{i}" for i in range(100))
+    assert not any(s.messages for s in servers)
