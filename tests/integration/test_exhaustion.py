@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import resource
@@ -27,7 +28,7 @@ from fetchd.demo.pop3server import DemoPOP3Server
 from tests.fakes.imapserver import FakeIMAPServer
 from tests.fakes.pop3server import FakePOP3Server, Faults
 from tests.support.mta import Sink, running_mta
-from tests.support.tools import require_tool
+from tests.support.tools import in_ci, require_tool
 
 GOOD = [f"Subject: good {i}\r\n\r\nbody {i}\r\n".encode() for i in range(3)]
 ADDRESS_SPACE = 512 * 1024 * 1024
@@ -375,3 +376,76 @@ async def test_a_daemon_with_100_accounts_under_64_descriptors(tmp_path: Path) -
     assert process.returncode == 0
     assert sorted(sink.subjects()) == sorted(f"Subject: n{i}" for i in range(100))
     assert not any(s.messages for s in servers)
+
+
+FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+async def fetchd_cli(home: Path, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fetchd",
+        *args,
+        env=child_environment(home),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_the_wall_clock_stepped_back_and_forward_in_daemon_mode(tmp_path: Path) -> None:
+    """A daemon polling every second while its wall clock is stepped an hour back, then a day
+    forward (libfaketime reading a file, the monotonic clock left alone, as an NTP step does):
+    it keeps polling about once a second across both steps (no stall, no tight loop),
+    delivers mail that arrives after each step, and its uptime stays true."""
+    if not os.path.exists(FAKETIME):
+        if in_ci():
+            pytest.fail("libfaketime is missing (.ci/run installs faketime)")
+        pytest.skip("libfaketime is missing (apt-get install faketime)")
+    clock = tmp_path / "faketime"
+    clock.write_text("+0\n")
+    skewed = {
+        "LD_PRELOAD": FAKETIME,
+        "FAKETIME_TIMESTAMP_FILE": str(clock),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_DONT_RESET": "1",
+    }
+    server = FakePOP3Server([b"Subject: before\r\n\r\nx\r\n"], "clock", "pw-clock")
+    polls: list[float] = []  # monotonic time of each login, seen from here
+    phases: list[int] = []  # polls in each phase: before, after the step back, after forward
+    async with server, running_mta() as sink:
+        rc = "set daemon 1\n" + pop3_entry(server.port, "clock", "pw-clock", sink)
+        process = await start_fetchd(tmp_path, rc, env=skewed, private_run=True)
+        began = time.monotonic()
+        try:
+            for step, mail in ((None, None), ("-1h", b"back"), ("+1d", b"forward")):
+                if step is not None:
+                    clock.write_text(step + "\n")
+                    server.messages.append(b"Subject: %s\r\n\r\nx\r\n" % mail)
+                before = len(polls)
+                phase_end = time.monotonic() + 5
+                while time.monotonic() < phase_end and process.returncode is None:
+                    logins = server.commands.count("USER clock")
+                    polls.extend([time.monotonic()] * (logins - len(polls)))
+                    await asyncio.sleep(0.02)
+                phases.append(len(polls) - before)
+            code, status = await fetchd_cli(tmp_path, "--status", "--json")
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.wait_for(process.communicate(), 30)
+    text = out.decode(errors="replace")
+    gaps = [round(b - a, 2) for a, b in zip([began, *polls], polls, strict=False)]
+    print(text, phases, gaps)
+    assert_clean(text)
+    assert process.returncode == 0
+    assert sorted(sink.subjects()) == ["Subject: back", "Subject: before", "Subject: forward"]
+    # A poll a second plus the poll's own time (libfaketime reads its file at every clock
+    # call): polls go on in each phase, no gap is a stall, and a tight loop would be hundreds.
+    assert min(phases) >= 2 and max(gaps) < 3.5 and len(polls) <= 20, (phases, gaps)
+    assert code == 0, status
+    assert 0 <= json.loads(status)["daemon"]["uptime"] < 60
