@@ -116,7 +116,8 @@ class Supervisor:
         self._stop_deadline = stop_deadline
         self._force_exit = force_exit or (lambda code: os._exit(code))
         self._deadline_timer: threading.Timer | None = None
-        self.started = time.time()
+        self.started = time.time()  # for display; the uptime counts on the monotonic clock
+        self._started_monotonic = time.monotonic()
         self.reload_failed_at: float | None = None  # the last reload, if it failed
         self.reload_error: str | None = None
 
@@ -239,7 +240,7 @@ class Supervisor:
             "version": __version__,
             "rcfile": self.config.filename,
             "started": self.started,
-            "uptime": round(time.time() - self.started, 1),
+            "uptime": round(time.monotonic() - self._started_monotonic, 1),
             "reload_failed_at": self.reload_failed_at,
             "reload_error": self.reload_error,
         }

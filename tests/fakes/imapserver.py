@@ -14,6 +14,8 @@ an IDLE). Misbehaviour is switched on per test:
 - ``cut_uid``/``cut_at``/``cut_stalls``: while sending message ``cut_uid``, after ``cut_at``
   octets of the message (in whichever FETCH part holds that octet) the server closes the
   connection, or with ``cut_stalls`` goes silent and keeps it;
+- ``huge_literal``: BODY[] (or BODY[]<origin>, answering a partial fetch) is announced as a
+  literal of that many octets (2 GiB, say) and filler is streamed until the client hangs up;
 - ``idle_dead``: after IDLE's continuation the server is silent and ignores DONE, as a peer that
   vanished without closing (a NAT timeout, a pulled cable) looks to the client.
 Command names are upper-case and include ``UID`` (``"UID FETCH"``).
@@ -62,6 +64,9 @@ class FakeIMAPServer:
     cut_uid: int | None = None  # break off while sending this message's octets ...
     cut_at: int = 0  # ... once this many of them (from its start) are out ...
     cut_stalls: bool = False  # ... by going silent instead of closing the connection
+    # BODY[] announced as a literal of this many octets, then filler streamed until the client
+    # hangs up (or it is all sent): a server trying to exhaust the client's memory.
+    huge_literal: int | None = None
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
     wire: bytearray = field(default_factory=bytearray)  # every octet received, as received
     port: int = 0
@@ -202,7 +207,13 @@ class _Session:
         elif name == "UID SEARCH":
             ok = self._search(name, tag, args) or ok
         elif name == "UID FETCH":
-            if self._fetch(name, _uids(args[0]), b" ".join(args[1:]).upper()):
+            items = b" ".join(args[1:]).upper()
+            if self.server.huge_literal is not None and b"BODY" in items:
+                uid = min(_uids(args[0]) & {m.uid for m in self.server.messages})
+                origin = re.search(rb"\]<(\d+)\.", items)
+                section = b"BODY[]<%s>" % origin.group(1) if origin else b"BODY[]"
+                await self._stream_huge_literal(uid, section, self.server.huge_literal)
+            elif self._fetch(name, _uids(args[0]), items):
                 await self.writer.drain()
                 if self.server.cut_stalls:
                     await asyncio.Event().wait()
@@ -261,6 +272,18 @@ class _Session:
         else:
             self.untagged(name, b"* SEARCH" + b"".join(b" %d" % uid for uid in found))
         return None
+
+    async def _stream_huge_literal(self, uid: int, section: bytes, size: int) -> None:
+        number = next(n for n, m in enumerate(self.server.messages, 1) if m.uid == uid)
+        self.writer.write(b"* %d FETCH (UID %d %s {%d}\r\n" % (number, uid, section, size))
+        chunk = (b"X" * 998 + b"\r\n") * 64
+        sent = 0
+        while sent < size and not self.writer.transport.is_closing():
+            piece = chunk[: size - sent]
+            self.writer.write(piece)
+            sent += len(piece)
+            await self.writer.drain()
+        self.writer.write(b")\r\n")
 
     def _fetch(self, name: str, uids: set[int], items: bytes) -> bool:
         """The FETCH replies; True when ``cut_uid``'s cut fell in them (written up to it)."""

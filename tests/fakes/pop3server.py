@@ -31,6 +31,8 @@ class Faults:
     no_uidl: bool = False
     bad_list_line: bytes | None = None
     greeting: bytes = b"+OK fake POP3 ready <1896.697170952@fake.example>"
+    list_size: int | None = None  # LIST and STAT report this size per message (10**12: huge)
+    endless_retr: bool = False  # RETR's reply never ends: one long line after another
     sasl: tuple[str, ...] = ("PLAIN",)
 
 
@@ -134,15 +136,22 @@ class FakePOP3Server:
         finally:
             writer.close()
 
+    def _listed_size(self, message: bytes) -> int:
+        if self.faults.list_size is not None:
+            return self.faults.list_size
+        return len(message) + self.faults.size_lies
+
     async def _transaction(self, verb: str, arg: str, marked: set[int], send, writer) -> None:  # type: ignore[no-untyped-def]
         live = {i: m for i, m in enumerate(self.messages, 1) if i not in marked}
         if verb == "STAT":
             if self.faults.long_line:
                 send(b"+OK " + b"9" * 100_000)
                 return
-            send(f"+OK {len(live)} {sum(map(len, live.values()))}".encode())
+            huge = self.faults.list_size
+            octets = sum(map(len, live.values())) if huge is None else huge * len(live)
+            send(f"+OK {len(live)} {octets}".encode())
         elif verb == "LIST":
-            lines = [f"{i} {len(m) + self.faults.size_lies}".encode() for i, m in live.items()]
+            lines = [f"{i} {self._listed_size(m)}".encode() for i, m in live.items()]
             if self.faults.bad_list_line is not None:
                 lines.append(self.faults.bad_list_line)
             send(b"\r\n".join([b"+OK", *lines, b"."]))
@@ -156,6 +165,13 @@ class FakePOP3Server:
                     if i != self.faults.uidl_skips
                 ]
                 send(b"\r\n".join([b"+OK", *lines, b"."]))
+        elif verb == "RETR" and arg.isdigit() and int(arg) in live and self.faults.endless_retr:
+            send(b"+OK here it comes")
+            filler = b"X" * 998 + b"\r\n"
+            chunk = filler * 64
+            while not writer.transport.is_closing():
+                writer.write(chunk)
+                await writer.drain()
         elif verb == "RETR" and arg.isdigit() and int(arg) in live:
             number = int(arg)
             body = b"\r\n".join(
