@@ -33,7 +33,7 @@ from fetchd.fleet.database import FleetDatabase
 from fetchd.fleet.rows import FleetAccount
 
 if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
-    from fetchd.fleet.pgstate import RowClaims
+    from fetchd.fleet.pgstate import Claim, RowClaims
 
 log = structlog.get_logger("fetchd.fleet")
 
@@ -195,20 +195,44 @@ class FleetSupervisor(Supervisor):
             except FleetDatabaseError as exc:
                 log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
                 return
-            if not claimed:
+            if claimed is None:
                 log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
                 return
             try:
                 slot = await self._server_slot(entry.server.host)
                 try:
-                    await self._poll_row(entry, account)
+                    await self._poll_claimed(entry, account, claimed)
                 finally:
                     if slot is not None:
                         with contextlib.suppress(FleetDatabaseError):
                             await self._claims.release_slot(slot)
             finally:
                 with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
-                    await self._claims.release(entry.row_id)
+                    await self._claims.release(claimed)
+
+    async def _poll_claimed(self, entry: _RowEntry, account: FleetAccount, claim: Claim) -> None:
+        """The row's poll, abandoned (uncommitted: nothing deleted) if its claim is lost."""
+        from fetchd.fleet.pgstate import CURRENT_CLAIM
+
+        token = CURRENT_CLAIM.set(claim)  # the store checks it before any delete
+        try:
+            poll = asyncio.create_task(self._poll_row(entry, account))
+        finally:
+            CURRENT_CLAIM.reset(token)
+        lost = asyncio.create_task(claim.lost.wait())
+        try:
+            await asyncio.wait({poll, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not poll.done():
+                await cancel_and_wait({poll})
+            await cancel_and_wait({lost})
+        if claim.lost.is_set() and (poll.cancelled() or poll.exception() is not None):
+            text = f"row {entry.row_id}: claim lost (database session ended); poll abandoned"
+            log.warning("fleet.claim_lost", text=text)
+            for user in entry.server.users:
+                self._status(entry.server, user).error = text
+            return
+        poll.result()
 
     async def _server_slot(self, host: str) -> int | None:
         """Wait for one of the server's fleet-wide connection slots (None: no cap). A slot's
