@@ -31,7 +31,7 @@ from fetchd.delivery.headers import (
 )
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
-from fetchd.net.hostname import this_host
+from fetchd.net.hostname import calling_user, this_host
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class BSMTPSettings:
     smtpaddress: str | None = None
     trace: Trace = field(default_factory=Trace)
     by: str = field(default_factory=this_host)  # the Received line's "by"
+    login: str = field(default_factory=calling_user)  # the sender when the message names none
     multidrop: bool = False
     pass8bits: bool = False
 
@@ -96,9 +97,13 @@ class BSMTPDeliverer:
             recipient=rcpts[0] if len(rcpts) == 1 else None,
             multidrop=settings.multidrop,
         )
-        transaction = batch(
-            drop_return_path(data), envelope_sender(data) or "", rcpts, trace, settings.pass8bits
-        )
+        # An address that is not one becomes the null sender, as for SMTP (fetchmail writes it
+        # as it is, so "<a@b> NOTIFY=NEVER" could add parameters); nothing names a sender:
+        # fetchmail writes the login name of the user it runs as.
+        sender = envelope_sender(data)
+        if sender is None:
+            sender = settings.login
+        transaction = batch(drop_return_path(data), sender, rcpts, trace, settings.pass8bits)
         if ready is not None:
             await ready()  # the previous message's record, before this one is committed
         try:

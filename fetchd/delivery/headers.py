@@ -110,6 +110,17 @@ def envelope_sender(message: bytes) -> str | None:
     return None
 
 
+def local_sender(message: bytes) -> str | None:
+    """The sender fetchmail gives an MDA as %F: the Return-Path as the message has it, without
+    angle brackets and unchecked ("" for the null sender; the MDA judges it; %F is a quoted
+    shell word, so nothing in it reaches the shell), else the sender headers' address as for
+    MAIL FROM; None when nothing names a sender."""
+    for name, value in headers(message):
+        if name == "return-path":
+            return value.strip().strip("<>").strip()
+    return envelope_sender(message)
+
+
 _ANGLE = re.compile(r"<([^<>\s]*)>")
 _BARE = re.compile(r"[^\s<>()\",;:]+@[^\s<>()\",;:]+")
 

@@ -2,8 +2,8 @@
 
 The command goes through /bin/sh, as in fetchmail, with ``%T`` (the local recipient), ``%F``
 (the envelope sender) and ``%%``. Values that come from a message can reach the shell only as
-single-quoted words with every shell metacharacter replaced by ``_`` (fetchmail's own rule), and
-an address that starts with ``-`` (an option, for the MDA) is refused. The MDA gets a scrubbed
+single-quoted words, a single quote in them replaced by ``_`` (fetchmail's own rule), and an
+address that starts with ``-`` (an option, for the MDA) is refused. The MDA gets a scrubbed
 environment and no descriptors but its stdin, stdout and stderr; its output goes to our log.
 
 Outcomes: exit 0 with the whole message read is delivered; EX_TEMPFAIL (75), a timeout (its
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from fetchd.children import kill_and_reap
-from fetchd.delivery.headers import Trace, envelope_sender, normalize_line_endings
+from fetchd.delivery.headers import Trace, local_sender, normalize_line_endings
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
 from fetchd.net.hostname import this_host
@@ -33,7 +33,7 @@ from fetchd.net.hostname import this_host
 log = structlog.get_logger("fetchd.mda")
 
 EX_TEMPFAIL = 75
-_SAFE = re.compile(r"[^A-Za-z0-9@._+=:,/%-]")  # anything else becomes "_" (fetchmail's rule)
+_UNQUOTABLE = re.compile("['\\x00]")
 # What the MDA may see of our environment: enough to find programs and a home, no secrets.
 _KEPT_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
 
@@ -49,8 +49,16 @@ class MDASettings:
 
 
 def shell_word(value: str) -> str:
-    """A value from a message as one harmless single-quoted shell word."""
-    return "'" + _SAFE.sub("_", value.replace("'", "")) + "'"
+    """A value from a message as one harmless single-quoted shell word: inside single quotes
+    the shell takes every character as it is but the quote itself, which becomes "_", as
+    fetchmail makes it (and a NUL, which no argument can hold)."""
+    return "'" + _UNQUOTABLE.sub("_", value) + "'"
+
+
+def mda_sender(message: bytes) -> str:
+    """%F as fetchmail fills it: "<>" for the null sender, empty when nothing names one."""
+    sender = local_sender(message)
+    return "<>" if sender == "" else sender or ""
 
 
 def expand(command: str, recipient: str, sender: str) -> str:
@@ -103,7 +111,7 @@ class MDADeliverer:
     ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         data = normalize_line_endings(message)
-        sender = envelope_sender(data) or ""
+        sender = mda_sender(data)
         per_recipient = "%T" in self.settings.command or "%s" in self.settings.command
         names = self.settings.recipients if recipients is None else recipients
         recipients = names if per_recipient else names[:1]

@@ -19,9 +19,10 @@ from typing import TypeVar
 
 import structlog
 
-from fetchd.auth import sasl
+from fetchd.auth import kerberos, sasl
 from fetchd.errors import (
     AuthError,
+    CredentialsRejectedError,
     DNSError,
     FetchdError,
     FetchdTimeoutError,
@@ -191,11 +192,25 @@ class POP3Client:
         auth: str = "any",
         apop: bool = False,
         plaintext_allowed: bool = False,
+        gssapi_target: str = "",
     ) -> None:
-        """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism."""
+        """Authenticate as fetchmail's ``auth`` asks; never fall back to a weaker mechanism
+        than the rc file names. ``gssapi_target``: the Kerberos service principal (``auth
+        gssapi``/``kerberos_v5``; ``auth any`` tries it first when offered with a ticket)."""
+        offered = {m.upper() for m in self.capabilities.get("SASL", ())}
+        if auth in kerberos.KERBEROS_AUTH:  # no password is sent: no TLS rule to apply
+            if self.capabilities and "GSSAPI" not in offered:
+                raise AuthError(
+                    f"{self.host} does not offer AUTH GSSAPI, which the rc file asks for; "
+                    "not trying a weaker mechanism"
+                )
+            await self.authenticate(await kerberos.start(gssapi_target, user))
+            return
+        gssapi_first = auth == "any" and gssapi_target and "GSSAPI" in offered
+        if gssapi_first and await self._gssapi_any(gssapi_target, user):
+            return
         if not (self.encrypted or plaintext_allowed):
             raise clear_password_error(self.host)
-        offered = {m.upper() for m in self.capabilities.get("SASL", ())}
         if apop:
             await self._apop(user, password)
         elif auth in ("any", "password"):
@@ -210,6 +225,18 @@ class POP3Client:
             await self.authenticate(sasl.mechanism(auth, user, password))
         else:
             raise AuthError(f"authentication {auth!r} is not supported by fetchd for POP3")
+
+    async def _gssapi_any(self, target: str, user: str) -> bool:
+        """``auth any``: GSSAPI when a ticket is there; False (go on with the password) when
+        there is none or the ticket or the server refuses it before anything was settled."""
+        if not await asyncio.to_thread(kerberos.has_ticket):
+            return False
+        try:
+            await self.authenticate(await kerberos.start(target, user))
+        except (CredentialsRejectedError, kerberos.StartError) as exc:
+            log.info("auth.gssapi_declined", host=self.host, reason=str(exc))
+            return False
+        return True
 
     async def _user_pass(self, user: str, password: str) -> None:
         reply = await self.command("USER", user)
@@ -232,8 +259,14 @@ class POP3Client:
     async def authenticate(self, mechanism: sasl.Mechanism) -> None:
         initial = mechanism.initial_response()
         args = [mechanism.name]
-        if initial is not None:
-            args.append(base64.b64encode(initial).decode() if initial else "=")
+        encoded = b"" if initial is None else base64.b64encode(initial) or b"="
+        # RFC 5034, section 4: an initial response that would make the command line longer
+        # than 255 octets goes after the server's first (empty) challenge instead.
+        pending = None
+        if initial is not None and len(encoded) + len(mechanism.name) + 7 > 255:
+            pending, initial = encoded, None
+        elif initial is not None:
+            args.append(encoded.decode())
         self._send(
             encode_command("AUTH", *args),
             f"AUTH {mechanism.name}" + (" *" if initial is not None else ""),
@@ -245,6 +278,10 @@ class POP3Client:
                     challenge = base64.b64decode(line[2:], validate=True)
                 except ValueError:
                     raise ProtocolError(f"{self.host}: malformed AUTH challenge") from None
+                if pending is not None:
+                    self._send(pending + b"\r\n", "*")
+                    pending = None
+                    continue
                 answer = mechanism.respond(challenge)
                 self._send(base64.b64encode(answer) + b"\r\n", "*")
                 continue

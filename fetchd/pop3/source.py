@@ -31,6 +31,7 @@ class POP3Account:
     timeout: float = 300.0
     auth: str = "any"
     apop: bool = False
+    gssapi_target: str = ""  # the Kerberos service principal (fetchd.auth.kerberos)
 
 
 class POP3Source:
@@ -85,6 +86,7 @@ async def open_pop3(account: POP3Account, connector: Connector | None = None) ->
             auth=account.auth,
             apop=account.apop,
             plaintext_allowed=account.tls.disabled,
+            gssapi_target=account.gssapi_target,
         )
     except BaseException:
         client.close()
