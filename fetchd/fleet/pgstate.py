@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 
 log = structlog.get_logger("fetchd.fleet")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FLEET_LOCK_SPACE = 0x46_44  # "FD": the first key of fetchd's advisory locks on rows
 SERVER_LOCK_SPACE = 0x46_53  # "FS": on a server's connection slots (--fleet-server-connections)
 MIGRATION_LOCK = 0  # second key of the lock held while creating or migrating the schema
@@ -79,6 +79,10 @@ MIGRATIONS = {
         # it orphaned (its session gone without a release): see RowClaims.claim.
         "ALTER TABLE fetchd.polls ADD COLUMN session text NOT NULL DEFAULT ''",
         "ALTER TABLE fetchd.polls ADD COLUMN orphaned_at timestamptz",
+    ],
+    3: [
+        # The exit code of the row's last finished poll (NULL: none yet): --status's failing.
+        "ALTER TABLE fetchd.polls ADD COLUMN outcome integer",
     ],
 }
 
@@ -306,9 +310,12 @@ class RowClaims:
     """This worker's claims on rows: a session advisory lock per row being polled, on one
     connection of its own, and the ``fetchd.polls`` record of who polled a row when."""
 
-    def __init__(self, dsn: str, worker: str) -> None:
+    def __init__(
+        self, dsn: str, worker: str, on_takeover: Callable[[], None] | None = None
+    ) -> None:
         self._dsn = dsn
         self.worker = worker
+        self._on_takeover = on_takeover  # --metrics: fetchd_lease_takeovers_total
         self.shown = shown_dsn(dsn)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # One connection only: the locks belong to its session. Without this, tasks starting
@@ -405,6 +412,8 @@ class RowClaims:
         taken = await cursor.fetchone() is not None
         if taken and takeover:
             self.takeovers += 1
+            if self._on_takeover is not None:
+                self._on_takeover()
             log.warning("fleet.takeover", text=f"row {claim.row_id}: taken over")
         return taken
 
@@ -457,7 +466,11 @@ class RowClaims:
         except psycopg.Error as exc:
             raise self._error("releasing a connection slot", exc) from None
 
-    async def release(self, claim: Claim, *, clear: bool = True) -> None:
+    async def release(
+        self, claim: Claim, *, clear: bool = True, outcome: int | None = None
+    ) -> None:
+        """The claim ended: the lock freed and, with ``clear``, the poll's record closed
+        (with its exit code ``outcome``, if it finished)."""
         self._watched.discard(claim)
         if claim.lost.is_set():
             return  # its session, and so its lock, is gone already
@@ -465,8 +478,9 @@ class RowClaims:
         try:
             if clear:
                 await conn.execute(
-                    "UPDATE fetchd.polls SET session = '' WHERE row_id = %s AND session = %s",
-                    [claim.row_id, claim.session],
+                    "UPDATE fetchd.polls SET session = '', outcome = coalesce(%s, outcome)"
+                    " WHERE row_id = %s AND session = %s",
+                    [outcome, claim.row_id, claim.session],
                 )
             await conn.execute(
                 "SELECT pg_advisory_unlock(%s, %s)", [FLEET_LOCK_SPACE, claim.row_id]

@@ -93,6 +93,16 @@ class FleetSupervisor(Supervisor):
         }
         return described
 
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer = await super().handle(request)
+        if request["cmd"] == "status":  # and the whole fleet's, from the database
+            fleet = answer["daemon"]["fleet"]
+            try:
+                fleet["view"] = await self._database.fleet_view()
+            except FleetDatabaseError as exc:
+                fleet["view_error"] = str(exc)
+        return answer
+
     async def run(self) -> int:
         try:
             while not self._stopping.is_set():
@@ -132,6 +142,8 @@ class FleetSupervisor(Supervisor):
             await self._report_row_errors(errors)
             wanted |= {("row", rid): (acc.server, rid) for rid, acc in self._rows.items()}
         await self._apply(wanted)
+        if self.metrics is not None:
+            self.metrics.accounts(len(wanted))
 
     async def _report_row_errors(self, errors: list[FleetRowError]) -> None:
         current = {error.row_id: str(error) for error in errors}
@@ -207,8 +219,9 @@ class FleetSupervisor(Supervisor):
                         with contextlib.suppress(FleetDatabaseError):
                             await self._claims.release_slot(slot)
             finally:
+                outcome = self._status(entry.server, entry.server.users[0]).outcome
                 with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
-                    await self._claims.release(claimed)
+                    await self._claims.release(claimed, outcome=outcome)
 
     async def _poll_claimed(self, entry: _RowEntry, account: FleetAccount, claim: Claim) -> None:
         """The row's poll, abandoned (uncommitted: nothing deleted) if its claim is lost."""
