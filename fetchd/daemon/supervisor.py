@@ -336,11 +336,13 @@ class Supervisor:
         finally:
             await cancel_and_wait({idle, woken})
 
-    async def _poll_entry(self, entry: _Entry) -> None:
+    async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
+        """Poll the entry's users in turn, each in one of the MAX_CONNECTIONS slots (the
+        caller's own, with ``slot_held``)."""
         failed = False
         for user in entry.server.users:
             status = self._status(entry.server, user)
-            async with self._connections:
+            async with contextlib.nullcontext() if slot_held else self._connections:
                 status.state = "polling"
                 began, messages, octets = time.monotonic(), status.messages, status.octets
                 if self.metrics is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fetchd.errors import FleetDatabaseError
@@ -24,6 +25,22 @@ CONNECT_TIMEOUT = 10  # seconds; libpq's connect_timeout
 STATEMENT_TIMEOUT_MS = 30_000  # no statement of ours may hold a poll up longer
 
 WRITE_RESULT = "UPDATE fetchmail SET returned_text = %s, date = now() WHERE id = %s"
+
+LAST_POLLS = (
+    "SELECT row_id, extract(epoch FROM now() - polled_at)::float8 AS age, fingerprint,"
+    " session <> '' AS busy FROM fetchd.polls"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LastPoll:
+    """A row's last claim: how many seconds ago (at the read), for which settings, and
+    whether a claim is open now."""
+
+    age: float
+    fingerprint: str
+    busy: bool
+
 
 # --status's view of the whole fleet, from the table and every worker's fetchd.polls records:
 # a row runs while its claim (the advisory lock, fetchd.fleet.pgstate) is held; it is due when
@@ -112,6 +129,14 @@ class FleetDatabase:
     async def write_result(self, row_id: int, text: str) -> None:
         """``returned_text`` and ``date`` of a row, as fetchmail.pl sets them after a poll."""
         await self._run(f"writing returned_text of row {row_id}", WRITE_RESULT, [text, row_id])
+
+    async def last_polls(self) -> dict[int, LastPoll]:
+        """Every row's last poll as fetchd.polls has it, read in one statement."""
+        cursor = await self._run("reading fetchd.polls", LAST_POLLS)
+        return {
+            int(row["row_id"]): LastPoll(float(row["age"]), row["fingerprint"], row["busy"])
+            for row in await cursor.fetchall()
+        }
 
     async def fleet_view(self) -> dict[str, Any]:
         """The fleet as --status shows it: counts of its active rows (accounts, due,

@@ -326,6 +326,8 @@ class RowClaims:
         self._watched: set[Claim] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.takeovers = 0  # rows this worker took over from a claim that ended unreleased
+        # The claims connection's session (pid, backend_start), asked once per connection.
+        self._session_of: tuple[psycopg.AsyncConnection[Any], int, datetime.datetime] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -362,7 +364,9 @@ class RowClaims:
         it has abandoned that poll first (``watch``)."""
         conn = await self._connection()
         try:
-            pid, started = await self._session(conn)
+            if self._session_of is None or self._session_of[0] is not conn:
+                self._session_of = (conn, *await self._session(conn))  # once per connection
+            _, pid, started = self._session_of
             cursor = await conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", [FLEET_LOCK_SPACE, row_id]
             )

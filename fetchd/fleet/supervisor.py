@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ import structlog
 from fetchd.config.model import Config, Server
 from fetchd.daemon.supervisor import AccountStatus, Supervisor, _Entry, cancel_and_wait
 from fetchd.errors import ExitCode, FleetDatabaseError, FleetRowError
-from fetchd.fleet.database import FleetDatabase
+from fetchd.fleet.database import FleetDatabase, LastPoll
 from fetchd.fleet.rows import FleetAccount
 
 if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
@@ -82,6 +83,10 @@ class FleetSupervisor(Supervisor):
         self._row_errors: dict[int, str] = {}
         self._tasks: dict[tuple[str, int], tuple[Server, _Entry, asyncio.Task[None]]] = {}
         self._database_error: str | None = None
+        # fetchd.polls as read at the last refresh (monotonic time of the read): a row polled
+        # by any worker within its poll_time is skipped without asking for its claim.
+        self._last_polls: dict[int, LastPoll] = {}
+        self._last_polls_read = 0.0
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -137,6 +142,8 @@ class FleetSupervisor(Supervisor):
             if self._database_error is not None:
                 log.info("fleet.database_back", text=f"{self._database.shown}: reachable again")
             self._database_error = None
+            if self._claims is not None:
+                await self._read_last_polls()
             accounts, errors = self._to_accounts()(rows)
             self._rows = {account.row_id: account for account in accounts}
             await self._report_row_errors(errors)
@@ -144,6 +151,21 @@ class FleetSupervisor(Supervisor):
         await self._apply(wanted)
         if self.metrics is not None:
             self.metrics.accounts(len(wanted))
+
+    async def _read_last_polls(self) -> None:
+        try:
+            self._last_polls = await self._database.last_polls()
+        except FleetDatabaseError:
+            self._last_polls = {}  # every row asks for its claim, which checks the same
+        self._last_polls_read = time.monotonic()
+
+    def _polled_lately(self, row_id: int, fresh: float, fingerprint: str) -> bool:
+        """Did some worker poll the row within ``fresh`` seconds, as it is now, by the last
+        read of fetchd.polls? Only a shortcut: the claim checks again, in the database."""
+        last = self._last_polls.get(row_id)
+        if last is None or last.busy or last.fingerprint != fingerprint:
+            return False
+        return last.age + (time.monotonic() - self._last_polls_read) < fresh
 
     async def _report_row_errors(self, errors: list[FleetRowError]) -> None:
         current = {error.row_id: str(error) for error in errors}
@@ -188,9 +210,9 @@ class FleetSupervisor(Supervisor):
                 matched = True
         return matched or account is None
 
-    async def _poll_entry(self, entry: _Entry) -> None:
-        if not isinstance(entry, _RowEntry):
-            await super()._poll_entry(entry)
+    async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
+        if not isinstance(entry, _RowEntry):  # an rc file entry
+            await super()._poll_entry(entry, slot_held=slot_held)
             return
         account = self._rows.get(entry.row_id)
         with structlog.contextvars.bound_contextvars(row=entry.row_id):
@@ -199,29 +221,42 @@ class FleetSupervisor(Supervisor):
             if self._claims is None:
                 await self._poll_row(entry, account)
                 return
-            # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
-            cycle = self.config.globals.poll_interval
-            fresh = max(account.poll_time * 60 - cycle / 2, 0)
+            # A slot of this worker's first, then the claim: a worker claims only rows it can
+            # poll now, so a busy worker leaves the due rows to one that has room.
+            async with self._connections:
+                await self._claim_and_poll(entry, account, self._claims)
+
+    async def _claim_and_poll(
+        self, entry: _RowEntry, account: FleetAccount, claims: RowClaims
+    ) -> None:
+        # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
+        cycle = self.config.globals.poll_interval
+        fresh = max(account.poll_time * 60 - cycle / 2, 0)
+        if self._polled_lately(entry.row_id, fresh, account.fingerprint):
+            return  # by the last read of fetchd.polls: no round trip for it
+        try:
+            claimed = await claims.claim(entry.row_id, fresh, account.fingerprint)
+        except FleetDatabaseError as exc:
+            log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
+            return
+        if claimed is None:
+            log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
+            return
+        # As fetchd.polls now says (age 0 now): the next cycles skip it until it is due.
+        since = self._last_polls_read - time.monotonic()
+        self._last_polls[entry.row_id] = LastPoll(since, account.fingerprint, False)
+        try:
+            slot = await self._server_slot(entry.server.host)
             try:
-                claimed = await self._claims.claim(entry.row_id, fresh, account.fingerprint)
-            except FleetDatabaseError as exc:
-                log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
-                return
-            if claimed is None:
-                log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
-                return
-            try:
-                slot = await self._server_slot(entry.server.host)
-                try:
-                    await self._poll_claimed(entry, account, claimed)
-                finally:
-                    if slot is not None:
-                        with contextlib.suppress(FleetDatabaseError):
-                            await self._claims.release_slot(slot)
+                await self._poll_claimed(entry, account, claimed)
             finally:
-                outcome = self._status(entry.server, entry.server.users[0]).outcome
-                with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
-                    await self._claims.release(claimed, outcome=outcome)
+                if slot is not None:
+                    with contextlib.suppress(FleetDatabaseError):
+                        await claims.release_slot(slot)
+        finally:
+            outcome = self._status(entry.server, entry.server.users[0]).outcome
+            with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
+                await claims.release(claimed, outcome=outcome)
 
     async def _poll_claimed(self, entry: _RowEntry, account: FleetAccount, claim: Claim) -> None:
         """The row's poll, abandoned (uncommitted: nothing deleted) if its claim is lost."""
@@ -261,7 +296,7 @@ class FleetSupervisor(Supervisor):
     async def _poll_row(self, entry: _RowEntry, account: FleetAccount) -> None:
         status = self._status(entry.server, entry.server.users[0])
         before = status.messages
-        await super()._poll_entry(entry)
+        await super()._poll_entry(entry, slot_held=self._claims is not None)
         if status.outcome is None:
             return
         text = returned_text(account, status.outcome, status, status.messages - before)
