@@ -230,6 +230,7 @@ async def _poll_user(
         if status.error and not error:
             log.info("account.recovered", text=f"{label}: polling works again")
         status.last_poll, status.outcome, status.error = time.time(), code, error
+        status.stage = None if error is None else stage.split()[0]  # "polling", not the folder
         status.messages += messages
         status.octets += octets
     return code

@@ -90,6 +90,8 @@ def run(options: Options) -> int:
     warn_ignored_keywords(config, entries)
     memory = RunMemory()  # this run's: a one-shot pass, or the daemon's whole life
     daemon = bool(config.globals.poll_interval and not options.check)
+    if options.metrics is not None and not daemon:
+        raise ConfigError("--metrics serves a daemon's figures: use it with -d N or --fleet")
     detached = daemon and not options.nodetach
     to_syslog = config.globals.syslog and not (detached and config.globals.logfile)
     # A service with nowhere else to log would log into /dev/null; unless --nosyslog said so,

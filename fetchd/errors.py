@@ -205,3 +205,8 @@ class FleetDatabaseError(FetchdError):
 
     exit_code = ExitCode.SOCKET
     transient = True
+
+
+class ClaimLostError(FleetDatabaseError):
+    """A fleet poll's claim on its row ended (its database session is gone): the poll sends no
+    delete and abandons its session, as another worker may now take the row."""

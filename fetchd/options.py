@@ -51,6 +51,7 @@ class Options:
     systemd_unit: bool = False  # --systemd-unit: print the user unit and exit
     fleet: str | None = None  # --fleet DSN: accounts from PostfixAdmin's table (fetchd.fleet)
     fleet_server_connections: int = 0  # at most this many polls per server across the fleet
+    metrics: str | None = None  # --metrics [HOST:]PORT: the daemon's Prometheus endpoint
     debug: bool = False  # tracebacks for internal errors (also with -v -v)
     # OAuth2: --oauth2-login ACCOUNT (user@pollname) and its settings, --oauth2-logout ACCOUNT.
     oauth2_login: str | None = None
@@ -609,6 +610,12 @@ def _build_parser() -> _Parser:
         help="with --fleet: at most N polls of one server at a time across all workers",
     )
     general.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        help="daemon: serve Prometheus metrics at HOST:PORT (default host 127.0.0.1; another "
+        "address only if named here); needs the metrics extra",
+    )
+    general.add_argument(
         "hosts", nargs="*", metavar="server", help="poll only these entries of the rc file"
     )
     _add_oauth2_options(parser)
@@ -681,6 +688,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         parser.error("--oauth2-login needs --oauth2-provider and --oauth2-client-id")
     if values["fleet_server_connections"] and not 0 < values["fleet_server_connections"] <= 256:
         parser.error("--fleet-server-connections needs a number from 1 to 256")
+    if values["metrics"] is not None:
+        from fetchd.daemon.metrics import parse_metrics_address
+
+        try:
+            parse_metrics_address(values["metrics"])
+        except ConfigError as exc:
+            parser.error(str(exc))
     if values["daemon_default"] is not None and values["daemon_default"] <= 0:
         parser.error("--daemon-default needs a number of seconds above 0")
     return Options(
@@ -703,6 +717,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         systemd_unit=values["systemd_unit"],
         fleet=values["fleet"],
         fleet_server_connections=values["fleet_server_connections"],
+        metrics=values["metrics"],
         debug=values["debug"],
         oauth2_login=values["oauth2_login"],
         oauth2_logout=values["oauth2_logout"],

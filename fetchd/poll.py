@@ -291,6 +291,9 @@ async def _one_session(
     if settings.selection.keep and delivered_kept and mark_seen is not None:
         await mark_seen(delivered_kept)  # IMAP: \Seen only after delivery (fetchmail's keep)
     if to_delete:
+        confirm = getattr(state, "confirm_claim", None)
+        if confirm is not None:  # fleet mode: the row is still ours, else nothing is deleted
+            await asyncio.to_thread(confirm)
         await source.delete(to_delete)
         result.deleted += len(to_delete)
         failpoints.hit("deleted")

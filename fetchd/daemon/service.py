@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,11 @@ from fetchd.options import Options, Override
 from fetchd.state import UIDStore
 
 log = structlog.get_logger("fetchd.daemon")
+
+
+def worker_name() -> str:
+    """This daemon among others (fleet workers, metrics): host name and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def socket_path() -> Path:
@@ -176,6 +182,8 @@ def format_status(answer: dict[str, Any]) -> str:
         f"fetchd {daemon.get('version', '?')} daemon, pid {daemon.get('pid', '?')}, "
         f"up {_duration(float(daemon.get('uptime') or 0))}, rc file {daemon.get('rcfile', '?')}\n"
     ]
+    if daemon.get("metrics"):
+        lines.append(f"metrics: http://{daemon['metrics']}/metrics\n")
     fleet = daemon.get("fleet")
     if isinstance(fleet, dict):  # fetchd --fleet: where its accounts come from
         lines.append(
@@ -184,6 +192,7 @@ def format_status(answer: dict[str, Any]) -> str:
             + (f"; database: {fleet['database_error']}" if fleet.get("database_error") else "")
             + "\n"
         )
+        lines += _fleet_view(fleet)
     if daemon.get("reload_failed_at"):
         lines.append(
             f"reload failed at {_when(daemon['reload_failed_at'])}: {daemon.get('reload_error')}"
@@ -201,6 +210,38 @@ def format_status(answer: dict[str, Any]) -> str:
         for a in answer.get("accounts", [])
     ]
     return "".join(lines)
+
+
+def _fleet_view(fleet: dict[str, Any]) -> list[str]:
+    """The whole fleet (every worker's rows): counts, then the running rows under their
+    worker and the failing rows."""
+    if fleet.get("view_error"):
+        return [f"fleet-wide: not read: {fleet['view_error']}\n"]
+    view = fleet.get("view")
+    if not isinstance(view, dict):
+        return []
+    lines = [
+        f"fleet-wide: {view.get('accounts', 0)} accounts, {view.get('due', 0)} due, "
+        f"{view.get('running', 0)} running, {view.get('failing', 0)} failing\n"
+    ]
+    listed = [item for item in view.get("listed") or [] if isinstance(item, dict)]
+    workers: dict[str, list[dict[str, Any]]] = {}
+    for item in listed:
+        if item.get("running"):
+            workers.setdefault(str(item.get("worker")), []).append(item)
+    for worker, items in sorted(workers.items()):
+        lines.append(f"  worker {worker}: running {len(items)}\n")
+        lines += [
+            f"    row {i.get('row')} {str(i.get('account'))[:60]} since {_when(i.get('since'))}\n"
+            for i in items
+        ]
+    lines += [
+        f"  failing: row {i.get('row')} {str(i.get('account'))[:60]}: "
+        f"{_result(i.get('outcome'))} {(i.get('text') or '')[:120]}\n"
+        for i in listed
+        if not i.get("running")
+    ]
+    return lines
 
 
 def absolute_paths(config: Config, options: Options, base: str) -> tuple[Config, Options]:
@@ -324,6 +365,11 @@ async def _main(
     asyncio.get_running_loop().set_exception_handler(_report_loop_error)
     store = await asyncio.to_thread(UIDStore.open)
     notifier = Notifier()
+    metrics = None
+    if options.metrics is not None:
+        from fetchd.daemon.metrics import start_metrics
+
+        metrics = start_metrics(options.metrics, worker_name())
 
     async def poll_account(config: Config, server: Server, user: Any, status: AccountStatus) -> int:
         code: int = await poll_one(config, server, user, options, store, status)
@@ -350,6 +396,7 @@ async def _main(
         can_idle=can_idle,
         notifier=notifier,
         stop_deadline=STOP_DEADLINE_SECONDS,
+        metrics=metrics,
     )
     server = control.ControlServer(directory / "control.sock", supervisor.handle)
     await server.start()
@@ -367,5 +414,7 @@ async def _main(
         watchdog.cancel()
         await server.stop()
         store.close()
+        if metrics is not None:
+            metrics.close()
         # The stop deadline stays armed until the process is gone: what follows (the loop's
         # teardown waits for its worker threads, the state store's among them) is bounded too.

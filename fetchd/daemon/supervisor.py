@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -34,6 +34,9 @@ from fetchd import __version__, logconfig
 from fetchd.config.model import Config, Server
 from fetchd.daemon.sdnotify import Notifier
 from fetchd.errors import ExitCode, FetchdError
+
+if TYPE_CHECKING:  # prometheus-client, which it needs, is imported only with --metrics
+    from fetchd.daemon.metrics import PollMetrics
 
 log = structlog.get_logger("fetchd.daemon")
 
@@ -57,6 +60,7 @@ class AccountStatus:
     octets: int = 0
     next_due: float | None = None
     error: str | None = None
+    stage: str | None = None  # where the last poll stopped, if it failed ("polling", "dns"...)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -83,6 +87,14 @@ async def cancel_and_wait(tasks: set[asyncio.Task[Any]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_SECONDS)
 
 
+def outcome_label(code: int) -> str:
+    """fetchmail's exit code as a metrics label: ``mail``, ``nomail``, ``auth``..."""
+    try:
+        return ExitCode(code).name.lower()
+    except ValueError:
+        return "undefined"
+
+
 PollOne = Callable[[Config, Server, Any, AccountStatus], Any]  # -> awaitable exit code
 
 
@@ -99,6 +111,7 @@ class Supervisor:
         notifier: Notifier | None = None,
         stop_deadline: float | None = None,
         force_exit: Callable[[int], Any] | None = None,
+        metrics: PollMetrics | None = None,
     ) -> None:
         self.config = config
         self.entries = [_Entry(server) for server in entries]
@@ -116,6 +129,7 @@ class Supervisor:
         self._stop_deadline = stop_deadline
         self._force_exit = force_exit or (lambda code: os._exit(code))
         self._deadline_timer: threading.Timer | None = None
+        self.metrics = metrics  # --metrics: every poll counted there
         self.started = time.time()  # for display; the uptime counts on the monotonic clock
         self._started_monotonic = time.monotonic()
         self.reload_failed_at: float | None = None  # the last reload, if it failed
@@ -243,6 +257,7 @@ class Supervisor:
             "uptime": round(time.monotonic() - self._started_monotonic, 1),
             "reload_failed_at": self.reload_failed_at,
             "reload_error": self.reload_error,
+            "metrics": str(self.metrics.bound) if self.metrics and self.metrics.bound else None,
         }
 
     def install_signal_handlers(self) -> None:
@@ -322,12 +337,18 @@ class Supervisor:
         finally:
             await cancel_and_wait({idle, woken})
 
-    async def _poll_entry(self, entry: _Entry) -> None:
+    async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
+        """Poll the entry's users in turn, each in one of the MAX_CONNECTIONS slots (the
+        caller's own, with ``slot_held``)."""
         failed = False
         for user in entry.server.users:
             status = self._status(entry.server, user)
-            async with self._connections:
+            async with contextlib.nullcontext() if slot_held else self._connections:
                 status.state = "polling"
+                began, messages, octets = time.monotonic(), status.messages, status.octets
+                if self.metrics is not None:
+                    self.metrics.poll_started()
+                code: int | None = None  # None: abandoned (cancelled) before its end
                 try:
                     code = await self._poll_one(self.config, entry.server, user, status)
                 except Exception as exc:  # one poll's bug must not end the entry
@@ -336,9 +357,19 @@ class Supervisor:
                         text=f"internal error polling {status.account}: {type(exc).__name__}",
                     )
                     status.error = f"internal error: {type(exc).__name__}"
+                    status.stage = "internal"
                     code = int(ExitCode.UNDEFINED)
                 finally:
                     status.state = "waiting"
+                    if self.metrics is not None:  # an abandoned poll is counted too
+                        ok = code in (ExitCode.MAIL, ExitCode.NOMAIL)
+                        self.metrics.poll_finished(
+                            "abandoned" if code is None else outcome_label(code),
+                            status.messages - messages,
+                            status.octets - octets,
+                            time.monotonic() - began,
+                            None if ok else "abandoned" if code is None else status.stage,
+                        )
             failed = failed or code not in (ExitCode.MAIL, ExitCode.NOMAIL)
         entry.failures = min(entry.failures + 1, 3) if failed else 0
         self._notifier.status(self.summary())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fetchd.errors import FleetDatabaseError
@@ -24,6 +25,50 @@ CONNECT_TIMEOUT = 10  # seconds; libpq's connect_timeout
 STATEMENT_TIMEOUT_MS = 30_000  # no statement of ours may hold a poll up longer
 
 WRITE_RESULT = "UPDATE fetchmail SET returned_text = %s, date = now() WHERE id = %s"
+
+LAST_POLLS = (
+    "SELECT row_id, extract(epoch FROM now() - polled_at)::float8 AS age, fingerprint,"
+    " session <> '' AS busy FROM fetchd.polls"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LastPoll:
+    """A row's last claim: how many seconds ago (at the read), for which settings, and
+    whether a claim is open now."""
+
+    age: float
+    fingerprint: str
+    busy: bool
+
+
+# --status's view of the whole fleet, from the table and every worker's fetchd.polls records:
+# a row runs while its claim (the advisory lock, fetchd.fleet.pgstate) is held; it is due when
+# never polled or last polled poll_time minutes ago; failing when its last poll failed.
+FLEET_ROWS = """
+SELECT f.id, f.src_user, f.src_server, f.returned_text, p.worker, p.outcome,
+       extract(epoch FROM p.polled_at)::float8 AS polled_at,
+       (coalesce(p.session, '') <> '' AND EXISTS (
+           SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+           AND l.classid::bigint = %(space)s AND l.objid::bigint = f.id AND l.objsubid = 2
+       )) AS running,
+       (p.polled_at IS NULL OR p.polled_at <= now() - make_interval(mins => f.poll_time)) AS due
+FROM fetchmail f LEFT JOIN fetchd.polls p ON p.row_id = f.id
+WHERE f.active
+"""
+FLEET_VIEW = f"""
+WITH r AS ({FLEET_ROWS})
+SELECT count(*) AS accounts,
+       count(*) FILTER (WHERE due AND NOT running) AS due,
+       count(*) FILTER (WHERE running) AS running,
+       count(*) FILTER (WHERE outcome NOT IN (0, 1)) AS failing,
+       coalesce(json_agg(json_build_object(
+           'row', id, 'account', src_user || '@' || src_server, 'worker', worker,
+           'since', polled_at, 'running', running, 'outcome', outcome,
+           'text', left(returned_text, 200)) ORDER BY id)
+         FILTER (WHERE running OR outcome NOT IN (0, 1)), '[]') AS listed
+FROM r
+"""
 
 
 class FleetDatabase:
@@ -62,7 +107,9 @@ class FleetDatabase:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return FleetDatabaseError(f"fleet database {self.shown}: {doing}: {reason}")
 
-    async def _run(self, doing: str, query: str, params: list[Any] | None = None) -> Any:
+    async def _run(
+        self, doing: str, query: str, params: list[Any] | dict[str, Any] | None = None
+    ) -> Any:
         import psycopg
 
         conn = await self._connection()
@@ -82,6 +129,25 @@ class FleetDatabase:
     async def write_result(self, row_id: int, text: str) -> None:
         """``returned_text`` and ``date`` of a row, as fetchmail.pl sets them after a poll."""
         await self._run(f"writing returned_text of row {row_id}", WRITE_RESULT, [text, row_id])
+
+    async def last_polls(self) -> dict[int, LastPoll]:
+        """Every row's last poll as fetchd.polls has it, read in one statement."""
+        cursor = await self._run("reading fetchd.polls", LAST_POLLS)
+        return {
+            int(row["row_id"]): LastPoll(float(row["age"]), row["fingerprint"], row["busy"])
+            for row in await cursor.fetchall()
+        }
+
+    async def fleet_view(self) -> dict[str, Any]:
+        """The fleet as --status shows it: counts of its active rows (accounts, due,
+        running, failing), and the running ones (with their worker) and failing ones."""
+        from fetchd.fleet.pgstate import FLEET_LOCK_SPACE
+
+        cursor = await self._run(
+            "reading the fleet's state", FLEET_VIEW, {"space": FLEET_LOCK_SPACE}
+        )
+        found: dict[str, Any] | None = await cursor.fetchone()
+        return dict(found) if found else {}
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -21,6 +21,10 @@ N advisory locks per server name, one held for each poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import datetime
 import random
 import threading
 import zlib
@@ -29,8 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+import structlog
 
-from fetchd.errors import FleetDatabaseError, StateError
+from fetchd.errors import ClaimLostError, FleetDatabaseError, StateError
 from fetchd.fleet.dsn import shown_dsn
 from fetchd.state.database import NO_UIDVALIDITY
 from fetchd.state.key import INBOX, AccountKey
@@ -38,7 +43,9 @@ from fetchd.state.store import MAX_UIDVALIDITY, AccountState, FetchidsImport, UI
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+log = structlog.get_logger("fetchd.fleet")
+
+SCHEMA_VERSION = 3
 FLEET_LOCK_SPACE = 0x46_44  # "FD": the first key of fetchd's advisory locks on rows
 SERVER_LOCK_SPACE = 0x46_53  # "FS": on a server's connection slots (--fleet-server-connections)
 MIGRATION_LOCK = 0  # second key of the lock held while creating or migrating the schema
@@ -67,7 +74,52 @@ MIGRATIONS = {
             worker text NOT NULL,
             fingerprint text NOT NULL DEFAULT '')""",
     ],
+    2: [
+        # The claim of the poll under way ('' when none) and when another worker first found
+        # it orphaned (its session gone without a release): see RowClaims.claim.
+        "ALTER TABLE fetchd.polls ADD COLUMN session text NOT NULL DEFAULT ''",
+        "ALTER TABLE fetchd.polls ADD COLUMN orphaned_at timestamptz",
+    ],
+    3: [
+        # The exit code of the row's last finished poll (NULL: none yet): --status's failing.
+        "ALTER TABLE fetchd.polls ADD COLUMN outcome integer",
+    ],
 }
+
+# A claim whose session ended without a release (a worker killed, or its connection to the
+# database broken while it polls) is taken over only after this long: a live worker that lost
+# its session notices within WATCH_SECONDS + WATCH_TIMEOUT and abandons the poll first.
+TAKEOVER_GRACE_SECONDS = 5.0
+WATCH_SECONDS = 1.0
+WATCH_TIMEOUT = 2.0
+
+# Is the claim still held, by the very session that took it (a pid may be reused)?
+CLAIM_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s"
+    " AND l.objid::bigint = %s AND l.objsubid = 2 AND l.pid = %s AND a.backend_start = %s)"
+)
+
+
+@dataclasses.dataclass(eq=False)  # one claim is one object: hashed by identity
+class Claim:
+    """This worker's claim on a row: the session advisory lock held by the database session
+    ``pid`` (started at ``backend_start``). ``lost`` is set when that session is gone."""
+
+    row_id: int
+    pid: int
+    backend_start: datetime.datetime
+    lost: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    @property
+    def session(self) -> str:
+        return f"{self.pid}@{self.backend_start.isoformat()}"
+
+
+# The claim of the poll running in this task (and in the threads it hands store work to).
+CURRENT_CLAIM: contextvars.ContextVar[Claim | None] = contextvars.ContextVar(
+    "fetchd_claim", default=None
+)
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
@@ -219,6 +271,25 @@ class PGAccountState(AccountState):
         self._uidvalidity = uidvalidity
         return changed
 
+    def confirm_claim(self) -> None:
+        """Before any delete: the row's claim (if this poll has one) is still held by the
+        session that took it; else ClaimLostError, and the poll ends uncommitted."""
+        claim = CURRENT_CLAIM.get()
+        if claim is None:
+            return
+        held = self._store._run(
+            lambda conn: conn.execute(
+                CLAIM_HELD, [FLEET_LOCK_SPACE, claim.row_id, claim.pid, claim.backend_start]
+            ).fetchone(),
+            f"check the claim on row {claim.row_id}",
+        )
+        if not (held and held[0]):
+            claim.lost.set()
+            raise ClaimLostError(
+                f"row {claim.row_id}: this worker's claim was lost (its database session "
+                "ended); nothing deleted, the session abandoned"
+            )
+
     def forget_other_uidvalidities(self) -> None:
         validity = self._validity_column
         self._store._run(
@@ -239,9 +310,12 @@ class RowClaims:
     """This worker's claims on rows: a session advisory lock per row being polled, on one
     connection of its own, and the ``fetchd.polls`` record of who polled a row when."""
 
-    def __init__(self, dsn: str, worker: str) -> None:
+    def __init__(
+        self, dsn: str, worker: str, on_takeover: Callable[[], None] | None = None
+    ) -> None:
         self._dsn = dsn
         self.worker = worker
+        self._on_takeover = on_takeover  # --metrics: fetchd_lease_takeovers_total
         self.shown = shown_dsn(dsn)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # One connection only: the locks belong to its session. Without this, tasks starting
@@ -249,6 +323,11 @@ class RowClaims:
         self._connecting = asyncio.Lock()
         self._slots_lock = asyncio.Lock()
         self._slots_held: set[int] = set()
+        self._watched: set[Claim] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self.takeovers = 0  # rows this worker took over from a claim that ended unreleased
+        # The claims connection's session (pid, backend_start), asked once per connection.
+        self._session_of: tuple[psycopg.AsyncConnection[Any], int, datetime.datetime] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         async with self._connecting:
@@ -268,34 +347,96 @@ class RowClaims:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return FleetDatabaseError(f"fleet database {self.shown}: {doing}: {reason}")
 
-    async def claim(self, row_id: int, fresh_seconds: float, fingerprint: str) -> bool:
-        """True if this worker may poll the row now: no other worker polls it, and none polled
-        it in the last ``fresh_seconds`` as it is now (``fingerprint``: a changed row is polled
-        at once). Then the lock is held until ``release``."""
+    async def _session(self, conn: psycopg.AsyncConnection[Any]) -> tuple[int, datetime.datetime]:
+        cursor = await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        found = await cursor.fetchone()
+        assert found is not None
+        return int(found[0]), found[1]
+
+    async def claim(self, row_id: int, fresh_seconds: float, fingerprint: str) -> Claim | None:
+        """The row's claim if this worker may poll it now: no other worker polls it, and none
+        polled it in the last ``fresh_seconds`` as it is now (``fingerprint``: a changed row is
+        polled at once). It is held until ``release``. A row whose last claim ended without a
+        release (its worker killed, or cut off from the database) is taken over only
+        TAKEOVER_GRACE_SECONDS after a worker first found it so, so that a worker still polling
+        it has abandoned that poll first (``watch``)."""
         conn = await self._connection()
         try:
+            if self._session_of is None or self._session_of[0] is not conn:
+                self._session_of = (conn, *await self._session(conn))  # once per connection
+            _, pid, started = self._session_of
             cursor = await conn.execute(
                 "SELECT pg_try_advisory_lock(%s, %s)", [FLEET_LOCK_SPACE, row_id]
             )
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
-                return False
-            cursor = await conn.execute(
-                "INSERT INTO fetchd.polls AS p (row_id, polled_at, worker, fingerprint)"
-                " VALUES (%s, now(), %s, %s) ON CONFLICT (row_id) DO UPDATE"
-                " SET polled_at = now(), worker = excluded.worker,"
-                " fingerprint = excluded.fingerprint"
-                " WHERE p.polled_at <= now() - make_interval(secs => %s)"
-                " OR p.fingerprint != excluded.fingerprint"
-                " RETURNING row_id",
-                [row_id, self.worker, fingerprint, fresh_seconds],
-            )
-            if await cursor.fetchone() is None:
-                await self.release(row_id)
-                return False
-            return True
+                return None
+            claim = Claim(row_id, pid, started)
+            if not await self._take(conn, claim, fresh_seconds, fingerprint):
+                await self.release(claim, clear=False)
+                return None
+            self._watched.add(claim)
+            if self._watcher is None or self._watcher.done():
+                self._watcher = asyncio.create_task(self._watch())
+            return claim
         except psycopg.Error as exc:
             raise self._error(f"claiming row {row_id}", exc) from None
+
+    async def _take(
+        self, conn: psycopg.AsyncConnection[Any], claim: Claim, fresh: float, fingerprint: str
+    ) -> bool:
+        cursor = await conn.execute(
+            "SELECT session, orphaned_at <= now() - make_interval(secs => %s)"
+            " FROM fetchd.polls WHERE row_id = %s",
+            [TAKEOVER_GRACE_SECONDS, claim.row_id],
+        )
+        previous = await cursor.fetchone()
+        takeover = bool(previous and previous[0])
+        if takeover and previous is not None and not previous[1]:
+            await conn.execute(
+                "UPDATE fetchd.polls SET orphaned_at = coalesce(orphaned_at, now())"
+                " WHERE row_id = %s",
+                [claim.row_id],
+            )
+            log.info("fleet.orphaned", text=f"row {claim.row_id}: its last claim ended unreleased")
+            return False
+        cursor = await conn.execute(
+            "INSERT INTO fetchd.polls AS p (row_id, polled_at, worker, fingerprint, session)"
+            " VALUES (%s, now(), %s, %s, %s) ON CONFLICT (row_id) DO UPDATE"
+            " SET polled_at = now(), worker = excluded.worker,"
+            " fingerprint = excluded.fingerprint, session = excluded.session,"
+            " orphaned_at = NULL"
+            " WHERE p.session != '' OR p.polled_at <= now() - make_interval(secs => %s)"
+            " OR p.fingerprint != excluded.fingerprint"
+            " RETURNING row_id",
+            [claim.row_id, self.worker, fingerprint, claim.session, fresh],
+        )
+        taken = await cursor.fetchone() is not None
+        if taken and takeover:
+            self.takeovers += 1
+            if self._on_takeover is not None:
+                self._on_takeover()
+            log.warning("fleet.takeover", text=f"row {claim.row_id}: taken over")
+        return taken
+
+    async def _watch(self) -> None:
+        """While claims are held: is their session alive? A claim whose session ended (or
+        does not answer within WATCH_TIMEOUT) is marked lost, and its poll is abandoned."""
+        while self._watched:
+            await asyncio.sleep(WATCH_SECONDS)
+            alive: int | None = None
+            try:
+                async with asyncio.timeout(WATCH_TIMEOUT):
+                    conn = await self._connection()
+                    alive = (await self._session(conn))[0]
+            except (TimeoutError, FleetDatabaseError, psycopg.Error):
+                alive = None
+            for claim in list(self._watched):
+                if claim.pid != alive:
+                    claim.lost.set()
+                    self._watched.discard(claim)
 
     async def server_slot(self, host: str, slots: int) -> int | None:
         """One of the ``slots`` connection slots of server ``host`` (case-blind), shared by
@@ -329,17 +470,44 @@ class RowClaims:
         except psycopg.Error as exc:
             raise self._error("releasing a connection slot", exc) from None
 
-    async def release(self, row_id: int) -> None:
+    async def release(
+        self, claim: Claim, *, clear: bool = True, outcome: int | None = None
+    ) -> None:
+        """The claim ended: the lock freed and, with ``clear``, the poll's record closed
+        (with its exit code ``outcome``, if it finished)."""
+        self._watched.discard(claim)
+        if claim.lost.is_set():
+            return  # its session, and so its lock, is gone already
         conn = await self._connection()
         try:
-            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", [FLEET_LOCK_SPACE, row_id])
+            if clear:
+                await conn.execute(
+                    "UPDATE fetchd.polls SET session = '', outcome = coalesce(%s, outcome)"
+                    " WHERE row_id = %s AND session = %s",
+                    [outcome, claim.row_id, claim.session],
+                )
+            await conn.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [FLEET_LOCK_SPACE, claim.row_id]
+            )
         except psycopg.Error as exc:
-            raise self._error(f"releasing row {row_id}", exc) from None
+            raise self._error(f"releasing row {claim.row_id}", exc) from None
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
 
 
-__all__ = ["NO_UIDVALIDITY", "PGAccountState", "PGUIDStore", "RowClaims", "migrate"]
+__all__ = [
+    "CURRENT_CLAIM",
+    "NO_UIDVALIDITY",
+    "Claim",
+    "PGAccountState",
+    "PGUIDStore",
+    "RowClaims",
+    "migrate",
+]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from fetchd.config.overrides import apply_overrides, select_entries
 from fetchd.daemon import control
 from fetchd.daemon.runtime import DaemonLock, PidFile, ensure_private_dir, runtime_dir
 from fetchd.daemon.sdnotify import Notifier
-from fetchd.daemon.service import absolute_paths, detach
+from fetchd.daemon.service import absolute_paths, detach, worker_name
 from fetchd.daemon.supervisor import STOP_DEADLINE_SECONDS, AccountStatus
 from fetchd.errors import ConfigError, FleetRowError
 from fetchd.fleet.database import FleetDatabase
@@ -136,8 +135,13 @@ async def _main(
     # any of them recorded, and only one polls a row at a time.
     from fetchd.fleet.pgstate import PGUIDStore, RowClaims
 
+    metrics = None
+    if options.metrics is not None:
+        from fetchd.daemon.metrics import start_metrics
+
+        metrics = start_metrics(options.metrics, worker_name())
     store = await asyncio.to_thread(PGUIDStore.connect, dsn)
-    claims = RowClaims(dsn, worker=f"{socket.gethostname()}:{os.getpid()}")
+    claims = RowClaims(dsn, worker=worker_name(), on_takeover=metrics.takeover if metrics else None)
     database = FleetDatabase(dsn)
     memory = RunMemory()
     notifier = Notifier()
@@ -162,6 +166,7 @@ async def _main(
         options.fleet_server_connections,
         notifier=notifier,
         stop_deadline=STOP_DEADLINE_SECONDS,
+        metrics=metrics,
     )
     server = control.ControlServer(directory / "control.sock", supervisor.handle)
     await server.start()
@@ -182,6 +187,8 @@ async def _main(
         await database.close()
         await claims.close()
         store.close()
+        if metrics is not None:
+            metrics.close()
 
 
 __all__ = ["run_fleet"]

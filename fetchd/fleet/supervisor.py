@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,11 +30,11 @@ import structlog
 from fetchd.config.model import Config, Server
 from fetchd.daemon.supervisor import AccountStatus, Supervisor, _Entry, cancel_and_wait
 from fetchd.errors import ExitCode, FleetDatabaseError, FleetRowError
-from fetchd.fleet.database import FleetDatabase
+from fetchd.fleet.database import FleetDatabase, LastPoll
 from fetchd.fleet.rows import FleetAccount
 
 if TYPE_CHECKING:  # psycopg, which it needs, is imported only once --fleet runs
-    from fetchd.fleet.pgstate import RowClaims
+    from fetchd.fleet.pgstate import Claim, RowClaims
 
 log = structlog.get_logger("fetchd.fleet")
 
@@ -82,6 +83,10 @@ class FleetSupervisor(Supervisor):
         self._row_errors: dict[int, str] = {}
         self._tasks: dict[tuple[str, int], tuple[Server, _Entry, asyncio.Task[None]]] = {}
         self._database_error: str | None = None
+        # fetchd.polls as read at the last refresh (monotonic time of the read): a row polled
+        # by any worker within its poll_time is skipped without asking for its claim.
+        self._last_polls: dict[int, LastPoll] = {}
+        self._last_polls_read = 0.0
 
     def describe(self) -> dict[str, Any]:
         described = super().describe()
@@ -92,6 +97,16 @@ class FleetSupervisor(Supervisor):
             "database_error": self._database_error,
         }
         return described
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        answer = await super().handle(request)
+        if request["cmd"] == "status":  # and the whole fleet's, from the database
+            fleet = answer["daemon"]["fleet"]
+            try:
+                fleet["view"] = await self._database.fleet_view()
+            except FleetDatabaseError as exc:
+                fleet["view_error"] = str(exc)
+        return answer
 
     async def run(self) -> int:
         try:
@@ -127,11 +142,30 @@ class FleetSupervisor(Supervisor):
             if self._database_error is not None:
                 log.info("fleet.database_back", text=f"{self._database.shown}: reachable again")
             self._database_error = None
+            if self._claims is not None:
+                await self._read_last_polls()
             accounts, errors = self._to_accounts()(rows)
             self._rows = {account.row_id: account for account in accounts}
             await self._report_row_errors(errors)
             wanted |= {("row", rid): (acc.server, rid) for rid, acc in self._rows.items()}
         await self._apply(wanted)
+        if self.metrics is not None:
+            self.metrics.accounts(len(wanted))
+
+    async def _read_last_polls(self) -> None:
+        try:
+            self._last_polls = await self._database.last_polls()
+        except FleetDatabaseError:
+            self._last_polls = {}  # every row asks for its claim, which checks the same
+        self._last_polls_read = time.monotonic()
+
+    def _polled_lately(self, row_id: int, fresh: float, fingerprint: str) -> bool:
+        """Did some worker poll the row within ``fresh`` seconds, as it is now, by the last
+        read of fetchd.polls? Only a shortcut: the claim checks again, in the database."""
+        last = self._last_polls.get(row_id)
+        if last is None or last.busy or last.fingerprint != fingerprint:
+            return False
+        return last.age + (time.monotonic() - self._last_polls_read) < fresh
 
     async def _report_row_errors(self, errors: list[FleetRowError]) -> None:
         current = {error.row_id: str(error) for error in errors}
@@ -176,9 +210,9 @@ class FleetSupervisor(Supervisor):
                 matched = True
         return matched or account is None
 
-    async def _poll_entry(self, entry: _Entry) -> None:
-        if not isinstance(entry, _RowEntry):
-            await super()._poll_entry(entry)
+    async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
+        if not isinstance(entry, _RowEntry):  # an rc file entry
+            await super()._poll_entry(entry, slot_held=slot_held)
             return
         account = self._rows.get(entry.row_id)
         with structlog.contextvars.bound_contextvars(row=entry.row_id):
@@ -187,28 +221,66 @@ class FleetSupervisor(Supervisor):
             if self._claims is None:
                 await self._poll_row(entry, account)
                 return
-            # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
-            cycle = self.config.globals.poll_interval
-            fresh = max(account.poll_time * 60 - cycle / 2, 0)
+            # A slot of this worker's first, then the claim: a worker claims only rows it can
+            # poll now, so a busy worker leaves the due rows to one that has room.
+            async with self._connections:
+                await self._claim_and_poll(entry, account, self._claims)
+
+    async def _claim_and_poll(
+        self, entry: _RowEntry, account: FleetAccount, claims: RowClaims
+    ) -> None:
+        # poll_time minutes, less half a cycle: the worker whose turn comes first polls.
+        cycle = self.config.globals.poll_interval
+        fresh = max(account.poll_time * 60 - cycle / 2, 0)
+        if self._polled_lately(entry.row_id, fresh, account.fingerprint):
+            return  # by the last read of fetchd.polls: no round trip for it
+        try:
+            claimed = await claims.claim(entry.row_id, fresh, account.fingerprint)
+        except FleetDatabaseError as exc:
+            log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
+            return
+        if claimed is None:
+            log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
+            return
+        # As fetchd.polls now says (age 0 now): the next cycles skip it until it is due.
+        since = self._last_polls_read - time.monotonic()
+        self._last_polls[entry.row_id] = LastPoll(since, account.fingerprint, False)
+        try:
+            slot = await self._server_slot(entry.server.host)
             try:
-                claimed = await self._claims.claim(entry.row_id, fresh, account.fingerprint)
-            except FleetDatabaseError as exc:
-                log.warning("fleet.not_claimed", text=f"{exc}; not polled this cycle")
-                return
-            if not claimed:
-                log.debug("fleet.elsewhere", text=f"row {entry.row_id}: polled by another worker")
-                return
-            try:
-                slot = await self._server_slot(entry.server.host)
-                try:
-                    await self._poll_row(entry, account)
-                finally:
-                    if slot is not None:
-                        with contextlib.suppress(FleetDatabaseError):
-                            await self._claims.release_slot(slot)
+                await self._poll_claimed(entry, account, claimed)
             finally:
-                with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
-                    await self._claims.release(entry.row_id)
+                if slot is not None:
+                    with contextlib.suppress(FleetDatabaseError):
+                        await claims.release_slot(slot)
+        finally:
+            outcome = self._status(entry.server, entry.server.users[0]).outcome
+            with contextlib.suppress(FleetDatabaseError):  # a lost session freed it already
+                await claims.release(claimed, outcome=outcome)
+
+    async def _poll_claimed(self, entry: _RowEntry, account: FleetAccount, claim: Claim) -> None:
+        """The row's poll, abandoned (uncommitted: nothing deleted) if its claim is lost."""
+        from fetchd.fleet.pgstate import CURRENT_CLAIM
+
+        token = CURRENT_CLAIM.set(claim)  # the store checks it before any delete
+        try:
+            poll = asyncio.create_task(self._poll_row(entry, account))
+        finally:
+            CURRENT_CLAIM.reset(token)
+        lost = asyncio.create_task(claim.lost.wait())
+        try:
+            await asyncio.wait({poll, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not poll.done():
+                await cancel_and_wait({poll})
+            await cancel_and_wait({lost})
+        if claim.lost.is_set() and (poll.cancelled() or poll.exception() is not None):
+            text = f"row {entry.row_id}: claim lost (database session ended); poll abandoned"
+            log.warning("fleet.claim_lost", text=text)
+            for user in entry.server.users:
+                self._status(entry.server, user).error = text
+            return
+        poll.result()
 
     async def _server_slot(self, host: str) -> int | None:
         """Wait for one of the server's fleet-wide connection slots (None: no cap). A slot's
@@ -224,7 +296,7 @@ class FleetSupervisor(Supervisor):
     async def _poll_row(self, entry: _RowEntry, account: FleetAccount) -> None:
         status = self._status(entry.server, entry.server.users[0])
         before = status.messages
-        await super()._poll_entry(entry)
+        await super()._poll_entry(entry, slot_held=self._claims is not None)
         if status.outcome is None:
             return
         text = returned_text(account, status.outcome, status, status.messages - before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import signal
 import sys
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.fleet.test_fleet_claims import terminate_holder
 from tests.fleet.test_fleet_daemon import environment, fleet_rc, mail_for, on_server, results
+from tests.fleet.test_fleet_workers import locking_dovecot  # noqa: F401 (a fixture)
 from tests.support.dovecot import Dovecot
 from tests.support.mta import Sink, SlowSink, running_mta
 from tests.support.postfixadmin import insert_row
@@ -116,3 +119,50 @@ async def test_a_killed_worker_s_account_is_taken_over(
     with psycopg.connect(postfix_db, autocommit=True) as conn:
         [(last_worker,)] = conn.execute("SELECT worker FROM fetchd.polls").fetchall()
     assert last_worker.endswith(f":{two.pid}") if two else False
+
+
+async def test_a_worker_whose_claim_was_killed_deletes_nothing(
+    locking_dovecot: Dovecot,  # noqa: F811 (the fixture imported above)
+    postfix_db: str,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL ends worker one's claim session (pg_terminate_backend) while it delivers an
+    account's mail and the worker lives on: it abandons its POP3 session with nothing deleted
+    (Dovecot logs del=0 for it), worker two takes the account over only once worker one has
+    left (this Dovecot refuses a second concurrent session of the user, and logs it: it never
+    does), and all 20 messages arrive, at most one twice."""
+    dovecot = locking_dovecot
+    dovecot.add_user("lc0", "lc0-Secret")
+    for n in range(20):
+        mail_for(dovecot, "lc0", n)
+    offset = dovecot.log_offset()
+    with psycopg.connect(postfix_db, autocommit=True) as conn:
+        row = insert_row(conn, mailbox="lc0@local.test", src_server=dovecot.host,
+                         src_user="lc0", src_password="lc0-Secret", poll_time=0)  # fmt: skip
+    async with running_mta(SlowSink(delay=0.3)) as sink:
+        one = await start_worker(tmp_path / "one", postfix_db, dovecot, sink)
+        two: asyncio.subprocess.Process | None = None
+        try:
+            await until(lambda: len(sink.received) >= 3, "worker one under way")
+            two = await start_worker(tmp_path / "two", postfix_db, dovecot, sink)
+            await asyncio.sleep(1.5)  # worker two is up and finds the account claimed
+            await asyncio.to_thread(terminate_holder, postfix_db, row)
+            assert len(message_ids(sink)) < 20, "worker one was done before its claim ended"
+            await until(lambda: len(message_ids(sink)) == 20, "all twenty messages", 60)
+            await until(lambda: on_server(dovecot, "lc0") == 0, "all deleted")
+            assert one.returncode is None, "worker one stopped"
+        finally:
+            for worker in (one, two):
+                if worker is not None and worker.returncode is None:
+                    worker.send_signal(signal.SIGTERM)
+            outs = [
+                (await asyncio.wait_for(w.communicate(), 30))[0].decode() for w in (one, two) if w
+            ]
+    log = dovecot.log_since(offset)
+    assert "Maximum number of connections" not in log, "two sessions of lc0 at once"
+    ends = re.findall(r"pop3\(lc0\).*?Disconnected.*?del=(\d+)/", log)
+    assert ends and ends[0] == "0", ends  # worker one's session: nothing deleted
+    assert sum(int(n) for n in ends) == 20, ends
+    twice = [ident for ident, count in message_ids(sink).items() if count > 1]
+    assert len(twice) <= 1, twice
+    assert "claim lost" in outs[0] and "Traceback" not in outs[0] + outs[1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fleet.test_fleet_daemon import environment, fleet_rc, mail_for, results
+from tests.fleet.test_fleet_daemon import environment, fleet_rc, mail_for, results, until
 from tests.support.dovecot import DOVECOT, Dovecot
 from tests.support.mta import SlowSink, running_mta
 from tests.support.postfixadmin import insert_row
@@ -188,3 +188,155 @@ async def test_the_server_connection_cap_holds_across_workers(
             for worker in workers:
                 await asyncio.wait_for(worker.communicate(), 30)
     assert 2 <= most <= 3, most
+
+
+THREE_USERS = 250
+
+
+def fleet_worker_command(dsn: str, rc: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fetchd", "--fleet", dsn, "-N", "-f", str(rc), *extra]
+
+
+async def test_three_workers_a_few_hundred_users_each_mailbox_once_at_a_time(
+    locking_dovecot: Dovecot, postfix_db: str, tmp_path: Path
+) -> None:
+    """Three workers on one database, 250 keep rows due at every cycle (poll_time 0), so all
+    three reach for every row every second: Dovecot never sees a user's second session while
+    one is open (it refuses and logs one: mail_max_userip_connections = 1), every message
+    arrives exactly once, every user is polled again and again, and all three workers poll
+    (their --metrics endpoints count the polls)."""
+    dovecot = locking_dovecot
+    users = {f"t{n}": f"t{n}-Secret" for n in range(THREE_USERS)}
+    for user, password in users.items():
+        dovecot.add_user(user, password)
+        for n in range(2):
+            mail_for(dovecot, user, n)
+    with psycopg.connect(postfix_db, autocommit=True) as conn:
+        for user, password in users.items():
+            insert_row(conn, mailbox=f"{user}@local.test", src_server=dovecot.host,
+                       src_user=user, src_password=password, keep=True, poll_time=0,
+                       active=False)  # fmt: skip
+    offset = len(dovecot.log_since(0).encode())
+    ports = [_free_port() for _ in range(3)]
+    async with running_mta(SlowSink(delay=0.01)) as sink:
+        workers = []
+        for name, port in zip(("one", "two", "three"), ports, strict=True):
+            home = tmp_path / name
+            home.mkdir()
+            rc = fleet_rc(home, dovecot, sink)
+            command = fleet_worker_command(postfix_db, rc, "--metrics", f"127.0.0.1:{port}")
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    *command, env=environment(home), stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+            )  # fmt: skip
+        try:
+            for name in ("one", "two", "three"):
+                await until((tmp_path / name / "run" / "fetchd" / "control.sock").exists, name)
+            with psycopg.connect(postfix_db, autocommit=True) as conn:
+                conn.execute("UPDATE fetchmail SET active = true")
+            deadline = time.monotonic() + 60
+            while len(sink.received) < THREE_USERS * 2:
+                assert time.monotonic() < deadline, f"only {len(sink.received)} arrived"
+                await asyncio.sleep(0.1)
+
+            # Then every row is polled at least once more (all three reach for each again).
+            def polled_again() -> bool:
+                seen = collections.Counter(
+                    re.findall(r"Login: user=<(t\d+)>", dovecot.log_since(offset))
+                )
+                return len(seen) == len(users) and min(seen.values()) >= 2
+
+            await until(polled_again, "every user polled twice", 30)
+            polls = [_polls_counted(port) for port in ports]
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.send_signal(signal.SIGTERM)
+            outputs = [(await asyncio.wait_for(w.communicate(), 30))[0].decode() for w in workers]
+    for output in outputs:
+        assert "IN-USE" not in output and "busy" not in output, output[-3000:]
+    log = dovecot.log_since(offset)
+    assert "Maximum number of connections" not in log  # the server saw no two at once
+    ids = collections.Counter(
+        next(line for line in m.decode().split("\r\n") if line.startswith("Message-ID:"))
+        for m in sink.received
+    )
+    assert len(ids) == THREE_USERS * 2 and max(ids.values()) == 1
+    logins = collections.Counter(re.findall(r"Login: user=<(t\d+)>", log))
+    assert set(logins) == set(users) and min(logins.values()) >= 2
+    assert all(count > 0 for count in polls), polls  # no worker idles
+    assert sum(polls) >= sum(logins.values()) * 0.9, (polls, sum(logins.values()))
+
+
+async def test_due_rows_spread_over_the_workers(
+    locking_dovecot: Dovecot, postfix_db: str, tmp_path: Path
+) -> None:
+    """48 rows fall due at once, each poll about 0.25 s (a slow MTA): a worker claims a row
+    only when it has a free connection (8), so the first worker to read the table does not
+    take them all while the other two idle: each of the three polls at least 8 of them."""
+    dovecot = locking_dovecot
+    users = {f"s{n}": f"s{n}-Secret" for n in range(48)}
+    for user, password in users.items():
+        dovecot.add_user(user, password)
+        mail_for(dovecot, user, 0)
+    with psycopg.connect(postfix_db, autocommit=True) as conn:
+        for user, password in users.items():
+            insert_row(conn, mailbox=f"{user}@local.test", src_server=dovecot.host,
+                       src_user=user, src_password=password, active=False)  # fmt: skip
+    ports = [_free_port() for _ in range(3)]
+    async with running_mta(SlowSink(delay=0.25)) as sink:
+        workers = []
+        for name, port in zip(("one", "two", "three"), ports, strict=True):
+            home = tmp_path / name
+            home.mkdir()
+            rc = fleet_rc(home, dovecot, sink)
+            command = fleet_worker_command(postfix_db, rc, "--metrics", f"127.0.0.1:{port}")
+            workers.append(
+                await asyncio.create_subprocess_exec(
+                    *command, env=environment(home), stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        try:
+            for name in ("one", "two", "three"):
+                await until((tmp_path / name / "run" / "fetchd" / "control.sock").exists, name)
+            with psycopg.connect(postfix_db, autocommit=True) as conn:
+                conn.execute("UPDATE fetchmail SET active = true")
+            await until(lambda: len(sink.received) == len(users), "every message", 60)
+            # Counted as each poll ends (after its QUIT); poll_time 10 minutes: each row once.
+            await until(lambda: sum(_polls_counted(p) for p in ports) == len(users), "polls")
+            polls = [_polls_counted(port) for port in ports]
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                await asyncio.wait_for(worker.wait(), 30)
+    assert min(polls) >= 8, polls
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _polls_counted(port: int) -> int:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return int(
+        sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "fetchd_polls_total"
+        )
+    )
