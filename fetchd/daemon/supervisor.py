@@ -242,6 +242,9 @@ class Supervisor:
             "uptime": round(time.time() - self.started, 1),
             "reload_failed_at": self.reload_failed_at,
             "reload_error": self.reload_error,
+            # asyncio tasks alive in the daemon (one per entry, a few of its own, those a poll
+            # starts): a count that keeps growing is a leak (contrib/soak/soak.py watches it).
+            "tasks": len(asyncio.all_tasks()),
         }
 
     def install_signal_handlers(self) -> None:

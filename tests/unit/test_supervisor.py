@@ -376,3 +376,20 @@ async def test_waking_every_account_succeeds_even_with_no_entries() -> None:
     supervisor = Supervisor(config, [], lambda *a: asyncio.sleep(0, 1), lambda: (config, []))
     assert (await supervisor.handle({"cmd": "poll"}))["ok"] is True
     assert (await supervisor.handle({"cmd": "poll", "account": "a"}))["ok"] is False
+
+
+async def test_status_counts_the_daemons_asyncio_tasks() -> None:
+    """--status's daemon section counts the asyncio tasks alive now, whatever started them."""
+    config = _config("".join(f"poll host{i} user u password p is l here\n" for i in range(3)), 60)
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), None)  # type: ignore[arg-type]
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.05)
+    before = (await supervisor.handle({"cmd": "status"}))["daemon"]["tasks"]
+    assert before == len(asyncio.all_tasks()) >= 3 + 2  # the entries, run() and this test
+    leaked = [asyncio.create_task(asyncio.sleep(60)) for _ in range(5)]
+    after = (await supervisor.handle({"cmd": "status"}))["daemon"]["tasks"]
+    assert after == before + 5
+    for task in leaked:
+        task.cancel()
+    supervisor.stop()
+    assert await asyncio.wait_for(running, 5) == 0
