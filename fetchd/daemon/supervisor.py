@@ -323,6 +323,10 @@ class Supervisor:
             pass
         finally:
             await cancel_and_wait({idle, woken})
+            # An IDLE that failed just as this entry was cancelled (a reload as the server
+            # went away): its error was seen by no one; collect it, or the loop reports it.
+            if not idle.cancelled() and idle.exception() is not None:
+                log.debug("idle.ended", error=type(idle.exception()).__name__)
 
     async def _poll_entry(self, entry: _Entry) -> None:
         failed = False

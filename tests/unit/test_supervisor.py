@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import signal
 from collections import Counter
@@ -393,3 +394,38 @@ async def test_status_counts_the_daemons_asyncio_tasks() -> None:
         task.cancel()
     supervisor.stop()
     assert await asyncio.wait_for(running, 5) == 0
+
+
+async def test_an_idle_that_fails_as_its_entry_is_cancelled_leaves_no_unretrieved_error() -> None:
+    """The IDLE dropped (a server restart) in the same instant a reload cancels the entry: its
+    error is still collected, so the loop never reports an internal error (seen in the soak)."""
+    from fetchd.daemon.supervisor import _Entry
+    from fetchd.errors import SocketError
+
+    config = _config("poll imap.example.org proto imap user u password p is l here idle\n")
+    gate = asyncio.get_running_loop().create_future()
+
+    async def idle_wait(config: Config, server: Server, user: Any) -> None:
+        await gate
+        raise SocketError("connection to the IMAP server closed")
+
+    supervisor = Supervisor(
+        config, _entries(config), lambda *a: asyncio.sleep(0, 1), lambda: (config, []),
+        idle_wait=idle_wait, can_idle=lambda server: True,
+    )  # fmt: skip
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    try:
+        entry = asyncio.create_task(supervisor._idle_or_wake(_Entry(config.servers[0])))
+        await asyncio.sleep(0.01)  # in IDLE
+        gate.set_result(None)  # the server goes away ...
+        entry.cancel()  # ... as the reload cancels the entry
+        with pytest.raises(asyncio.CancelledError):
+            await entry
+        del entry
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
