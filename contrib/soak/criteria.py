@@ -21,8 +21,8 @@ FAULT_PATTERNS: Mapping[str, re.Pattern[str]] = {
     # Dovecot stopped: refused connections, sessions cut in the middle, IDLE dropped.
     "dovecot": re.compile(
         r"connection refused|connection reset|connection lost|closed the connection|"
-        r"connection broke|server closed|unexpected end|end of file|EOF|broken pipe|timed out|"
-        r"socket error|disconnected|shutting down|server shutting|BYE",
+        r"connection broke|connection is closed|server closed|unexpected end|end of file|EOF|"
+        r"broken pipe|timed out|socket error|disconnected|shutting down|server shutting|BYE",
         re.IGNORECASE,
     ),
     # The MTA answering 4xx: the message stays on the server for the next poll.
