@@ -258,6 +258,9 @@ class Supervisor:
             "reload_failed_at": self.reload_failed_at,
             "reload_error": self.reload_error,
             "metrics": str(self.metrics.bound) if self.metrics and self.metrics.bound else None,
+            # asyncio tasks alive in the daemon (one per entry, a few of its own, those a poll
+            # starts): a count that keeps growing is a leak (contrib/soak/soak.py watches it).
+            "tasks": len(asyncio.all_tasks()),
         }
 
     def install_signal_handlers(self) -> None:
@@ -336,6 +339,10 @@ class Supervisor:
             pass
         finally:
             await cancel_and_wait({idle, woken})
+            # An IDLE that failed just as this entry was cancelled (a reload as the server
+            # went away): its error was seen by no one; collect it, or the loop reports it.
+            if not idle.cancelled() and idle.exception() is not None:
+                log.debug("idle.ended", error=type(idle.exception()).__name__)
 
     async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
         """Poll the entry's users in turn, each in one of the MAX_CONNECTIONS slots (the
