@@ -4,6 +4,8 @@
     BENCH_PROTO=imap python contrib/bench/mailbench.py    the same over IMAP
     BENCH_NO_FETCHMAIL=1 ...                         leave out fetchmail (it takes ~90 s)
     BENCH_ROUNDS=N ...                               runs per contender (default 3)
+    BENCH_BEFORE=DIR ...                             also run the fetchd of another checkout
+                                                     (e.g. `git archive main | tar -x -C DIR`)
 
 Starts a private Dovecot (the test suite's) and Postfix's smtp-sink on loopback, then for each
 contender refills the same mailbox and measures one poll that empties it: wall time, CPU seconds
@@ -127,6 +129,7 @@ def main() -> None:
             str(sink_port),
         ],
         "fetchd": [sys.executable, "-m", "fetchd", "-f", str(rc)],
+        "fetchd before": [sys.executable, "-m", "fetchd", "-f", str(rc)],
         "fetchmail": ["fetchmail", "-f", str(rc), "--nosyslog", "-i", str(work / "fetchids")],
     }
     print(
@@ -137,6 +140,12 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     if shutil.which("fetchmail") is None or os.environ.get("BENCH_NO_FETCHMAIL"):
         del contenders["fetchmail"]
+    before = os.environ.get("BENCH_BEFORE")
+    if not before:
+        del contenders["fetchd before"]
+    envs = {name: env for name in contenders}
+    if before:
+        envs["fetchd before"] = {**env, "PYTHONPATH": str(Path(before).resolve())}
     try:
         for round_ in range(ROUNDS):
             for name, command in contenders.items():
@@ -145,7 +154,7 @@ def main() -> None:
                 dovecot.reset()
                 for message in messages:
                     dovecot.deliver(message)
-                runs[name].append(measure(command, env))
+                runs[name].append(measure(command, envs[name]))
                 left = len(dovecot.messages())
                 if name != "read-and-discard" and left:
                     print(f"  ({name} left {left} messages on the server)")
