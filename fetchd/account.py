@@ -95,7 +95,10 @@ async def _idle_once(
     server: Server, user: User, label: str, password: str, plugin: PluginLinks | None
 ) -> None:
     folder = (user.mailboxes or ("INBOX",))[0]
-    source = await open_imap_folder(server, user, password, label, folder, plugin)
+    truename, _address = await server_true_name(server)  # Kerberos's service principal names it
+    source = await open_imap_folder(
+        server, user, password, label, folder, plugin, truename=truename
+    )
     try:
         log.info("idle.start", text=f"{label}: waiting for new mail (IDLE)")
         while not await source.client.idle(IDLE_RENEW):

@@ -36,7 +36,6 @@ log = structlog.get_logger("fetchd")
 # `properties` (fetchmail ignores it too; it is for other programs reading the rc file).
 IGNORED_KEYWORDS = frozenset(
     {
-        "principal",
         "mimedecode",
         "fetchdomains",
         "showdots",

@@ -10,8 +10,6 @@ pipeline.
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import socket
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fetchd.config.check import connect_port
 from fetchd.config.model import LocalName, RCGlobals, Server, User
 from fetchd.delivery.bsmtp import BSMTPDeliverer, BSMTPSettings
 from fetchd.delivery.headers import Trace, tracepolls_note
@@ -28,6 +27,7 @@ from fetchd.delivery.multidrop import MultidropRules
 from fetchd.delivery.routing import RoutingDeliverer
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.errors import ConfigError, DNSError, SocketError
+from fetchd.net.hostname import calling_user
 from fetchd.net.plugin import Connector, PluginLinks
 from fetchd.net.tls import TLSSettings
 from fetchd.poll import PollMemory, PollResult, PollSettings, poll_account
@@ -93,7 +93,9 @@ async def poll_folder(
         )
     plugin = PluginLinks(server.plugin) if server.plugin else None
     plugout = PluginLinks(server.plugout, "plugout") if server.plugout else None
-    open_source = _source_opener(server, user, password, protocol, folder, state, plugin)
+    open_source = _source_opener(
+        server, user, password, protocol, folder, state, plugin, truename=true_name[0]
+    )
     protocol_name = "POP3" if protocol == "POP3" else "IMAP"
     truename, trueaddr = true_name
     trace = Trace(
@@ -230,21 +232,13 @@ def deliverer_for(
             pass8bits=user.pass8bits,
             trace=trace,
             helo_name=trace.server if globals_.invisible else None,  # as fetchmail
-            esmtp_name=server.esmtpname or _calling_user(),
+            esmtp_name=server.esmtpname or calling_user(),
             esmtp_password=server.esmtppassword,
             multidrop=user.multidrop,
             account_sender=user.remote,
         ),
         plugout=plugout,
     )
-
-
-def _calling_user() -> str:
-    """fetchmail's default esmtpname: the user running it."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 def _local(name: LocalName) -> str:
@@ -289,12 +283,13 @@ async def open_imap_folder(
     plugin: PluginLinks | None,
     *,
     recorded: Callable[[], Collection[str]] | None = None,
+    truename: str | None = None,
 ) -> IMAPSource:
     from fetchd.imap.connect import open_imap
 
     return await open_imap(
         host=server.host,
-        port=server.port,
+        port=connect_port(server.service),
         user=user.remote,
         password=password,
         label=label,
@@ -306,7 +301,18 @@ async def open_imap_folder(
         recorded=recorded,
         size_chunk=user.fetchsizelimit,
         connector=_plugin_connector(plugin, server, user, "IMAP"),
+        gssapi_target=gssapi_target(server, "IMAP", truename),
     )
+
+
+def gssapi_target(server: Server, protocol: str, truename: str | None) -> str:
+    """The Kerberos service principal of ``server`` (fetchd.auth.kerberos.service_principal);
+    "" where no Kerberos is tried (``auth`` neither any, gssapi nor kerberos_v5)."""
+    from fetchd.auth.kerberos import KERBEROS_AUTH, service_principal
+
+    if server.auth not in KERBEROS_AUTH and server.auth != "any":
+        return ""
+    return service_principal(protocol, truename or server.host, server.principal)
 
 
 def _source_opener(
@@ -317,6 +323,8 @@ def _source_opener(
     folder: str,
     state: AccountState,
     plugin: PluginLinks | None = None,
+    *,
+    truename: str | None = None,
 ) -> Callable[[], Awaitable[MailSource]]:
     label = f"{user.remote}@{server.pollname}" + (f"/{folder}" if folder != "INBOX" else "")
 
@@ -326,7 +334,7 @@ def _source_opener(
         return await open_pop3(
             POP3Account(
                 host=server.host,
-                port=server.port,
+                port=connect_port(server.service),
                 user=user.remote,
                 password=password,
                 label=label,
@@ -334,13 +342,21 @@ def _source_opener(
                 timeout=float(server.deadline),
                 auth=server.auth,
                 apop=server.protocol == "APOP",
+                gssapi_target=gssapi_target(server, "POP3", truename),
             ),
             connector=_plugin_connector(plugin, server, user, "POP3"),
         )
 
     async def open_imap_source() -> MailSource:
         source = await open_imap_folder(
-            server, user, password, label, folder, plugin, recorded=state.delivered
+            server,
+            user,
+            password,
+            label,
+            folder,
+            plugin,
+            recorded=state.delivered,
+            truename=truename,
         )
         if await asyncio.to_thread(state.set_uidvalidity, source.uidvalidity):
             log.warning(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.dovecot import DOVECOT, Dovecot
+from tests.support.kdc import KDC, KRB_PASSWORD, OTHER, PROGRAMS, USER, unavailable
 from tests.support.postfix import POSTFIX, Postfix
 from tests.support.tools import require_tool
 
@@ -34,6 +35,27 @@ def dovecot_server() -> Iterator[Dovecot]:
 def dovecot(dovecot_server: Dovecot) -> Dovecot:
     dovecot_server.reset()
     return dovecot_server
+
+
+@pytest.fixture(scope="session")
+def kdc() -> Iterator[KDC]:
+    """A private MIT KDC (tests.support.kdc) with USER and OTHER (password-derived keys) and
+    the services imap/localhost and pop/localhost in its keytab; started once per session."""
+    for program, package in PROGRAMS.items():
+        if not os.path.exists(program):
+            unavailable(f"{program} is missing (apt-get install {package})")
+    server = KDC()
+    try:
+        server.start()
+        for name in (USER, OTHER):
+            server.add_user(name, KRB_PASSWORD)
+        server.add_service("imap/localhost")
+        server.add_service("pop/localhost")
+    except (RuntimeError, OSError) as exc:
+        server.stop()
+        unavailable(f"the test KDC cannot start: {exc}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

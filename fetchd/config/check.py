@@ -41,6 +41,15 @@ def servport(service: str) -> int | None:
     return port if 0 < port <= 65535 else None
 
 
+def connect_port(service: str | None) -> int | None:
+    """The port a poll connects to as fetchmail picks it: ``service``/``port`` through servport
+    (so " 110", "+110" and "pop3s" name a port, as in fetchmail), 1109 for `proto kpop`, and
+    None for the protocol's default."""
+    if service is None:
+        return None
+    return 1109 if service == "kpop" else servport(service)
+
+
 def check_config(config: Config) -> None:
     """Raise ConfigError (exit 5) for what fetchmail refuses in a configuration that parsed."""
     for server in config.servers:
@@ -61,7 +70,7 @@ def _check_server(filename: str, server: Server) -> None:
         )
     if server.protocol == "RPOP" and server.service is not None:
         # `proto kpop` (here or in the defaults entry) left the service "kpop", port 1109.
-        port = 1109 if server.service == "kpop" else servport(server.service)
+        port = connect_port(server.service)
         if port is not None and port >= 1024:
             raise ConfigError(f"{where}: RPOP requires a privileged port (below 1024)")
     for user in server.users:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fetchd.auth.sasl import KERBEROS_AUTH, service_principal
 from fetchd.config.lexer import OAUTH2_AUTH_WORDS
 from fetchd.config.model import Config, Server, User
 
@@ -36,6 +37,16 @@ def describe(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _kerberos(s: Server) -> list[str]:
+    """Which service principal Kerberos asks a ticket for (the rc file's name stands for the
+    true name here: -V resolves nothing)."""
+    if s.auth not in KERBEROS_AUTH:
+        return []
+    protocol = "POP3" if s.protocol in ("POP3", "APOP") else "IMAP"
+    principal = service_principal(protocol, s.host, s.principal)
+    return [f"  Kerberos (SASL GSSAPI) with service principal {principal}."]
+
+
 def _account(s: Server, u: User) -> list[str]:
     out = [f"Options for retrieving from {u.remote}@{s.pollname}:"]
     if not s.active:
@@ -50,6 +61,7 @@ def _account(s: Server, u: User) -> list[str]:
         if s.auth == "any"
         else f"  {s.auth} authentication will be forced."
     )
+    out.extend(_kerberos(s))
     if u.ssl:
         out.append("  SSL encrypted sessions enabled.")
     elif u.sslproto == "":
@@ -133,7 +145,9 @@ def _account(s: Server, u: User) -> list[str]:
         out.append("  Single-drop mode: 1 local name recognized.")
     names = ", ".join(n if isinstance(n, str) else f"{n[0]} -> {n[1]}" for n in u.localnames)
     out.append(f"  Local name(s): {names}{' and *' if u.wildcard else ''}.")
-    if u.password:
+    if s.auth in KERBEROS_AUTH:
+        source = "none: Kerberos sends no password (the ticket in the credential cache logs in)"
+    elif u.password:
         source = "given in the rc file"
     elif u.passwordfile:
         source = f"the first line of {u.passwordfile}, read at each login"

@@ -137,11 +137,6 @@ class Server:
         ``timeout`` is stored as 0 (fetchmail's way); fetchd keeps every wait bounded."""
         return self.timeout if self.timeout > 0 else 300
 
-    @property
-    def port(self) -> int | None:
-        """``service`` as a port number, when it is one."""
-        return int(self.service) if self.service and self.service.isdigit() else None
-
 
 @dataclass(frozen=True, slots=True)
 class Config:

@@ -110,6 +110,17 @@ def envelope_sender(message: bytes) -> str | None:
     return None
 
 
+def local_sender(message: bytes) -> str | None:
+    """The sender fetchmail gives an MDA as %F: the Return-Path as the message has it, without
+    angle brackets and unchecked ("" for the null sender; the MDA judges it; %F is a quoted
+    shell word, so nothing in it reaches the shell), else the sender headers' address as for
+    MAIL FROM; None when nothing names a sender."""
+    for name, value in headers(message):
+        if name == "return-path":
+            return value.strip().strip("<>").strip()
+    return envelope_sender(message)
+
+
 _ANGLE = re.compile(r"<([^<>\s]*)>")
 _BARE = re.compile(r"[^\s<>()\",;:]+@[^\s<>()\",;:]+")
 
@@ -181,6 +192,23 @@ def dot_stuff(message: bytes) -> bytes:
     """SMTP transparency (RFC 5321 4.5.2) for a CRLF-normalized message (no final dot)."""
     stuffed = message.replace(b"\r\n.", b"\r\n..") if b"\r\n." in message else message
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+class DotStuffer:
+    """``dot_stuff`` for a CRLF-normalized stream fed in chunks (none ending in a bare CR, as
+    fetchd.message.LineEndings makes them): a line start is remembered across chunks."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..") if b"\r\n." in chunk else chunk
+        if self._line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._line_start = chunk.endswith(b"\r\n")
+        return stuffed
 
 
 def needs_8bit(message: bytes) -> bool:

@@ -29,11 +29,9 @@ from aiosmtplib.response import SMTPResponse
 from fetchd.delivery.bounce import BouncePolicy, Notify, disposition, recipient_for
 from fetchd.delivery.dsn import Refusal, build_dsn
 from fetchd.delivery.headers import (
+    DotStuffer,
     Trace,
-    dot_stuff,
     envelope_sender,
-    needs_8bit,
-    normalize_line_endings,
     qualify,
     usable_address,
 )
@@ -41,6 +39,7 @@ from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
 from fetchd.errors import DeliveryError, SocketError
+from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
 from fetchd.net.plugin import PluginLinks
 from fetchd.net.tls import is_loopback
@@ -168,14 +167,15 @@ class SMTPDeliverer:
 
     async def deliver(
         self,
-        message: bytes,
+        message: bytes | Message,
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
     ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         smtp = await self._connection()
-        data = normalize_line_endings(message)
+        message = as_message(message)
+        data = message.head  # the body streams from the source during DATA
         rcpts = self.settings.rcpt_addresses(recipients, self._listener_name())
         for rcpt in rcpts:
             if not usable_address(rcpt):
@@ -191,7 +191,9 @@ class SMTPDeliverer:
         )
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
-        eight_bit = self.settings.pass8bits or needs_8bit(data)
+        # A message larger than the read-ahead is sent on before its body has arrived: it is
+        # declared 8-bit (harmless for 7-bit mail) where the MTA takes 8BITMIME.
+        eight_bit = self.settings.pass8bits or message.with_head(data).maybe_8bit()
         if eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         if not sender.isascii() or not all(r.isascii() for r in rcpts):
@@ -223,7 +225,11 @@ class SMTPDeliverer:
             await self._data_start(smtp)
             stage = "end of DATA"
             replies = await self._data_send(
-                smtp, trace, data, ready, replies=accepted if self.settings.lmtp else 1
+                smtp,
+                trace,
+                message.with_head(data),
+                ready,
+                replies=accepted if self.settings.lmtp else 1,
             )
             # A recipient refused at RCPT counts as much as one refused after the dot: the
             # message leaves the server only when every recipient has it.
@@ -293,20 +299,28 @@ class SMTPDeliverer:
         self,
         smtp: aiosmtplib.SMTP,
         trace: bytes,
-        data: bytes,
+        message: Message,
         ready: Callable[[], Awaitable[None]] | None,
         replies: int = 1,
     ) -> list[SMTPResponse]:
-        """The message, then (once ``ready``) the final dot that commits it; nothing copied
-        more than once, as messages may be megabytes. The replies to the dot: one for SMTP,
-        one per accepted recipient for LMTP."""
+        """The message as it streams from the source, then (once ``ready``) the final dot that
+        commits it, only after the source's end. The replies to the dot: one for SMTP, one per
+        accepted recipient for LMTP. If the source fails first, the connection is dropped
+        without the dot: the MTA discards what it got."""
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
         try:
             if trace:
                 protocol.write(trace)  # a Received header: no line of it starts with a dot
-            await _write_paced(protocol, dot_stuff(data))
+            if ready is not None and not message.complete:
+                # The previous record must not wait for this body to arrive.
+                await ready()
+                ready = None
+            stuffer = DotStuffer()
+            await _write_paced(protocol, stuffer.feed(message.head))
+            async for chunk in message.body():
+                await _write_paced(protocol, stuffer.feed(chunk))
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")

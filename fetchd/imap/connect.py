@@ -7,11 +7,14 @@ option, and is otherwise used in clear without a password (loopback included).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Collection
 
-from fetchd.auth import sasl
-from fetchd.errors import AuthError
+import structlog
+
+from fetchd.auth import kerberos, sasl
+from fetchd.errors import AuthError, CredentialsRejectedError
 from fetchd.imap.client import IMAPClient, NoSTARTTLSError, Security
 from fetchd.imap.source import IMAPSource
 from fetchd.net.plugin import Connector
@@ -23,6 +26,8 @@ from fetchd.net.tls import (
     no_starttls_error,
     server_hostname,
 )
+
+log = structlog.get_logger("fetchd")
 
 
 async def open_imap(
@@ -40,12 +45,20 @@ async def open_imap(
     recorded: Callable[[], Collection[str]] | None,
     size_chunk: int = 0,
     connector: Connector | None = None,
+    gssapi_target: str = "",
 ) -> IMAPSource:
-    """Connect (through ``connector``, a plugin, when given), log in and select ``folder``."""
+    """Connect (through ``connector``, a plugin, when given), log in and select ``folder``.
+    ``gssapi_target``: the service principal for Kerberos (``auth gssapi``/``kerberos_v5``,
+    and tried first by ``auth any`` when the server offers GSSAPI and a ticket is there)."""
     client = await _connect(host, port, tls, timeout, connector)
     try:
         if not client.preauthenticated:
-            if auth in ("any", "password"):
+            if auth in kerberos.KERBEROS_AUTH:
+                mech = await kerberos.start(gssapi_target, user)
+                await client.authenticate(mech, sends_secret=False)
+            elif auth == "any" and await _gssapi_logged_in(client, gssapi_target, user, label):
+                pass
+            elif auth in ("any", "password"):
                 await client.login(user, password)
             elif auth in ("cram-md5", "xoauth2", "oauthbearer"):
                 mechanism = sasl.mechanism(auth, user, password)
@@ -68,6 +81,22 @@ async def open_imap(
     except BaseException:
         client.close()
         raise
+
+
+async def _gssapi_logged_in(client: IMAPClient, target: str, user: str, label: str) -> bool:
+    """``auth any``: GSSAPI first when offered and a ticket is there (fetchmail's order). False
+    (go on with the password) when there is none, or when the ticket or the server refuses it."""
+    if not target or "AUTH=GSSAPI" not in client.capabilities:
+        return False
+    if not await asyncio.to_thread(kerberos.has_ticket):
+        return False
+    try:
+        mech = await kerberos.start(target, user)
+        await client.authenticate(mech, sends_secret=False)
+    except (CredentialsRejectedError, kerberos.StartError) as exc:
+        log.info("auth.gssapi_declined", account=label, reason=str(exc))
+        return False
+    return True
 
 
 async def _connect(

@@ -1,8 +1,11 @@
-"""This machine's name, as fetchmail computes it for its Received lines and EHLO."""
+"""This machine's name and the user fetchd runs as, as fetchmail takes them for its Received
+lines, EHLO and the senders it falls back to."""
 
 from __future__ import annotations
 
 import functools
+import os
+import pwd
 import socket
 
 
@@ -18,3 +21,12 @@ def this_host() -> str:
     except (OSError, UnicodeError):
         return name
     return next((canonical for *_, canonical, _ in found if canonical), name)
+
+
+def calling_user() -> str:
+    """The login name of the user running fetchd (fetchmail's ``user``), or the uid when the
+    password database has no entry for it (a container)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())

@@ -20,12 +20,8 @@ name ``pop.test`` reaches loopback through ``via``; fetchmail's ``rewrite`` appe
 
 from __future__ import annotations
 
-import asyncio
-import os
-import pwd
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from fetchd.demo.pop3server import DemoPOP3Server
-from tests.support.fetchmail import fetchmail_binary, oracle_user
+from tests.support.command import run_fetchd
+from tests.support.fetchmail import run_fetchmail
 from tests.support.mta import Sink, running_mta
 
 pytestmark = pytest.mark.fetchmail
@@ -205,6 +202,7 @@ CASES = [
     Case("no-sender", NO_SENDER),
     Case("no-sender-via-name", NO_SENDER, via="localhost"),
     Case("null-sender", NULL_SENDER),
+    Case("return-path-no-domain", _crlf("Return-Path: <alice>\nSubject: s\n\nBody.\n")),
     Case("no-domain", NO_DOMAIN),
     Case("no-domain-no-rewrite", NO_DOMAIN, "no rewrite"),
     Case("no-domain-more", NO_DOMAIN_MORE),
@@ -466,7 +464,7 @@ async def test_multidrop_recipients_are_fetchmails(
 ) -> None:
     """Each message fetchmail passes on, fetchd passes on to the same recipients (as sets), with
     the same bytes apart from the Received line; copies fetchmail suppresses, fetchd does too."""
-    theirs = _deliveries(await _fetchmail_delivers(md.case, oracle_home, oracle_user()))
+    theirs = _deliveries(await _fetchmail_delivers(md.case, oracle_home))
     assert [d.rcpt_to for d in theirs] == md.expect  # the case shows what it claims to
     ours = _deliveries(await _fetchd_delivers(md.case, tmp_path))
     assert ours == theirs
@@ -491,23 +489,7 @@ def _rc_text(case: Case, pop_port: int, smtp_port: int) -> str:
     )
 
 
-async def _run(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    assert process.returncode is not None
-    return process.returncode, out.decode("utf-8", "replace")
-
-
-async def _fetchmail_delivers(
-    case: Case, home: Path, user: pwd.struct_passwd, codes: tuple[int, ...] = (0,)
-) -> Sink:
-    fetchmail = fetchmail_binary()
+async def _fetchmail_delivers(case: Case, home: Path, codes: tuple[int, ...] = (0,)) -> Sink:
     pop = DemoPOP3Server("demo", SECRET, [case.message, *case.more])
     await pop.start()
     try:
@@ -515,16 +497,7 @@ async def _fetchmail_delivers(
             rcfile = home / "fetchmailrc"
             rcfile.write_text(_rc_text(case, pop.port, sink.port))
             rcfile.chmod(0o600)
-            if os.geteuid() == 0:
-                os.chown(home, user.pw_uid, user.pw_gid)
-                os.chown(rcfile, user.pw_uid, user.pw_gid)
-            command = [fetchmail, "-f", str(rcfile), "--nosyslog", "-N"]
-            command += ["-i", str(home / "fetchids")]
-            if os.geteuid() == 0:
-                # runuser sets HOME to the user's own: set ours again inside.
-                command = ["runuser", "-u", user.pw_name, "--", "env", f"HOME={home}", *command]
-            env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-            code, out = await _run(command, {**env, "LC_ALL": "C"})
+            code, out = await run_fetchmail(home, rcfile, TIMEOUT)
             assert code in codes, f"fetchmail failed ({code}):\n{out}"
             return sink
     finally:
@@ -539,13 +512,7 @@ async def _fetchd_delivers(case: Case, home: Path, codes: tuple[int, ...] = (0,)
             rcfile = home / ".fetchmailrc"
             rcfile.write_text(_rc_text(case, pop.port, sink.port))
             rcfile.chmod(0o600)
-            env = {
-                "HOME": str(home),
-                "XDG_STATE_HOME": str(home / "state"),
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "LC_ALL": "C.UTF-8",
-            }
-            code, out = await _run([sys.executable, "-m", "fetchd", "-f", str(rcfile)], env)
+            code, out = await run_fetchd(home, rcfile, env={"LC_ALL": "C.UTF-8"}, timeout=TIMEOUT)
             assert code in codes, f"fetchd failed ({code}):\n{out}"
             return sink
     finally:
@@ -583,8 +550,7 @@ _TOOL = re.compile(r"\((?:fetchmail|fetchd)-[^ )]+")
 async def test_mta_receives_from_fetchd_what_it_receives_from_fetchmail(
     case: Case, oracle_home: Path, tmp_path: Path
 ) -> None:
-    user = oracle_user()
-    theirs = _deliveries(await _fetchmail_delivers(case, oracle_home, user))
+    theirs = _deliveries(await _fetchmail_delivers(case, oracle_home))
     ours = _deliveries(await _fetchd_delivers(case, tmp_path))
     assert len(theirs) == 1
     assert ours == theirs
@@ -598,6 +564,6 @@ async def test_a_bad_header_is_refused_by_both(oracle_home: Path, tmp_path: Path
     """fetchmail's default, bad-header reject: neither tool passes the message on. (fetchmail
     would then delete it without keep; fetchd keeps it, tested in tests/unit/test_routing.py.)"""
     case = Case("bad-header-reject", BAD_HEADER)
-    theirs = await _fetchmail_delivers(case, oracle_home, oracle_user(), codes=(0, 1))
+    theirs = await _fetchmail_delivers(case, oracle_home, codes=(0, 1))
     ours = await _fetchd_delivers(case, tmp_path, codes=(0, 1))
     assert theirs.received == [] and ours.received == []

@@ -12,7 +12,6 @@ import itertools
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 import trustme
+
+from tests.support.process import stop_group
 
 DOVECOT = "/usr/sbin/dovecot"
 
@@ -41,16 +42,20 @@ class Dovecot:
         extra_config: str = "",
         env: dict[str, str] | None = None,
         oauth2_introspection_url: str = "",
+        kerberos: dict[str, str] | None = None,
     ) -> None:
         """``pop3_only_on_110``: POP3 on the standard ports 110 and 995 of ``host`` (pick a
         loopback address of its own, such as 127.x.y.z), and no IMAP at all.
         ``extra_config``: lines added to dovecot.conf (``{root}`` is its directory);
         ``env``: added to Dovecot's environment (e.g. ``OPENSSL_CONF``);
         ``oauth2_introspection_url``: also accept XOAUTH2 and OAUTHBEARER, each token checked by
-        POSTing it to this RFC 7662 introspection endpoint (``passdb {{ driver = oauth2 }}``)."""
+        POSTing it to this RFC 7662 introspection endpoint (``passdb {{ driver = oauth2 }}``);
+        ``kerberos``: also accept GSSAPI, with the service keys of this environment
+        (``tests.support.kdc.KDC.environ()``: its krb5.conf and keytab), as host "localhost"."""
         self.user, self.password, self.host = user, password, host
         self.extra_config, self.env = extra_config, env or {}
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.kerberos = kerberos
         self.ca: trustme.CA | None = None  # the test CA, once started: it can issue client certs
         self.root = Path(tempfile.mkdtemp(prefix="fetchd-dovecot-"))
         self.root.chmod(0o755)  # the mail user and Dovecot's login user must get in
@@ -146,7 +151,7 @@ ssl = yes
 ssl_cert = <{root}/server.pem
 ssl_key = <{root}/server.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5{self._oauth2_mechanisms()}
+auth_mechanisms = plain login cram-md5{self._oauth2_mechanisms()}{self._gssapi_settings()}
 mail_location = maildir:{root}/mail/%u
 pop3_uidl_format = %08Xu%08Xv
 mail_fsync = never
@@ -195,6 +200,19 @@ service stats {{
 
     def _oauth2_mechanisms(self) -> str:
         return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""
+
+    def _gssapi_settings(self) -> str:
+        # Dovecot clears its children's environment: the Kerberos library in the auth process
+        # finds the test realm only through import_environment.
+        if not self.kerberos:
+            return ""
+        keep = " ".join(f"{k}={self.kerberos[k]}" for k in ("KRB5_CONFIG", "KRB5_KTNAME"))
+        keytab = self.kerberos["KRB5_KTNAME"].removeprefix("FILE:")
+        return (
+            " gssapi\nauth_gssapi_hostname = localhost\n"
+            f"auth_krb5_keytab = {keytab}\n"
+            f"import_environment = TZ {keep}"
+        )
 
     def _oauth2_passdb(self) -> str:
         # After passwd-file: a password logs in there; a token fails there and goes on to
@@ -307,14 +325,6 @@ service stats {{
         return since
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
-        if self._process is not None and self._process.stderr:
-            self._process.stderr.close()
+        stop_group(self._process)
         self._process = None
         shutil.rmtree(self.root, ignore_errors=True)

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fetchd.config import ParseEnvironment, configdump, parse
+from fetchd.config.check import connect_port
 from fetchd.config.lexer import Kind, tokenize, unescape
 from fetchd.config.parser import GLOBAL_OPTIONS, SERVER_OPTIONS, USER_OPTIONS
 from fetchd.errors import RCSyntaxError
@@ -502,3 +503,12 @@ def test_fetchmail_7_oauth2_auth_types_only_after_auth(word: str) -> None:
     server, user = one_user(f"poll h auth {word} user u folder {word}")
     assert server.auth == word
     assert user.mailboxes == (word,)
+
+
+@pytest.mark.parametrize(
+    ("service", "port"),
+    [(None, None), ("995", 995), (" 995", 995), ("+995", 995), ("pop3s", 995), ("kpop", 1109)],
+)
+def test_the_port_connected_to_is_the_one_fetchmail_picks(service: str | None, port: int) -> None:
+    """fetchmail reads ``service`` with strtoul, then as a service name: so does the poll."""
+    assert connect_port(service) == port
