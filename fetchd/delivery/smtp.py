@@ -35,9 +35,11 @@ from fetchd.delivery.headers import (
     qualify,
     usable_address,
 )
+from fetchd.delivery.pipelining import envelope
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
+from fetchd.delivery.smtpwire import Transaction
 from fetchd.errors import DeliveryError, SocketError
 from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
@@ -200,6 +202,19 @@ class SMTPDeliverer:
             if not smtp.supports_extension("smtputf8"):
                 return Outcome(False, False, "the MTA does not accept non-ASCII addresses")
             options.append("SMTPUTF8")
+        pipelining = smtp.supports_extension("pipelining")
+        if smtp.protocol is not None and (pipelining or smtp.supports_extension("chunking")):
+            transaction = Transaction(
+                smtp.protocol,
+                self.settings.timeout,
+                pipelining=pipelining,
+                chunking=smtp.supports_extension("chunking"),
+                lmtp=self.settings.lmtp,
+            )
+            lines = envelope(sender, options, rcpts)
+            return await self._transact(
+                smtp, transaction, lines, trace, message.with_head(data), sender, rcpts, ready
+            )
         stage = "MAIL FROM"
         try:
             await self._command(
@@ -247,6 +262,41 @@ class SMTPDeliverer:
             what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
             return Outcome(False, False, f"SMTP {what} at {stage}; kept")
         return Outcome(True, True, "delivered", 250)
+
+    async def _transact(
+        self,
+        smtp: aiosmtplib.SMTP,
+        transaction: Transaction,
+        lines: list[bytes],
+        trace: bytes,
+        message: Message,
+        sender: str,
+        rcpts: list[str],
+        ready: Callable[[], Awaitable[None]] | None,
+    ) -> Outcome:
+        """One message in a PIPELINING group and/or as BDAT chunks (fetchd.delivery.smtpwire),
+        with the outcomes of the one-command-at-a-time path."""
+        try:
+            try:
+                refused = await transaction.run(lines, trace, message, ready)
+            except BaseException:
+                # Mid-transaction (the source failed, a timeout, a cancelled poll): without
+                # the final dot or BDAT LAST the MTA discards what it got. Never reuse it.
+                await self._drop()
+                raise
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                what = "unreadable reply"
+            return Outcome(False, False, f"SMTP {what} at {transaction.stage}; kept")
+        if refused is None:
+            return Outcome(True, True, "delivered", 250)
+        if not transaction.reusable:
+            await self._drop()
+        refusals = tuple(Refusal(r, refused.code, refused.message) for r in rcpts)
+        return await self._refused(
+            smtp, refused.code, refused.message, refused.stage, message.head, sender, refusals
+        )
 
     async def _command(
         self,
