@@ -44,20 +44,23 @@ Ready = Callable[[], Awaitable[None]] | None
 class _Tap(asyncio.Protocol):
     """Stands in for aiosmtplib's protocol on the transport while a transaction runs: the
     bytes received go to ``Replies``, everything else (flow control, EOF, a lost link) to
-    aiosmtplib as before. The transport is switched with ``set_protocol``: uvloop's transports
-    look ``data_received`` up once per protocol, so patching the method would not be seen."""
+    aiosmtplib as before, and wakes ``Replies`` too. The transport is switched with
+    ``set_protocol``: uvloop's transports look ``data_received`` up once per protocol, so
+    patching the method would not be seen."""
 
-    def __init__(self, protocol: SMTPProtocol, received: Callable[[bytes], None]) -> None:
+    def __init__(self, protocol: SMTPProtocol, replies: Replies) -> None:
         self._protocol = protocol
-        self._received = received
+        self._replies = replies
 
     def data_received(self, data: bytes) -> None:
-        self._received(data)
+        self._replies.received(data)
 
     def eof_received(self) -> bool | None:
+        self._replies.lost()
         return self._protocol.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._replies.lost()
         self._protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -73,23 +76,32 @@ class Replies:
     def __init__(self, protocol: SMTPProtocol, timeout: float) -> None:
         self._protocol = protocol
         self._timeout = timeout
-        self._more = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._flooded = False
+        self._closed = False
         self._transport: asyncio.BaseTransport | None = None
 
-    def _received(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
         buffer = self._protocol._buffer
         if len(buffer) + len(data) > REPLY_BUFFER_LIMIT:
             self._flooded = True
         else:
             buffer.extend(data)
-        self._more.set()
+        self._wake()
+
+    def lost(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def __aenter__(self) -> Replies:
         transport = self._protocol.transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
-        transport.set_protocol(_Tap(self._protocol, self._received))
+        transport.set_protocol(_Tap(self._protocol, self))
         self._transport = transport
         return self
 
@@ -113,24 +125,22 @@ class Replies:
         return reply
 
     async def read(self) -> SMTPResponse:
-        protocol = self._protocol
         while True:
             reply = self.available()
             if reply is not None:
                 return reply
-            lost = protocol._response_waiter  # failed by aiosmtplib on EOF or a lost link
-            if lost is None or lost.done() or not protocol.is_connected:
+            if self._closed or not self._protocol.is_connected:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
-            self._more.clear()
-            more = asyncio.ensure_future(self._more.wait())
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                done, _ = await asyncio.wait(
-                    (more, lost), timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED
-                )
+                async with asyncio.timeout(self._timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError(
+                    "Timed out waiting for server response"
+                ) from None
             finally:
-                more.cancel()
-            if not done:
-                raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response")
+                self._waiter = None
 
 
 def _sent(lines: Sequence[bytes]) -> None:
