@@ -67,12 +67,15 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+def measure(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of one command and its children."""
     with tempfile.NamedTemporaryFile("r", suffix=".bench") as report:
         done = subprocess.run(
             [sys.executable, "-c", _WRAPPER, report.name, *command],
             env=env,
+            cwd=cwd,
             stderr=subprocess.PIPE,
             check=False,
         )
@@ -143,7 +146,10 @@ def main() -> None:
     before = os.environ.get("BENCH_BEFORE")
     if not before:
         del contenders["fetchd before"]
+    # Each fetchd from its own checkout: PYTHONPATH, run from outside both (python -m puts the
+    # working directory first on sys.path, ahead of PYTHONPATH).
     envs = {name: env for name in contenders}
+    envs["fetchd"] = {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     if before:
         envs["fetchd before"] = {**env, "PYTHONPATH": str(Path(before).resolve())}
     try:
@@ -154,7 +160,7 @@ def main() -> None:
                 dovecot.reset()
                 for message in messages:
                     dovecot.deliver(message)
-                runs[name].append(measure(command, envs[name]))
+                runs[name].append(measure(command, envs[name], cwd=work))
                 left = len(dovecot.messages())
                 if name != "read-and-discard" and left:
                     print(f"  ({name} left {left} messages on the server)")

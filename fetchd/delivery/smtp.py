@@ -7,6 +7,8 @@ Outcomes, as fetchmail decides them (fetchmail(1), sink.c), with fetchd.delivery
 - any other 5xx: ``softbounce`` (fetchmail's default) keeps it, with a warning once. With
   ``no softbounce`` a delivery status notification goes to the sender (or the postmaster) over
   the same connection, and only once the MTA accepted that does the message leave the server.
+- The same outcomes when the MTA offers PIPELINING or CHUNKING and the transaction goes in
+  fewer round trips (fetchd.delivery.pipelining decides, fetchd.delivery.smtpwire sends).
 - No answer to the final dot (timeout, dropped link): unknown, so kept. This is the one window in
   which a message may arrive twice, never the one in which it may be lost.
 If no host of the smtphost list can be reached, DeliveryError aborts the poll: nothing is deleted.
@@ -39,7 +41,7 @@ from fetchd.delivery.pipelining import envelope
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
-from fetchd.delivery.smtpwire import Transaction
+from fetchd.delivery.smtpwire import Transaction, write_paced
 from fetchd.errors import DeliveryError, SocketError
 from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
@@ -122,20 +124,7 @@ def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
     return host or "localhost", int(port) if port else 25
 
 
-# A large message goes to the MTA in slices, each once the socket has taken the one before:
-# the transport then never holds a second copy of a whole message in its buffer.
-WRITE_SLICE = 256 << 10
 QUIT_TIMEOUT = 5.0
-
-
-async def _write_paced(protocol: SMTPProtocol, data: bytes) -> None:
-    if len(data) <= WRITE_SLICE:
-        protocol.write(data)
-        return
-    view = memoryview(data)  # not released here: the transport may still hold a slice of it
-    for start in range(0, len(view), WRITE_SLICE):
-        protocol.write(view[start : start + WRITE_SLICE])  # type: ignore[arg-type]
-        await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
 
 
 async def _next_reply(protocol: SMTPProtocol, timeout: float) -> SMTPResponse:
@@ -368,9 +357,9 @@ class SMTPDeliverer:
                 await ready()
                 ready = None
             stuffer = DotStuffer()
-            await _write_paced(protocol, stuffer.feed(message.head))
+            await write_paced(protocol, stuffer.feed(message.head))
             async for chunk in message.body():
-                await _write_paced(protocol, stuffer.feed(chunk))
+                await write_paced(protocol, stuffer.feed(chunk))
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")
