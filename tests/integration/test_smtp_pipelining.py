@@ -329,3 +329,35 @@ async def test_scripted_listener_contract_with_smtplib() -> None:
     assert refused == {"bad@c.test": (550, b"5.1.1 no")}
     [kept] = server.messages
     assert kept.rcpts == ["ok@c.test"] and kept.content == b"Subject: x\r\n\r\n.dot\r\n"
+
+
+@pytest.mark.parametrize("whole", [True, False])
+@pytest.mark.parametrize("mode", ["pipelining", "bdat", "chunking"])
+async def test_commit_waits_for_the_previous_record(mode: str, whole: bool) -> None:
+    """``ready`` (the previous message's record) is awaited before the step that commits this
+    message: the MTA has nothing while it runs, even after a pause; if it fails, the error goes
+    through and the MTA never gets the message."""
+    async with ScriptedSMTP(Script(extensions=MODES[mode])) as server:
+        deliverer = SMTPDeliverer(settings(server.port))
+        seen: list[int] = []
+
+        async def ready() -> None:
+            await asyncio.sleep(0.05)  # the MTA has had time to act on what it got
+            seen.append(len(server.messages))
+
+        body = BODY * 20_000
+        message = MESSAGE + body if whole else await streamed(body, piece=60_000)
+        assert (await deliverer.deliver(message, ready=ready)).delivered
+        assert seen == [0] and len(server.messages) == 1
+
+        async def failing() -> None:
+            raise RuntimeError("the UID store is gone")
+
+        message = MESSAGE + body if whole else await streamed(body, piece=60_000)
+        with pytest.raises(RuntimeError, match="UID store"):
+            await deliverer.deliver(message, ready=failing)
+        await asyncio.sleep(0.05)
+        kept = len(server.messages)
+        assert (await deliverer.deliver(MESSAGE + BODY)).delivered  # on a new connection
+        await deliverer.aclose()
+    assert kept == 1 and len(server.messages) == 2 and server.sessions == 2
