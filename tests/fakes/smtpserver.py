@@ -54,6 +54,7 @@ class ScriptedSMTP:
         self.sessions = 0
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._open: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def __aenter__(self) -> ScriptedSMTP:
         self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
@@ -63,6 +64,9 @@ class ScriptedSMTP:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in self._open.values():
+            writer.close()  # sessions still open end now, not when the loop is torn down
+        await asyncio.gather(*self._open, return_exceptions=True)
         await self._server.wait_closed()
 
     def verbs(self) -> list[str]:
@@ -70,6 +74,9 @@ class ScriptedSMTP:
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sessions += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = writer
         session = _Session(self, writer)
         writer.write(b"220 scripted.test ESMTP\r\n")
         try:
@@ -85,6 +92,7 @@ class ScriptedSMTP:
             if session.data:
                 self.partial.append(bytes(session.data))
             writer.close()
+            self._open.pop(task, None)
 
 
 class _Session:
