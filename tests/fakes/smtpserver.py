@@ -46,8 +46,9 @@ class Kept:
 
 
 class ScriptedSMTP:
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, path: str | None = None) -> None:
         self.script = script or Script()
+        self.path = path  # a Unix socket instead of 127.0.0.1
         self.commands: list[Command] = []
         self.messages: list[Kept] = []
         self.partial: list[bytes] = []  # data of transactions that never reached their end
@@ -57,6 +58,9 @@ class ScriptedSMTP:
         self._open: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def __aenter__(self) -> ScriptedSMTP:
+        if self.path is not None:
+            self._server = await asyncio.start_unix_server(self._session, self.path)
+            return self
         self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

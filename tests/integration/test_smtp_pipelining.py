@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import smtplib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import uvloop
 
 from fetchd.delivery.headers import Trace
 from fetchd.delivery.result import Outcome
@@ -361,3 +363,24 @@ async def test_commit_waits_for_the_previous_record(mode: str, whole: bool) -> N
         assert (await deliverer.deliver(MESSAGE + BODY)).delivered  # on a new connection
         await deliverer.aclose()
     assert kept == 1 and len(server.messages) == 2 and server.sessions == 2
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_lmtp_on_a_unix_socket_under_both_loops(tmp_path: Path, loop: str) -> None:
+    """LMTP with PIPELINING and CHUNKING on a Unix socket, under asyncio's loop and uvloop (the
+    command's): the transport's switch to the reply tap works on both."""
+    path = str(tmp_path / "lmtp.sock")
+
+    async def main() -> tuple[list[Outcome], int]:
+        script = Script(lmtp=True, after_end={"ann": "452 4.2.2 over quota"})
+        async with ScriptedSMTP(script, path=path) as server:
+            deliverer = SMTPDeliverer(settings(0, smtphunt=(path,), lmtp=True))
+            outcomes = [await deliverer.deliver(MESSAGE + BODY)]
+            script.after_end = {}
+            outcomes.append(await deliverer.deliver(await streamed(BODY * 30_000)))
+            await deliverer.aclose()
+        return outcomes, len(server.messages)
+
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    outcomes, kept = run(main())
+    assert [(o.delivered, o.code) for o in outcomes] == [(False, 452), (True, 250)] and kept == 2
