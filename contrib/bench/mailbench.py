@@ -7,6 +7,8 @@
                                                      realistic mailbox, or one message of N MB
     BENCH_NO_FETCHMAIL=1 ...                         leave out fetchmail (it takes ~90 s)
     BENCH_ROUNDS=N ...                               runs per contender (default 3)
+    BENCH_BEFORE=DIR ...                             also run the fetchd of another checkout
+                                                     (e.g. `git archive main | tar -x -C DIR`)
 
 Starts a private Dovecot (the test suite's) and Postfix's smtp-sink on loopback, then for each
 case and contender refills the same mailbox and measures one poll that empties it: wall time,
@@ -70,12 +72,15 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+def measure(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of one command and its children."""
     with tempfile.NamedTemporaryFile("r", suffix=".bench") as report:
         done = subprocess.run(
             [sys.executable, "-c", _WRAPPER, report.name, *command],
             env=env,
+            cwd=cwd,
             stderr=subprocess.PIPE,
             check=False,
         )
@@ -187,11 +192,24 @@ def contenders(case: Case, dovecot: Dovecot, work: Path, sink_port: int) -> dict
             str(sink_port),
         ],
         "fetchd": [sys.executable, "-m", "fetchd", "-f", str(rc)],
+        "fetchd before": [sys.executable, "-m", "fetchd", "-f", str(rc)],
         "fetchmail": ["fetchmail", "-f", str(rc), "--nosyslog", "-i", str(work / "fetchids")],
     }
     if shutil.which("fetchmail") is None or os.environ.get("BENCH_NO_FETCHMAIL"):
         del found["fetchmail"]
+    if not os.environ.get("BENCH_BEFORE"):
+        del found["fetchd before"]
     return found
+
+
+def contender_env(name: str, env: dict[str, str]) -> dict[str, str]:
+    """Each fetchd from its own checkout: PYTHONPATH, run from outside both (``python -m``
+    puts the working directory first on sys.path, ahead of PYTHONPATH)."""
+    if name == "fetchd":
+        return {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    if name == "fetchd before":
+        return {**env, "PYTHONPATH": str(Path(os.environ["BENCH_BEFORE"]).resolve())}
+    return env
 
 
 def _load() -> str:
@@ -249,7 +267,9 @@ def main() -> None:
                     # mailbox refilled within a second has the UIDs an earlier run recorded.
                     shutil.rmtree(work / "state", ignore_errors=True)
                     (work / "fetchids").unlink(missing_ok=True)
-                    runs.setdefault(case, {}).setdefault(name, []).append(measure(command, env))
+                    runs.setdefault(case, {}).setdefault(name, []).append(
+                        measure(command, contender_env(name, env), cwd=work)
+                    )
                     left = len(list((dovecot.maildir / "new").iterdir())) + len(
                         list((dovecot.maildir / "cur").iterdir())
                     )

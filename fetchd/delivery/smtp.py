@@ -7,6 +7,8 @@ Outcomes, as fetchmail decides them (fetchmail(1), sink.c), with fetchd.delivery
 - any other 5xx: ``softbounce`` (fetchmail's default) keeps it, with a warning once. With
   ``no softbounce`` a delivery status notification goes to the sender (or the postmaster) over
   the same connection, and only once the MTA accepted that does the message leave the server.
+- The same outcomes when the MTA offers PIPELINING or CHUNKING and the transaction goes in
+  fewer round trips (fetchd.delivery.pipelining decides, fetchd.delivery.smtpwire sends).
 - No answer to the final dot (timeout, dropped link): unknown, so kept. This is the one window in
   which a message may arrive twice, never the one in which it may be lost.
 If no host of the smtphost list can be reached, DeliveryError aborts the poll: nothing is deleted.
@@ -35,9 +37,11 @@ from fetchd.delivery.headers import (
     qualify,
     usable_address,
 )
+from fetchd.delivery.pipelining import envelope
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
+from fetchd.delivery.smtpwire import Transaction, write_paced
 from fetchd.errors import DeliveryError, SocketError
 from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
@@ -120,24 +124,7 @@ def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
     return host or "localhost", int(port) if port else 25
 
 
-# A large message goes to the MTA in slices, each once the socket has taken the one before:
-# the transport then never holds a second copy of a whole message in its buffer. A streamed
-# body comes in chunks of this size, and each waits too: an MTA slower than the server would
-# otherwise let the transport's buffer grow by every chunk not yet sent (issue 13: a 50 MB
-# message to aiosmtpd peaked at 59 MB of RSS).
-WRITE_SLICE = 256 << 10
 QUIT_TIMEOUT = 5.0
-
-
-async def _write_paced(protocol: SMTPProtocol, data: bytes) -> None:
-    if len(data) <= WRITE_SLICE:
-        protocol.write(data)
-        await protocol._drain_helper()  # at once unless the transport is over its high water
-        return
-    view = memoryview(data)  # not released here: the transport may still hold a slice of it
-    for start in range(0, len(view), WRITE_SLICE):
-        protocol.write(view[start : start + WRITE_SLICE])  # type: ignore[arg-type]
-        await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
 
 
 async def _next_reply(protocol: SMTPProtocol, timeout: float) -> SMTPResponse:
@@ -204,6 +191,19 @@ class SMTPDeliverer:
             if not smtp.supports_extension("smtputf8"):
                 return Outcome(False, False, "the MTA does not accept non-ASCII addresses")
             options.append("SMTPUTF8")
+        pipelining = smtp.supports_extension("pipelining")
+        if smtp.protocol is not None and (pipelining or smtp.supports_extension("chunking")):
+            transaction = Transaction(
+                smtp.protocol,
+                self.settings.timeout,
+                pipelining=pipelining,
+                chunking=smtp.supports_extension("chunking"),
+                lmtp=self.settings.lmtp,
+            )
+            lines = envelope(sender, options, rcpts)
+            return await self._transact(
+                smtp, transaction, lines, trace, message.with_head(data), sender, rcpts, ready
+            )
         stage = "MAIL FROM"
         try:
             await self._command(
@@ -251,6 +251,41 @@ class SMTPDeliverer:
             what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
             return Outcome(False, False, f"SMTP {what} at {stage}; kept")
         return Outcome(True, True, "delivered", 250)
+
+    async def _transact(
+        self,
+        smtp: aiosmtplib.SMTP,
+        transaction: Transaction,
+        lines: list[bytes],
+        trace: bytes,
+        message: Message,
+        sender: str,
+        rcpts: list[str],
+        ready: Callable[[], Awaitable[None]] | None,
+    ) -> Outcome:
+        """One message in a PIPELINING group and/or as BDAT chunks (fetchd.delivery.smtpwire),
+        with the outcomes of the one-command-at-a-time path."""
+        try:
+            try:
+                refused = await transaction.run(lines, trace, message, ready)
+            except BaseException:
+                # Mid-transaction (the source failed, a timeout, a cancelled poll): without
+                # the final dot or BDAT LAST the MTA discards what it got. Never reuse it.
+                await self._drop()
+                raise
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                what = "unreadable reply"
+            return Outcome(False, False, f"SMTP {what} at {transaction.stage}; kept")
+        if refused is None:
+            return Outcome(True, True, "delivered", 250)
+        if not transaction.reusable:
+            await self._drop()
+        refusals = tuple(Refusal(r, refused.code, refused.message) for r in rcpts)
+        return await self._refused(
+            smtp, refused.code, refused.message, refused.stage, message.head, sender, refusals
+        )
 
     async def _command(
         self,
@@ -322,9 +357,9 @@ class SMTPDeliverer:
                 await ready()
                 ready = None
             stuffer = DotStuffer()
-            await _write_paced(protocol, stuffer.feed(message.head))
+            await write_paced(protocol, stuffer.feed(message.head))
             async for chunk in message.body():
-                await _write_paced(protocol, stuffer.feed(chunk))
+                await write_paced(protocol, stuffer.feed(chunk))
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")
