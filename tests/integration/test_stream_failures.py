@@ -12,6 +12,7 @@ UID store has no record of it; the next poll delivers it exactly once and delete
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -132,9 +133,12 @@ def _postfix_target(postfix: Postfix) -> Target:
     start = len(postfix.log_text())
 
     async def aborted() -> None:
-        """smtpd says the client left in DATA: it discards what it got."""
+        """smtpd says the client left mid-transaction: in DATA, or in BDAT (Postfix offers
+        CHUNKING), or before smtpd had read the pipelined MAIL (the connection was dropped
+        with the group still in flight); it discards what it got."""
         for _ in range(100):
-            if "lost connection after DATA" in postfix.log_text()[start:]:
+            seen = postfix.log_text()[start:]
+            if re.search(r"lost connection after (DATA|BDAT|EHLO|MAIL|RCPT)", seen):
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"Postfix saw no aborted DATA: {postfix.log()}")
