@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = run_demo(options)
         else:
             from fetchd import app
+            from fetchd.memory import fix_mmap_threshold
 
+            fix_mmap_threshold()  # memory stays flat at any message size (fetchd.memory)
             code = int(app.run(options))
         sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         return code

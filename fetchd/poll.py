@@ -1,14 +1,17 @@
 """One poll of one account. The delivery invariant lives here, and only here.
 
 For every message (see ../shared/DESIGN.md):
-1. retrieve it completely (the source yields only whole messages);
+1. retrieve it completely: the source yields each message as its header arrives and its body
+   streams to the deliverer (fetchd.message), whose commit point comes after the source's end;
 2. deliver it and get a definite answer (250 / MDA exit 0);
 3. record it durably in the UID store (committed and fsynced);
 4. only then ask the source to delete it, and commit the session (QUIT / EXPUNGE).
 Any error before the commit aborts the session, so the server keeps every message it has; what
 was recorded is deleted unread on the next poll instead of being delivered twice.
 
-Retrieval of message k+1 overlaps delivery of message k through a small bounded queue.
+One message at a time, never held whole: stream it, commit, record, and only then delete. The
+record of message k is written while message k+1 is on its way (just before its commit point,
+or after RECORD_GRACE seconds if k+1 is slow to arrive).
 """
 
 from __future__ import annotations
@@ -16,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from fetchd import failpoints
+from fetchd.message import Message, MessageTooLarge, RetrievalFailed, as_message
 from fetchd.selection import Selection, SelectionPolicy, select_messages
 from fetchd.source import MailSource, MessageInfo
 
-# Messages retrieved ahead of delivery. Two keep both the server and the MTA busy; more only
-# costs memory (a message can be megabytes).
-QUEUE_DEPTH = 2
+# How long a delivered message's pending record waits for the next message's header before it
+# is written on its own (it is written with the next message's commit otherwise).
+RECORD_GRACE = 0.05
 
 log = structlog.get_logger("fetchd.poll")
 
@@ -56,9 +60,14 @@ class Deliverer(Protocol):
     """Hands one message to the MTA or MDA."""
 
     async def deliver(
-        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+        self, message: Message, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> DeliveryResult:
-        """Deliver one complete message; never raise for a per-message refusal.
+        """Deliver one message; never raise for a per-message refusal.
+
+        The message's body streams from the source: the deliverer reaches its commit point
+        only after ``message.body()`` ended. If reading it raises (``RetrievalFailed``, or
+        ``MessageTooLarge``), the delivery must be abandoned uncommitted (connection dropped,
+        MDA killed, file removed) and the exception let through.
 
         ``ready``, when given, must be awaited just before the step that commits the delivery
         (SMTP: the final dot). The engine uses it to finish recording the previous message
@@ -231,29 +240,31 @@ async def _one_session(
         )
     limit = settings.selection.limit
 
-    queue: asyncio.Queue[tuple[MessageInfo, bytes] | None] = asyncio.Queue(QUEUE_DEPTH)
-    retrieval = asyncio.create_task(_retrieve_into(source, fetch, queue))
     recording = _Recording(state)
+    messages = source.retrieve(fetch)
     try:
-        while (item := await queue.get()) is not None:
-            info, data = item
-            if limit and len(data) > limit:
-                # The listing under-stated it: `limit` holds for the octets actually read.
-                # Neither delivered nor deleted, and not fetched again by this process.
-                memory.read_sizes[(source.label, info.uid)] = len(data)
-                result.oversized += 1
-                memory.oversized_warned.pop((source.label, info.uid), None)
-                memory.warn_oversized(
-                    source.label,
-                    info,
-                    settings.warnings,
-                    f"skipping message {source.label}:{info.number} ({len(data)} octets read, "
-                    f"{info.size} listed): over the size limit, left on the server",
-                )
+        while (item := await _next_message(messages, recording)) is not None:
+            info, message = item
+            failpoints.hit("retrieved")
+            message.limit = limit
+            if limit and message.complete and message.size > limit:
+                await _oversized(source.label, info, message.size, result, memory, settings)
                 await recording.wait()  # the previous record waits for no further message
                 continue
             result.fetched += 1
-            outcome = await deliverer.deliver(data, ready=recording)
+            try:
+                outcome = await deliverer.deliver(message, ready=recording)
+            except MessageTooLarge:
+                # The listing under-stated it: `limit` holds for the octets actually read.
+                # The deliverer abandoned it uncommitted; it stays, and is read no further.
+                result.fetched -= 1
+                size = await message.drain()
+                await _oversized(source.label, info, size, result, memory, settings)
+                await recording.wait()
+                continue
+            except RetrievalFailed as exc:
+                raise exc.error from None  # the source's own error: the session is aborted
+            await message.drain()  # a message refused before its body was needed
             failpoints.hit("delivered")
             await recording.wait()  # also when the deliverer stopped before it needed to
             if outcome.delivered or outcome.may_delete:
@@ -271,10 +282,10 @@ async def _one_session(
                 memory.warn_once_about_refusal(source.label, info, outcome)
             progress.message(source.label, info, deleting and outcome.may_delete, outcome)
         await recording.wait()
-        await retrieval  # re-raises a retrieval failure after what arrived whole was delivered
     finally:
-        retrieval.cancel()
         await recording.abandon()
+        with contextlib.suppress(Exception):
+            await messages.aclose()  # type: ignore[attr-defined]
 
     mark_seen = getattr(source, "mark_seen", None)
     if settings.selection.keep and delivered_kept and mark_seen is not None:
@@ -309,6 +320,10 @@ class _Recording:
         self._state = state
         self._pending: str | None = None
         self._slow = 0
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
 
     def start(self, uid: str) -> None:
         assert self._pending is None, "the previous record must be finished first"
@@ -351,18 +366,49 @@ class _Recording:
                 await self.wait()
 
 
-async def _retrieve_into(
-    source: MailSource,
-    fetch: Sequence[MessageInfo],
-    queue: asyncio.Queue[tuple[MessageInfo, bytes] | None],
+async def _next_message(
+    messages: AsyncIterator[tuple[MessageInfo, Message | bytes]], recording: _Recording
+) -> tuple[MessageInfo, Message] | None:
+    """The next message, its header read; None at the end. A pending record waits at most
+    RECORD_GRACE seconds for it: a slow or stalled next message must not leave the previous one
+    delivered and unrecorded for as long as it takes."""
+    if not recording.pending:
+        item = await anext(messages, None)
+    else:
+        arriving = asyncio.ensure_future(anext(messages, None))
+        try:
+            await asyncio.wait({arriving}, timeout=RECORD_GRACE)
+            if not arriving.done():
+                await recording.wait()
+            item = await arriving
+        finally:
+            arriving.cancel()
+    if item is None:
+        return None
+    info, message = item
+    return info, as_message(message)
+
+
+async def _oversized(
+    label: str,
+    info: MessageInfo,
+    size: int,
+    result: PollResult,
+    memory: PollMemory,
+    settings: PollSettings,
 ) -> None:
-    """Feed the delivery loop; the end marker always goes in, so the loop never waits forever."""
-    try:
-        async for item in source.retrieve(fetch):
-            failpoints.hit("retrieved")
-            await queue.put(item)
-    finally:
-        await queue.put(None)
+    """A message found over `limit` by the octets read, although the listing said otherwise:
+    neither delivered nor deleted, and not fetched again by this process."""
+    memory.read_sizes[(label, info.uid)] = size
+    result.oversized += 1
+    memory.oversized_warned.pop((label, info.uid), None)
+    memory.warn_oversized(
+        label,
+        info,
+        settings.warnings,
+        f"skipping message {label}:{info.number} ({size} octets read, "
+        f"{info.size} listed): over the size limit, left on the server",
+    )
 
 
 def _count(label: str, listing: Sequence[MessageInfo], selection: Selection) -> PollResult:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fetchd.message import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +33,12 @@ class MailSource(Protocol):
         """Every message in the mailbox, in server order."""
         ...
 
-    def retrieve(self, messages: Sequence[MessageInfo]) -> AsyncIterator[tuple[MessageInfo, bytes]]:
-        """Yield each message complete (CRLF line endings), in the order given."""
+    def retrieve(
+        self, messages: Sequence[MessageInfo]
+    ) -> AsyncIterator[tuple[MessageInfo, Message | bytes]]:
+        """Yield each message in the order given: its header read, its body streaming
+        (``fetchd.message``), or whole as bytes. The next one comes only after this one's body
+        was read (or dropped)."""
         ...
 
     async def delete(self, messages: Sequence[MessageInfo]) -> None:

@@ -79,14 +79,16 @@ def postfix(postfix_server: Postfix) -> Postfix:
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 64 KiB tmpfs: what a full disk looks like to a writer."""
+def small_disk(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A 64 KiB tmpfs: what a full disk looks like to a writer. Another size by indirect
+    parametrization (``@pytest.mark.parametrize("small_disk", ["192k"], indirect=True)``)."""
+    size = getattr(request, "param", "64k")
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     require_tool("mount", "mount")
     mountpoint = Path(tempfile.mkdtemp(prefix="fetchd-full-"))
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mountpoint)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)],
         capture_output=True,
         check=False,
     )

@@ -180,7 +180,9 @@ def format_status(answer: dict[str, Any]) -> str:
     daemon = answer.get("daemon", {})
     lines = [
         f"fetchd {daemon.get('version', '?')} daemon, pid {daemon.get('pid', '?')}, "
-        f"up {_duration(float(daemon.get('uptime') or 0))}, rc file {daemon.get('rcfile', '?')}\n"
+        f"up {_duration(float(daemon.get('uptime') or 0))}, rc file {daemon.get('rcfile', '?')}"
+        + (f", {daemon['tasks']} tasks" if isinstance(daemon.get("tasks"), int) else "")
+        + "\n"
     ]
     if daemon.get("metrics"):
         lines.append(f"metrics: http://{daemon['metrics']}/metrics\n")

@@ -130,7 +130,8 @@ class Supervisor:
         self._force_exit = force_exit or (lambda code: os._exit(code))
         self._deadline_timer: threading.Timer | None = None
         self.metrics = metrics  # --metrics: every poll counted there
-        self.started = time.time()
+        self.started = time.time()  # for display; the uptime counts on the monotonic clock
+        self._started_monotonic = time.monotonic()
         self.reload_failed_at: float | None = None  # the last reload, if it failed
         self.reload_error: str | None = None
 
@@ -253,10 +254,13 @@ class Supervisor:
             "version": __version__,
             "rcfile": self.config.filename,
             "started": self.started,
-            "uptime": round(time.time() - self.started, 1),
+            "uptime": round(time.monotonic() - self._started_monotonic, 1),
             "reload_failed_at": self.reload_failed_at,
             "reload_error": self.reload_error,
             "metrics": str(self.metrics.bound) if self.metrics and self.metrics.bound else None,
+            # asyncio tasks alive in the daemon (one per entry, a few of its own, those a poll
+            # starts): a count that keeps growing is a leak (contrib/soak/soak.py watches it).
+            "tasks": len(asyncio.all_tasks()),
         }
 
     def install_signal_handlers(self) -> None:
@@ -335,6 +339,10 @@ class Supervisor:
             pass
         finally:
             await cancel_and_wait({idle, woken})
+            # An IDLE that failed just as this entry was cancelled (a reload as the server
+            # went away): its error was seen by no one; collect it, or the loop reports it.
+            if not idle.cancelled() and idle.exception() is not None:
+                log.debug("idle.ended", error=type(idle.exception()).__name__)
 
     async def _poll_entry(self, entry: _Entry, *, slot_held: bool = False) -> None:
         """Poll the entry's users in turn, each in one of the MAX_CONNECTIONS slots (the

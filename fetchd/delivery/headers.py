@@ -17,13 +17,17 @@ from fetchd import __version__
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 
+def crlf_line_endings(data: bytes) -> bytes:
+    """Every CR, LF and CRLF as CRLF; ``data`` itself (no copy) when it has only CRLF."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:  # the usual case: C speed
+        return data
+    return _LINE_ENDS.sub(b"\r\n", data)
+
+
 def normalize_line_endings(message: bytes) -> bytes:
     """CRLF everywhere, and a final CRLF."""
-    crlf = message.count(b"\r\n")
-    if message.count(b"\n") == crlf and message.count(b"\r") == crlf:  # the usual case: C speed
-        normalized = message
-    else:
-        normalized = _LINE_ENDS.sub(b"\r\n", message)
+    normalized = crlf_line_endings(message)
     if normalized and not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
     return normalized
@@ -192,6 +196,23 @@ def dot_stuff(message: bytes) -> bytes:
     """SMTP transparency (RFC 5321 4.5.2) for a CRLF-normalized message (no final dot)."""
     stuffed = message.replace(b"\r\n.", b"\r\n..") if b"\r\n." in message else message
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+class DotStuffer:
+    """``dot_stuff`` for a CRLF-normalized stream fed in chunks (none ending in a bare CR, as
+    fetchd.message.LineEndings makes them): a line start is remembered across chunks."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..") if b"\r\n." in chunk else chunk
+        if self._line_start and stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        self._line_start = chunk.endswith(b"\r\n")
+        return stuffed
 
 
 def needs_8bit(message: bytes) -> bool:

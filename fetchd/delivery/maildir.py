@@ -1,6 +1,7 @@
 """Delivery straight into a Maildir (``mda "maildir:~/Mail/inbox"``), as getmail does.
 
-A message is written under ``tmp/``, fsynced, and only then (after the previous message's
+A message is written under ``tmp/`` as it streams from the server (removed if the server fails
+before its end), fsynced, and only then (after the previous message's
 record, the engine's ``ready``) renamed into ``new/``, and ``new/`` itself is fsynced so the
 rename survives a crash. A write that fails (a full disk, a quota) removes its half-written file
 and keeps the message on the server for the next poll. Names follow the Maildir convention
@@ -17,12 +18,13 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fetchd.delivery.headers import Trace, normalize_line_endings
+from fetchd.delivery.headers import Trace
 from fetchd.delivery.result import Outcome
+from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
 
 PREFIX = "maildir:"
@@ -59,26 +61,44 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(maildir: Path, data: bytes) -> str:
-    """Write and fsync ``tmp/NAME``; on any failure nothing stays behind. Returns NAME."""
+def _create_tmp(maildir: Path) -> tuple[str, int]:
+    """Create ``tmp/NAME`` exclusively; its name and descriptor."""
     for sub in ("tmp", "new", "cur"):
         if not (maildir / sub).is_dir():
             raise FileNotFoundError(errno.ENOENT, f"{maildir} is not a Maildir (no {sub}/)")
     name = unique_name()
-    path = maildir / "tmp" / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    fd = os.open(maildir / "tmp" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return name, fd
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def _write_tmp(maildir: Path, pieces: AsyncIterator[bytes]) -> str:
+    """Write ``tmp/NAME`` as the pieces arrive, and fsync it; on any failure (the disk, or the
+    source before its end) nothing stays behind. Returns NAME."""
+    name, fd = await asyncio.to_thread(_create_tmp, maildir)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)  # a full disk may only show here, on writeback
+        async for piece in pieces:
+            await asyncio.to_thread(_write, fd, piece)
+        await asyncio.to_thread(os.fsync, fd)  # a full disk may only show here, on writeback
     except BaseException:
         with contextlib.suppress(OSError):
-            path.unlink()
+            (maildir / "tmp" / name).unlink()
         raise
     finally:
         os.close(fd)
     return name
+
+
+async def _pieces(head: bytes, message: Message) -> AsyncIterator[bytes]:
+    """A file on this system: local line endings."""
+    yield head.replace(b"\r\n", b"\n")
+    async for chunk in message.body():
+        yield chunk.replace(b"\r\n", b"\n")
 
 
 def _commit(maildir: Path, name: str) -> None:
@@ -101,20 +121,21 @@ class MaildirDeliverer:
 
     async def deliver(
         self,
-        message: bytes,
+        message: bytes | Message,
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
     ) -> Outcome:
         """One copy into the Maildir, whoever ``recipients`` (multidrop) names."""
-        data = normalize_line_endings(message)
+        message = as_message(message)
+        if ready is not None and not message.complete:
+            await ready()  # the previous record must not wait for this body to arrive
+            ready = None
         trace = self.settings.trace.received(
             by=self.settings.by, recipient=self.settings.recipient, multidrop=False
         )
-        data = trace + data
-        data = data.replace(b"\r\n", b"\n")  # a file on this system: local line endings
         try:
-            name = await asyncio.to_thread(_write_tmp, self._maildir, data)
+            name = await _write_tmp(self._maildir, _pieces(trace + message.head, message))
         except OSError as exc:
             return Outcome(False, False, f"cannot write to {self._maildir}: {_why(exc)}")
         try:

@@ -15,24 +15,30 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import fcntl
 import os
 import re
+import tempfile
 import termios
-from collections.abc import Awaitable, Callable
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import structlog
 
 from fetchd.children import kill_and_reap
-from fetchd.delivery.headers import Trace, local_sender, normalize_line_endings
+from fetchd.delivery.headers import Trace, local_sender
 from fetchd.delivery.result import Outcome
 from fetchd.errors import DeliveryError
+from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
 
 log = structlog.get_logger("fetchd.mda")
 
 EX_TEMPFAIL = 75
+SPOOL_CHUNK = 256 << 10
 _UNQUOTABLE = re.compile("['\\x00]")
 # What the MDA may see of our environment: enough to find programs and a home, no secrets.
 _KEPT_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
@@ -104,36 +110,49 @@ class MDADeliverer:
 
     async def deliver(
         self,
-        message: bytes,
+        message: bytes | Message,
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
     ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
-        data = normalize_line_endings(message)
-        sender = mda_sender(data)
+        message = as_message(message)
+        sender = mda_sender(message.head)
         per_recipient = "%T" in self.settings.command or "%s" in self.settings.command
         names = self.settings.recipients if recipients is None else recipients
         recipients = names if per_recipient else names[:1]
         if ready is not None:
             await ready()  # the previous message's record, before this one can be delivered
+        if len(recipients) > 1 and not message.complete:
+            # One MDA after the other, each reading the whole message: the body is spooled to
+            # an unlinked file first, so every MDA starts only after the source's end.
+            with tempfile.TemporaryFile() as spool:
+                await _spool(message, spool)
+                return await self._each(recipients, sender, message.head, spool)
+        return await self._each(recipients, sender, message.head, message)
+
+    async def _each(
+        self,
+        recipients: tuple[str, ...],
+        sender: str,
+        head: bytes,
+        body: Message | BinaryIO,
+    ) -> Outcome:
         for recipient in recipients:
             trace = self.settings.trace.received(
                 by=self.settings.by, recipient=recipient, multidrop=len(recipients) > 1
             )
-            payload = trace + data
-            if self.settings.stripcr:
-                payload = payload.replace(b"\r\n", b"\n")
             try:
                 command = expand(self.settings.command, recipient, sender)
             except DeliveryError as exc:
                 return Outcome(False, False, str(exc), 550)
-            outcome = await self._run(command, payload)
+            pieces = _pieces(trace + head, body, self.settings.stripcr)
+            outcome = await self._run(command, pieces)
             if not outcome.delivered:
                 return outcome
         return Outcome(True, True, "delivered", 0)
 
-    async def _run(self, command: str, payload: bytes) -> Outcome:
+    async def _run(self, command: str, pieces: AsyncIterator[bytes]) -> Outcome:
         # Our own pipe, whose read end we keep: after the MDA exits, bytes still in the pipe
         # show it did not read the whole message (asyncio's pipe cannot tell: the last write
         # may sit in the kernel's buffer when the MDA exits without reading it).
@@ -152,16 +171,27 @@ class MDADeliverer:
             os.close(read_end)
             os.close(write_end)
             raise
-        writer = asyncio.create_task(asyncio.to_thread(_write_all, write_end, payload))
+        feeder = _Feeder(write_end)
+        feeding = asyncio.create_task(feeder.feed(pieces))
+        output = b""
         unread = 0
         try:
             try:
                 async with asyncio.timeout(self.settings.timeout):
                     assert process.stdout is not None
-                    output = await process.stdout.read(64 * 1024)
-                    while await process.stdout.read(64 * 1024):
-                        pass  # read to the end, so the MDA never blocks on a full pipe
-                    status = await process.wait()
+                    reading = asyncio.create_task(_output_and_exit(process, process.stdout))
+                    try:
+                        while not reading.done():
+                            waiting = {reading} if feeding.done() else {reading, feeding}
+                            await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+                            if feeding.done() and feeding.exception() is not None:
+                                # The source failed: the MDA must never see the end of its
+                                # input, so it dies with its process group first.
+                                await kill_and_reap(process)
+                                feeding.result()
+                        output, status = reading.result()
+                    finally:
+                        reading.cancel()
             except TimeoutError:
                 await kill_and_reap(process)
                 return Outcome(
@@ -169,11 +199,13 @@ class MDADeliverer:
                 )
             unread = _unread(read_end)
         finally:
-            os.close(read_end)  # a writer still blocked on a full pipe now gets EPIPE
-            if process.returncode is None:  # abandoned (a stopping daemon): the MDA goes too
+            if process.returncode is None:  # abandoned (a stopping daemon, a failed source)
                 await kill_and_reap(process)
-            written = await writer
-        fully_read = written == len(payload) and unread == 0
+            os.close(read_end)  # a writer still blocked on a full pipe now gets EPIPE
+            feeder.close()  # after the MDA is gone: it must not see an end of file early
+            with contextlib.suppress(Exception):
+                await feeding
+        fully_read = feeder.complete and unread == 0
         for line in output.decode("utf-8", "replace").splitlines()[:20]:
             log.info("mda.output", text=f"MDA: {line[:200]}")
         if status == 0 and fully_read:
@@ -186,19 +218,67 @@ class MDADeliverer:
         return Outcome(False, False, f"MDA failed ({how}) (softbounce; kept)", 550)
 
 
-def _write_all(fd: int, data: bytes) -> int:
-    """Write ``data`` to the pipe, in a thread (it blocks while the MDA reads); the count of
-    bytes the pipe took. Closes ``fd``, which is the MDA's end of input."""
+async def _output_and_exit(
+    process: asyncio.subprocess.Process, stdout: asyncio.StreamReader
+) -> tuple[bytes, int]:
+    output = await stdout.read(64 * 1024)
+    while await stdout.read(64 * 1024):
+        pass  # read to the end, so the MDA never blocks on a full pipe
+    return output, await process.wait()
+
+
+async def _pieces(head: bytes, body: Message | BinaryIO, stripcr: bool) -> AsyncIterator[bytes]:
+    """What the MDA reads: the trace and header, then the body as it streams (or from the
+    spool); LF line endings with ``stripcr``."""
+    chunks = body.body() if isinstance(body, Message) else _replay(body)
+    yield head.replace(b"\r\n", b"\n") if stripcr else head
+    async for chunk in chunks:
+        yield chunk.replace(b"\r\n", b"\n") if stripcr else chunk
+
+
+async def _spool(message: Message, spool: BinaryIO) -> None:
+    async for chunk in message.body():
+        await asyncio.to_thread(spool.write, chunk)
+
+
+async def _replay(spool: BinaryIO) -> AsyncIterator[bytes]:
+    await asyncio.to_thread(spool.seek, 0)
+    while chunk := await asyncio.to_thread(spool.read, SPOOL_CHUNK):
+        yield chunk
+
+
+class _Feeder:
+    """Writes the MDA's input; its end (closing the pipe: the MDA's end of file) comes only
+    after the last piece, when the source has said the message is complete."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self.complete = False
+
+    async def feed(self, pieces: AsyncIterator[bytes]) -> None:
+        async for piece in pieces:
+            assert self._fd is not None
+            if not await asyncio.to_thread(_write_all, self._fd, piece):
+                return  # EPIPE: the MDA is gone; its exit status tells the rest
+        self.complete = True
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write ``data`` to the pipe, in a thread (it blocks while the MDA reads); False when the
+    MDA closed its input first."""
     view = memoryview(data)
-    written = 0
     try:
-        while written < len(view):
-            written += os.write(fd, view[written:])
+        while view:
+            view = view[os.write(fd, view) :]
     except OSError:  # EPIPE: the MDA is gone
-        pass
-    finally:
-        os.close(fd)
-    return written
+        return False
+    return True
 
 
 def _unread(fd: int) -> int:

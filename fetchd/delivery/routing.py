@@ -16,14 +16,14 @@ remembers the previous header per account, across polls of a daemon, and so do w
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from fetchd.delivery.headers import bad_header_line, normalize_line_endings
+from fetchd.delivery.headers import bad_header_line
 from fetchd.delivery.multidrop import MultidropRules, header_digest, route
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path, edit_headers
+from fetchd.message import Message, as_message
 
 _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop message's header
 
@@ -31,7 +31,7 @@ _last_digest: dict[str, bytes] = {}  # per account: the previous multidrop messa
 class RecipientDeliverer(Protocol):
     async def deliver(
         self,
-        message: bytes,
+        message: Message,
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
@@ -63,9 +63,11 @@ class RoutingDeliverer:
         self._dropdelivered = dropdelivered
 
     async def deliver(
-        self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
+        self, message: bytes | Message, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> Any:
-        data = _normalized_header(message)
+        """The header decides (the body streams past untouched to the inner deliverer)."""
+        message = as_message(message)
+        data = message.head
         if not self._accept_bad_header and (line := bad_header_line(data)) is not None:
             # fetchmail's bad-header reject: not delivered. fetchmail then deletes it; we keep
             # it, so that nothing leaves the server undelivered.
@@ -110,7 +112,9 @@ class RoutingDeliverer:
             dropdelivered=self._dropdelivered,
             warning=warning,
         )
-        outcome = await self.inner.deliver(data, ready=ready, recipients=recipients)
+        outcome = await self.inner.deliver(
+            message.with_head(data), ready=ready, recipients=recipients
+        )
         if digest is not None and outcome.may_delete:
             # Only a message that has left for good counts as "the previous one": a copy kept
             # after a failed delivery is fetched again, and must then be delivered, not dropped.
@@ -121,17 +125,3 @@ class RoutingDeliverer:
         closer = getattr(self.inner, "aclose", None)
         if closer is not None:
             await closer()
-
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-
-
-def _normalized_header(message: bytes) -> bytes:
-    """The message with CRLF line endings in its header. The body is left to the deliverer,
-    which normalizes the whole message anyway: one pass over it, not two."""
-    end = _HEADER_END.search(message)
-    if end is None:
-        return normalize_line_endings(message)
-    head = message[: end.end()]
-    fixed = normalize_line_endings(head)
-    return message if fixed == head else fixed + message[end.end() :]

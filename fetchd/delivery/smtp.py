@@ -7,6 +7,8 @@ Outcomes, as fetchmail decides them (fetchmail(1), sink.c), with fetchd.delivery
 - any other 5xx: ``softbounce`` (fetchmail's default) keeps it, with a warning once. With
   ``no softbounce`` a delivery status notification goes to the sender (or the postmaster) over
   the same connection, and only once the MTA accepted that does the message leave the server.
+- The same outcomes when the MTA offers PIPELINING or CHUNKING and the transaction goes in
+  fewer round trips (fetchd.delivery.pipelining decides, fetchd.delivery.smtpwire sends).
 - No answer to the final dot (timeout, dropped link): unknown, so kept. This is the one window in
   which a message may arrive twice, never the one in which it may be lost.
 If no host of the smtphost list can be reached, DeliveryError aborts the poll: nothing is deleted.
@@ -29,18 +31,19 @@ from aiosmtplib.response import SMTPResponse
 from fetchd.delivery.bounce import BouncePolicy, Notify, disposition, recipient_for
 from fetchd.delivery.dsn import Refusal, build_dsn
 from fetchd.delivery.headers import (
+    DotStuffer,
     Trace,
-    dot_stuff,
     envelope_sender,
-    needs_8bit,
-    normalize_line_endings,
     qualify,
     usable_address,
 )
+from fetchd.delivery.pipelining import envelope
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
+from fetchd.delivery.smtpwire import Transaction, write_paced
 from fetchd.errors import DeliveryError, SocketError
+from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
 from fetchd.net.plugin import PluginLinks
 from fetchd.net.tls import is_loopback
@@ -121,20 +124,7 @@ def _host_port(entry: str, lmtp: bool = False) -> tuple[str, int]:
     return host or "localhost", int(port) if port else 25
 
 
-# A large message goes to the MTA in slices, each once the socket has taken the one before:
-# the transport then never holds a second copy of a whole message in its buffer.
-WRITE_SLICE = 256 << 10
 QUIT_TIMEOUT = 5.0
-
-
-async def _write_paced(protocol: SMTPProtocol, data: bytes) -> None:
-    if len(data) <= WRITE_SLICE:
-        protocol.write(data)
-        return
-    view = memoryview(data)  # not released here: the transport may still hold a slice of it
-    for start in range(0, len(view), WRITE_SLICE):
-        protocol.write(view[start : start + WRITE_SLICE])  # type: ignore[arg-type]
-        await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
 
 
 async def _next_reply(protocol: SMTPProtocol, timeout: float) -> SMTPResponse:
@@ -168,14 +158,15 @@ class SMTPDeliverer:
 
     async def deliver(
         self,
-        message: bytes,
+        message: bytes | Message,
         *,
         ready: Callable[[], Awaitable[None]] | None = None,
         recipients: tuple[str, ...] | None = None,
     ) -> Outcome:
         """``recipients``: this message's local names (multidrop); default, the account's."""
         smtp = await self._connection()
-        data = normalize_line_endings(message)
+        message = as_message(message)
+        data = message.head  # the body streams from the source during DATA
         rcpts = self.settings.rcpt_addresses(recipients, self._listener_name())
         for rcpt in rcpts:
             if not usable_address(rcpt):
@@ -191,13 +182,28 @@ class SMTPDeliverer:
         )
         data = drop_return_path(data)  # it is the envelope now; the MTA writes its own
         options = []
-        eight_bit = self.settings.pass8bits or needs_8bit(data)
+        # A message larger than the read-ahead is sent on before its body has arrived: it is
+        # declared 8-bit (harmless for 7-bit mail) where the MTA takes 8BITMIME.
+        eight_bit = self.settings.pass8bits or message.with_head(data).maybe_8bit()
         if eight_bit and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         if not sender.isascii() or not all(r.isascii() for r in rcpts):
             if not smtp.supports_extension("smtputf8"):
                 return Outcome(False, False, "the MTA does not accept non-ASCII addresses")
             options.append("SMTPUTF8")
+        pipelining = smtp.supports_extension("pipelining")
+        if smtp.protocol is not None and (pipelining or smtp.supports_extension("chunking")):
+            transaction = Transaction(
+                smtp.protocol,
+                self.settings.timeout,
+                pipelining=pipelining,
+                chunking=smtp.supports_extension("chunking"),
+                lmtp=self.settings.lmtp,
+            )
+            lines = envelope(sender, options, rcpts)
+            return await self._transact(
+                smtp, transaction, lines, trace, message.with_head(data), sender, rcpts, ready
+            )
         stage = "MAIL FROM"
         try:
             await self._command(
@@ -223,7 +229,11 @@ class SMTPDeliverer:
             await self._data_start(smtp)
             stage = "end of DATA"
             replies = await self._data_send(
-                smtp, trace, data, ready, replies=accepted if self.settings.lmtp else 1
+                smtp,
+                trace,
+                message.with_head(data),
+                ready,
+                replies=accepted if self.settings.lmtp else 1,
             )
             # A recipient refused at RCPT counts as much as one refused after the dot: the
             # message leaves the server only when every recipient has it.
@@ -241,6 +251,41 @@ class SMTPDeliverer:
             what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
             return Outcome(False, False, f"SMTP {what} at {stage}; kept")
         return Outcome(True, True, "delivered", 250)
+
+    async def _transact(
+        self,
+        smtp: aiosmtplib.SMTP,
+        transaction: Transaction,
+        lines: list[bytes],
+        trace: bytes,
+        message: Message,
+        sender: str,
+        rcpts: list[str],
+        ready: Callable[[], Awaitable[None]] | None,
+    ) -> Outcome:
+        """One message in a PIPELINING group and/or as BDAT chunks (fetchd.delivery.smtpwire),
+        with the outcomes of the one-command-at-a-time path."""
+        try:
+            try:
+                refused = await transaction.run(lines, trace, message, ready)
+            except BaseException:
+                # Mid-transaction (the source failed, a timeout, a cancelled poll): without
+                # the final dot or BDAT LAST the MTA discards what it got. Never reuse it.
+                await self._drop()
+                raise
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            what = "no answer" if isinstance(exc, TimeoutError) else "connection lost"
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                what = "unreadable reply"
+            return Outcome(False, False, f"SMTP {what} at {transaction.stage}; kept")
+        if refused is None:
+            return Outcome(True, True, "delivered", 250)
+        if not transaction.reusable:
+            await self._drop()
+        refusals = tuple(Refusal(r, refused.code, refused.message) for r in rcpts)
+        return await self._refused(
+            smtp, refused.code, refused.message, refused.stage, message.head, sender, refusals
+        )
 
     async def _command(
         self,
@@ -293,20 +338,28 @@ class SMTPDeliverer:
         self,
         smtp: aiosmtplib.SMTP,
         trace: bytes,
-        data: bytes,
+        message: Message,
         ready: Callable[[], Awaitable[None]] | None,
         replies: int = 1,
     ) -> list[SMTPResponse]:
-        """The message, then (once ``ready``) the final dot that commits it; nothing copied
-        more than once, as messages may be megabytes. The replies to the dot: one for SMTP,
-        one per accepted recipient for LMTP."""
+        """The message as it streams from the source, then (once ``ready``) the final dot that
+        commits it, only after the source's end. The replies to the dot: one for SMTP, one per
+        accepted recipient for LMTP. If the source fails first, the connection is dropped
+        without the dot: the MTA discards what it got."""
         protocol = smtp.protocol
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
         try:
             if trace:
                 protocol.write(trace)  # a Received header: no line of it starts with a dot
-            await _write_paced(protocol, dot_stuff(data))
+            if ready is not None and not message.complete:
+                # The previous record must not wait for this body to arrive.
+                await ready()
+                ready = None
+            stuffer = DotStuffer()
+            await write_paced(protocol, stuffer.feed(message.head))
+            async for chunk in message.body():
+                await write_paced(protocol, stuffer.feed(chunk))
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")

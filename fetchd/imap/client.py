@@ -63,6 +63,7 @@ from fetchd.imap.parse import (
 from fetchd.imap.parse import (
     Response as ParsedResponse,
 )
+from fetchd.limits import literal_cap
 from fetchd.net import keepalive
 from fetchd.net.plugin import Connector
 from fetchd.net.tls import clear_password_error
@@ -268,7 +269,7 @@ class IMAPClient:
         if security is not Security.PLAIN and ssl_context is None:
             raise TLSError(f"{security.value} needs an SSL context")
         loop = asyncio.get_running_loop()
-        protocol = _Protocol(loop, ResponseReader(max_literal=max_literal))
+        protocol = _Protocol(loop, ResponseReader(max_literal=literal_cap(max_literal)))
         implicit = security is Security.TLS
         try:
             async with asyncio.timeout(timeout):

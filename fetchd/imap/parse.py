@@ -198,7 +198,8 @@ class Fetch:
     uid: int | None = None
     size: int | None = None
     flags: frozenset[str] | None = None
-    body: bytes | None = None  # BODY[] (the whole message)
+    body: bytes | None = None  # BODY[] (the whole message), or the part BODY[]<origin> holds
+    origin: int | None = None  # where a partial BODY[]<origin> starts (RFC 3501 6.4.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +319,7 @@ def _parse_fetch(sequence: int, values: list[Value]) -> Fetch:
     uid = size = None
     flags: frozenset[str] | None = None
     body = None
+    origin: int | None = None
     for index in range(0, len(items), 2):
         name, value = items[index], items[index + 1]
         if not isinstance(name, str):
@@ -335,7 +337,14 @@ def _parse_fetch(sequence: int, values: list[Value]) -> Fetch:
             if not isinstance(value, bytes):
                 raise ProtocolError(f"FETCH {sequence}: BODY[] is not a string")
             body = value
-    return Fetch(sequence, uid, size, flags, body)
+        elif key.startswith("BODY[]<") and key.endswith(">"):
+            origin = _number(key[7:-1].encode("ascii", "replace"))
+            if value == "NIL":
+                value = b""  # a part beyond the end of the message, from some servers
+            if not isinstance(value, bytes):
+                raise ProtocolError(f"FETCH {sequence}: {key} is not a string")
+            body = value
+    return Fetch(sequence, uid, size, flags, body, origin)
 
 
 def _parse_esearch(values: list[Value]) -> Search:

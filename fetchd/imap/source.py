@@ -4,8 +4,10 @@ Selection, as fetchmail does it for IMAP: the listing is the folder's unseen mes
 (``UID SEARCH UNSEEN NOT DELETED``), or every message with ``fetchall``, with their sizes from
 ``UID FETCH ... (UID RFC822.SIZE FLAGS)`` in chunks. Bodies come with ``BODY.PEEK[]`` (which
 leaves ``\\Seen`` alone) in batches bounded by octets, and each message is yielded the moment
-its literal and closing parenthesis are in. ``MessageInfo.number`` is the UID and ``.uid`` its
-decimal text; the UID means something only with ``uidvalidity``, which the engine stores
+its literal and closing parenthesis are in; a message over PARTIAL_OCTETS streams in parts
+(``BODY.PEEK[]<offset.length>``), its total checked against the announced size.
+``MessageInfo.number`` is the UID and ``.uid`` its decimal text; the UID means something only
+with ``uidvalidity``, which the engine stores
 (``AccountState.set_uidvalidity``) before it compares UIDs. If UIDVALIDITY changes during the
 session the client raises ProtocolError and nothing more is done.
 
@@ -34,8 +36,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection,
 
 import structlog
 
+from fetchd.errors import ProtocolError
 from fetchd.imap.client import IMAPClient, SelectedMailbox
-from fetchd.imap.parse import Fetch
+from fetchd.imap.parse import MAX_LITERAL, Fetch
+from fetchd.message import Message, read_message
 from fetchd.source import MessageInfo
 
 log = structlog.get_logger("fetchd.imap")
@@ -44,6 +48,7 @@ SIZE_CHUNK = 1000  # UIDs per UID FETCH of sizes: one round trip each, replies o
 STORE_CHUNK = 1000  # UIDs per UID STORE (sequence sets of scattered UIDs stay short)
 BATCH_OCTETS = 1 << 20  # bodies requested per UID FETCH: bounds what the server sends ahead
 BATCH_MESSAGES = 100
+PARTIAL_OCTETS = 256 << 10  # a larger message streams in parts of this size
 
 _DELETED = "\\DELETED"
 
@@ -133,13 +138,22 @@ class IMAPSource:
 
     async def retrieve(
         self, messages: Sequence[MessageInfo]
-    ) -> AsyncIterator[tuple[MessageInfo, bytes]]:
-        """Yield each message whole, in the order given, fetched in batches of bounded size.
+    ) -> AsyncIterator[tuple[MessageInfo, Message | bytes]]:
+        """Yield each message in the order given. Small ones come whole, fetched in batches of
+        bounded size; one over PARTIAL_OCTETS streams in parts of that size
+        (``BODY.PEEK[]<offset.length>``), so none is ever held whole.
 
         A message another client expunged meanwhile is skipped (logged); the engine then
         neither records nor deletes it.
         """
         for batch in _batches(messages, self._batch_octets, self._batch_messages):
+            if len(batch) == 1 and batch[0].size > PARTIAL_OCTETS:
+                streamed = await self._streamed(batch[0])
+                if streamed is None:
+                    log.warning("imap.vanished", label=self.label, uid=batch[0].number)
+                else:
+                    yield batch[0], streamed
+                continue
             by_uid = {info.number: info for info in batch}
             arrived: dict[int, bytes] = {}
             position = 0
@@ -157,6 +171,47 @@ class IMAPSource:
                     yield info, arrived.pop(info.number)
                 else:
                     log.warning("imap.vanished", label=self.label, uid=info.number)
+
+    async def _streamed(self, info: MessageInfo) -> Message | None:
+        """A large message, its header read and its body to come in parts; None if it is
+        gone."""
+        first = await self._part(info.number, 0)
+        if first is None:
+            return None
+        return await read_message(self._parts(info, first))
+
+    async def _parts(self, info: MessageInfo, first: bytes) -> AsyncIterator[bytes]:
+        """The message's parts in order, until one comes short; then its size must be the
+        one the listing announced (RFC822.SIZE), or the message is not delivered."""
+        part, offset = first, 0
+        while True:
+            if part:
+                yield part
+            offset += len(part)
+            if len(part) < PARTIAL_OCTETS:
+                break
+            if offset > MAX_LITERAL:
+                raise ProtocolError(f"{self.label}: message {info.number} exceeds every limit")
+            following = await self._part(info.number, offset)
+            if following is None:
+                raise ProtocolError(
+                    f"{self.label}: message {info.number} vanished while it was read"
+                )
+            part = following
+        if offset != info.size:
+            raise ProtocolError(
+                f"{self.label}: message {info.number} has {offset} octets, but the server "
+                f"announced {info.size}; not delivered"
+            )
+
+    async def _part(self, uid: int, offset: int) -> bytes | None:
+        """PARTIAL_OCTETS of the message from ``offset``; None when it is not there."""
+        items = b"(UID BODY.PEEK[]<%d.%d>)" % (offset, PARTIAL_OCTETS)
+        found: bytes | None = None
+        async for item in _closing(self.client.uid_fetch([uid], items)):
+            if item.uid == uid and item.body is not None and item.origin == offset:
+                found = item.body
+        return found
 
     async def delete(self, messages: Sequence[MessageInfo]) -> None:
         """Flag \\Deleted (silently); they go at ``commit``."""

@@ -44,7 +44,7 @@ from fetchd.net.tls import (
 from fetchd.pop3.protocol import (
     MAX_DIGITS,
     MAX_LINE,
-    MAX_MESSAGE,
+    BodyDecoder,
     MultilineDecoder,
     Reply,
     apop_timestamp,
@@ -60,6 +60,10 @@ log = structlog.get_logger("fetchd.pop3")
 
 PIPELINE_WINDOW = 8  # commands in flight with PIPELINING: enough to hide the round trip
 PIPELINE_BYTES = 1 << 20  # ... and about this much mail, by the sizes LIST gave
+READ_CHUNK = 256 << 10  # a message is read in chunks of at most this many octets
+# The stream's buffer (asyncio stops reading from the socket at twice this): small, so a message
+# the deliverer takes slower than the server sends it waits in the kernel, not in our memory.
+STREAM_LIMIT = 128 << 10
 _T = TypeVar("_T")
 
 
@@ -82,6 +86,7 @@ class POP3Client:
         self.greeting: Reply | None = None
         self._reader = reader
         self._writer = writer
+        self._unread = b""  # read past the end of a message: the start of the next reply
 
     # --- connecting -----------------------------------------------------------------------
 
@@ -110,7 +115,7 @@ class POP3Client:
                     None if sock else host,
                     None if sock else port,
                     sock=sock,
-                    limit=MAX_MESSAGE,
+                    limit=STREAM_LIMIT,
                     ssl=context if security is Security.TLS else None,
                     server_hostname=server_hostname(tls, host)
                     if security is Security.TLS
@@ -161,7 +166,7 @@ class POP3Client:
             )
         # Bytes that arrived before the handshake were not protected by it (STARTTLS
         # injection, CVE-2011-0411 and kin): refuse them rather than read them as a reply.
-        if getattr(self._reader, "_buffer", b""):  # no public way to ask a StreamReader
+        if self._unread or getattr(self._reader, "_buffer", b""):  # no public way to ask
             raise TLSError(f"{self.host}: the server sent data before the TLS handshake")
         try:
             await self._wait(
@@ -319,11 +324,14 @@ class POP3Client:
 
     async def retrieve(
         self, numbers: Sequence[int], sizes: Mapping[int, int] | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """RETR each message, pipelined when the server allows; yield them in order.
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """RETR each message, pipelined when the server allows; yield each one's body as a
+        stream of dot-unstuffed chunks (ending only after the terminating dot), in order.
 
-        At most PIPELINE_WINDOW commands and (by the listed ``sizes``) about PIPELINE_BYTES
-        of replies are in flight, so memory stays bounded when the mail is large.
+        The consumer reads a body before asking for the next message; whatever it leaves is
+        read and dropped here. At most PIPELINE_WINDOW commands and (by the listed ``sizes``)
+        about PIPELINE_BYTES of replies are in flight, and at most one chunk of a message is
+        held, so memory stays bounded at any message size.
         """
         window = PIPELINE_WINDOW if "PIPELINING" in self.capabilities else 1
         sizes = sizes or {}
@@ -346,9 +354,14 @@ class POP3Client:
             reply = await self._status()
             if not reply.ok:
                 raise error_for(reply, f"RETR {number}", self.host)
-            body = await self._multiline_body()
+            decoder = BodyDecoder()
+            chunks = self._body_chunks(decoder)
+            yield number, chunks
+            async for _ in chunks:
+                pass  # what the consumer did not read (a refused message)
+            if not decoder.done:  # the consumer stopped at an error: nothing more to read
+                raise SocketError(f"{self.host}: a message was not read to its end")
             send_more()
-            yield number, body
 
     async def delete(self, numbers: Iterable[int]) -> None:
         """DELE each message (pipelined when allowed); nothing is gone before QUIT."""
@@ -416,11 +429,22 @@ class POP3Client:
                 raise
             raise SocketError(f"{self.host}: the connection broke") from None
 
-    async def _line(self) -> bytes:
+    async def _raw_line(self) -> bytes:
+        """One line with its ending, from what a message's last chunk left over first."""
+        start = b""
+        if self._unread:
+            newline = self._unread.find(b"\n")
+            if newline >= 0:
+                line, self._unread = self._unread[: newline + 1], self._unread[newline + 1 :]
+                return line
+            start, self._unread = self._unread, b""
         try:
-            line = await self._wait(self._reader.readuntil(b"\n"))
+            return start + await self._wait(self._reader.readuntil(b"\n"))
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"{self.host}: a reply line exceeds every limit") from None
+
+    async def _line(self) -> bytes:
+        line = await self._raw_line()
         if len(line) > MAX_LINE:
             raise ProtocolError(f"{self.host}: a reply line of {len(line)} octets")
         line = line.rstrip(b"\r\n")
@@ -434,22 +458,20 @@ class POP3Client:
     async def _multiline(self) -> list[bytes]:
         decoder = MultilineDecoder(limit=MAX_LINE * 1024)
         while not decoder.done:
-            decoder.feed(await self._wait(self._reader.readuntil(b"\n")))
+            decoder.feed(await self._raw_line())
         return decoder.lines()
 
-    async def _multiline_body(self) -> bytes:
-        """A message: read to CRLF.CRLF in one C-level search, then unstuff dots."""
-        first = await self._wait(self._reader.readuntil(b"\n"))
-        if first in (b".\r\n", b".\n"):
-            return b""
-        try:
-            rest = await self._wait(self._reader.readuntil(b"\r\n.\r\n"))
-        except asyncio.LimitOverrunError:
-            raise ProtocolError(
-                f"{self.host}: a message larger than {MAX_MESSAGE} octets"
-            ) from None
-        # One copy of a message that may be megabytes: keep the last CRLF, drop ".\r\n".
-        data = b"".join((first, memoryview(rest)[:-3]))
-        if data.startswith(b".."):
-            data = data[1:]
-        return data.replace(b"\n..", b"\n.") if b"\n.." in data else data
+    async def _body_chunks(self, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+        """One message body, as it arrives; an end of file before its dot is an error."""
+        while not decoder.done:
+            if self._unread:
+                data, self._unread = self._unread, b""
+            else:
+                data = await self._wait(self._reader.read(READ_CHUNK))
+                if not data:
+                    raise SocketError(f"{self.host}: the connection broke in a message")
+            out, used = decoder.feed(data)
+            if used < len(data):
+                self._unread = data[used:]  # the next reply's: pipelined RETR
+            if out:
+                yield out

@@ -169,3 +169,57 @@ class MultilineDecoder:
 
     def body(self) -> bytes:
         return b"".join(self._parts)
+
+
+class BodyDecoder:
+    """A message (RETR's multi-line reply) decoded as it arrives, in chunks of any size.
+
+    ``feed`` returns the dot-unstuffed octets of its data and how many of its bytes were part
+    of the message: after the terminating ``.`` line (``done``), the rest is the next reply's.
+    Only lines that start with a dot need a look, so a chunk without one passes at C speed. A
+    dot at the end of a chunk (or a dot and a CR) waits for the next chunk, which decides
+    whether it ends the message or was stuffed. Line endings are left as the server sent them.
+    """
+
+    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+        self._limit = limit
+        self._line_start = True  # the next octet starts a line
+        self._held = b""  # "." or ".\r" at a line start, undecided
+        self.size = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> tuple[bytes, int]:
+        if self.done:
+            return b"", 0
+        held = len(self._held)
+        buf = self._held + data if held else data
+        self._held = b""
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        while pos < end:
+            if self._line_start and buf[pos] == 0x2E:  # "."
+                after = buf[pos + 1 : pos + 3]
+                if after[:1] == b"\n" or after == b"\r\n":
+                    self.done = True
+                    return self._out(out), pos + 1 + len(after[: after.find(b"\n") + 1]) - held
+                if after in (b"", b"\r"):
+                    self._held = buf[pos:]
+                    return self._out(out), len(data)
+                pos += 1  # a stuffed dot
+            self._line_start = False
+            found = buf.find(b"\n.", pos)
+            if found < 0:
+                out.append(buf[pos:])
+                self._line_start = buf.endswith(b"\n")
+                break
+            out.append(buf[pos : found + 1])
+            pos = found + 1
+            self._line_start = True
+        return self._out(out), len(data)
+
+    def _out(self, out: list[bytes]) -> bytes:
+        data = b"".join(out)
+        self.size += len(data)
+        if self.size > self._limit:
+            raise ProtocolError(f"the server sent a message larger than {self._limit} octets")
+        return data

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from fetchd.errors import ProtocolError
+from fetchd.message import Message, read_message
 from fetchd.net.plugin import Connector
 from fetchd.net.tls import TLSSettings
 from fetchd.pop3.client import POP3Client
@@ -55,11 +56,12 @@ class POP3Source:
 
     async def retrieve(
         self, messages: Sequence[MessageInfo]
-    ) -> AsyncIterator[tuple[MessageInfo, bytes]]:
+    ) -> AsyncIterator[tuple[MessageInfo, Message]]:
+        """Each message once its header is in; its body streams from the connection."""
         by_number = {m.number: m for m in messages}
         sizes = {m.number: m.size for m in messages}
-        async for number, body in self.client.retrieve([m.number for m in messages], sizes):
-            yield by_number[number], body
+        async for number, chunks in self.client.retrieve([m.number for m in messages], sizes):
+            yield by_number[number], await read_message(chunks)
 
     async def delete(self, messages: Sequence[MessageInfo]) -> None:
         await self.client.delete(m.number for m in messages)

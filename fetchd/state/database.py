@@ -106,11 +106,16 @@ def _create_store(path: Path) -> None:
 def _write_schema(path: Path) -> None:
     connection = sqlite3.connect(path, isolation_level=None)
     try:
-        connection.execute("PRAGMA journal_mode = WAL")  # persistent: recorded in the file
+        # The schema goes in with a rollback journal, so a full disk fails its COMMIT. Written
+        # in WAL mode, it stayed in the WAL when the disk filled up: the checkpoint at close
+        # fails without a word, and the file linked into place was an empty, "malformed" store.
         connection.execute("PRAGMA synchronous = FULL")
         connection.executescript(_SCHEMA)
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()  # in the file
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch to WAL mode (still {mode})")
     finally:
-        connection.close()  # the last close checkpoints the WAL into the file and removes it
+        connection.close()
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

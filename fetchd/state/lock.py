@@ -10,6 +10,7 @@ classic race that lets two holders in.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -82,9 +83,11 @@ class AccountLock:
         except OSError as exc:
             os.close(fd)
             raise StateError(f"cannot lock {self.path} for account {self.account}: {exc}") from exc
-        # Our pid in the file only helps the error message of the next would-be holder.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Our pid in the file only helps the error message of the next would-be holder: on a
+        # full disk (ENOSPC) the flock still holds, so the lock is taken without it.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

@@ -2,14 +2,20 @@
 
 It speaks enough IMAP4rev1 for fetchd and for the stdlib ``imaplib`` (its contract test proves
 that): CAPABILITY, STARTTLS, LOGIN (quoted or literal), AUTHENTICATE PLAIN, SELECT, UID SEARCH,
-UID FETCH, UID STORE, UID EXPUNGE, EXPUNGE, NOOP, LOGOUT, and IDLE when "IDLE" is among the
-capabilities (``idle_push``: a line sent 0.1 s into an IDLE). Misbehaviour is switched on per test:
+UID FETCH (partial ``BODY.PEEK[]<offset.length>`` too), UID STORE, UID EXPUNGE, EXPUNGE, NOOP,
+LOGOUT, and IDLE when "IDLE" is among the capabilities (``idle_push``: a line sent 0.1 s into
+an IDLE). Misbehaviour is switched on per test:
 - ``greeting``: the first line, e.g. ``b"* PREAUTH hi"``;
 - ``after_starttls_ok``: bytes written in the same packet as STARTTLS's OK (injection);
 - ``replace[name]``: raw bytes sent instead of the normal reply (``{tag}`` is replaced);
 - ``interleave[name]``: bytes sent after each untagged line of the normal reply;
 - ``stall``: command names after which the server goes silent (but keeps the connection);
 - ``hang_up``: command names after which the server closes the connection;
+- ``cut_uid``/``cut_at``/``cut_stalls``: while sending message ``cut_uid``, after ``cut_at``
+  octets of the message (in whichever FETCH part holds that octet) the server closes the
+  connection, or with ``cut_stalls`` goes silent and keeps it;
+- ``huge_literal``: BODY[] (or BODY[]<origin>, answering a partial fetch) is announced as a
+  literal of that many octets (2 GiB, say) and filler is streamed until the client hangs up;
 - ``idle_dead``: after IDLE's continuation the server is silent and ignores DONE, as a peer that
   vanished without closing (a NAT timeout, a pulled cable) looks to the client.
 Command names are upper-case and include ``UID`` (``"UID FETCH"``).
@@ -55,6 +61,12 @@ class FakeIMAPServer:
     idle_push: bytes = b""
     idle_dead: bool = False
     size_lies: int = 0  # add this to every RFC822.SIZE reported
+    cut_uid: int | None = None  # break off while sending this message's octets ...
+    cut_at: int = 0  # ... once this many of them (from its start) are out ...
+    cut_stalls: bool = False  # ... by going silent instead of closing the connection
+    # BODY[] announced as a literal of this many octets, then filler streamed until the client
+    # hangs up (or it is all sent): a server trying to exhaust the client's memory.
+    huge_literal: int | None = None
     received: list[bytes] = field(default_factory=list)  # command lines, literals excluded
     wire: bytearray = field(default_factory=bytearray)  # every octet received, as received
     port: int = 0
@@ -195,7 +207,18 @@ class _Session:
         elif name == "UID SEARCH":
             ok = self._search(name, tag, args) or ok
         elif name == "UID FETCH":
-            self._fetch(name, _uids(args[0]), b" ".join(args[1:]).upper())
+            items = b" ".join(args[1:]).upper()
+            if self.server.huge_literal is not None and b"BODY" in items:
+                uid = min(_uids(args[0]) & {m.uid for m in self.server.messages})
+                origin = re.search(rb"\]<(\d+)\.", items)
+                section = b"BODY[]<%s>" % origin.group(1) if origin else b"BODY[]"
+                await self._stream_huge_literal(uid, section, self.server.huge_literal)
+            elif self._fetch(name, _uids(args[0]), items):
+                await self.writer.drain()
+                if self.server.cut_stalls:
+                    await asyncio.Event().wait()
+                self.writer.transport.abort()
+                raise ConnectionError("cut on purpose")
         elif name == "UID STORE":
             self._store(_uids(args[0]), args[1].upper(), b" ".join(args[2:]))
         elif name == "IDLE" and "IDLE" in self.server.capabilities:
@@ -250,7 +273,21 @@ class _Session:
             self.untagged(name, b"* SEARCH" + b"".join(b" %d" % uid for uid in found))
         return None
 
-    def _fetch(self, name: str, uids: set[int], items: bytes) -> None:
+    async def _stream_huge_literal(self, uid: int, section: bytes, size: int) -> None:
+        number = next(n for n, m in enumerate(self.server.messages, 1) if m.uid == uid)
+        self.writer.write(b"* %d FETCH (UID %d %s {%d}\r\n" % (number, uid, section, size))
+        chunk = (b"X" * 998 + b"\r\n") * 64
+        sent = 0
+        while sent < size and not self.writer.transport.is_closing():
+            piece = chunk[: size - sent]
+            self.writer.write(piece)
+            sent += len(piece)
+            await self.writer.drain()
+        self.writer.write(b")\r\n")
+
+    def _fetch(self, name: str, uids: set[int], items: bytes) -> bool:
+        """The FETCH replies; True when ``cut_uid``'s cut fell in them (written up to it)."""
+        partial = re.search(rb"BODY(?:\.PEEK)?\[\]<(\d+)\.(\d+)>", items)
         for number, message in enumerate(self.server.messages, start=1):
             if message.uid not in uids:
                 continue
@@ -259,11 +296,24 @@ class _Session:
                 parts.append(b"RFC822.SIZE %d" % (len(message.body) + self.server.size_lies))
             if b"FLAGS" in items:
                 parts.append(b"FLAGS (" + " ".join(sorted(message.flags)).encode() + b")")
+            start, data = 0, b""
             if b"BODY" in items:
                 if b"PEEK" not in items:
                     message.flags.add("\\Seen")
-                parts.append(b"BODY[] {%d}\r\n" % len(message.body) + message.body)
-            self.untagged(name, b"* %d FETCH (" % number + b" ".join(parts) + b")")
+                if partial is None:
+                    data = message.body
+                    parts.append(b"BODY[] {%d}\r\n" % len(data) + data)
+                else:
+                    start = int(partial.group(1))
+                    data = message.body[start : start + int(partial.group(2))]
+                    parts.append(b"BODY[]<%d> {%d}\r\n" % (start, len(data)) + data)
+            reply = b"* %d FETCH (" % number + b" ".join(parts) + b")"
+            cut = self.server.cut_at - start
+            if message.uid == self.server.cut_uid and data and 0 <= cut < len(data):
+                self.writer.write(reply[: len(reply) - 1 - len(data) + cut])
+                return True
+            self.untagged(name, reply)
+        return False
 
     def _store(self, uids: set[int], change: bytes, flags: bytes) -> None:
         names = set(flags.strip(b"()").decode().split())

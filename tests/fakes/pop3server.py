@@ -1,8 +1,9 @@
 """A scripted POP3 server on 127.0.0.1 for what real servers will not do: faults on demand.
 
 It serves one mailbox (deleting only at QUIT, as RFC 1939 says) and can be told to stall, drop
-the connection in the middle of a message, answer -ERR with a response code, inject bytes after
-STLS, send malformed listings, or leave out UIDL. It records every command it received.
+the connection or go silent at a chosen octet of a message, answer -ERR with a response code,
+inject bytes after STLS, send malformed listings, or leave out UIDL. It records every command
+it received.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Faults:
     stall_on: str | None = None  # verb after which the server goes silent
     cut_retr: int | None = None  # close the connection in the middle of RETR of this message
     cut_at: int | None = None  # ... after this many bytes of the reply (default: half)
+    cut_stalls: bool = False  # ... and go silent there, the connection kept, instead
     uidl_skips: int | None = None  # leave this message out of UIDL
     size_lies: int = 0  # add this to every size LIST reports
     long_line: bool = False  # answer STAT with a line longer than any limit
@@ -29,6 +31,8 @@ class Faults:
     no_uidl: bool = False
     bad_list_line: bytes | None = None
     greeting: bytes = b"+OK fake POP3 ready <1896.697170952@fake.example>"
+    list_size: int | None = None  # LIST and STAT report this size per message (10**12: huge)
+    endless_retr: bool = False  # RETR's reply never ends: one long line after another
     sasl: tuple[str, ...] = ("PLAIN",)
 
 
@@ -132,15 +136,22 @@ class FakePOP3Server:
         finally:
             writer.close()
 
+    def _listed_size(self, message: bytes) -> int:
+        if self.faults.list_size is not None:
+            return self.faults.list_size
+        return len(message) + self.faults.size_lies
+
     async def _transaction(self, verb: str, arg: str, marked: set[int], send, writer) -> None:  # type: ignore[no-untyped-def]
         live = {i: m for i, m in enumerate(self.messages, 1) if i not in marked}
         if verb == "STAT":
             if self.faults.long_line:
                 send(b"+OK " + b"9" * 100_000)
                 return
-            send(f"+OK {len(live)} {sum(map(len, live.values()))}".encode())
+            huge = self.faults.list_size
+            octets = sum(map(len, live.values())) if huge is None else huge * len(live)
+            send(f"+OK {len(live)} {octets}".encode())
         elif verb == "LIST":
-            lines = [f"{i} {len(m) + self.faults.size_lies}".encode() for i, m in live.items()]
+            lines = [f"{i} {self._listed_size(m)}".encode() for i, m in live.items()]
             if self.faults.bad_list_line is not None:
                 lines.append(self.faults.bad_list_line)
             send(b"\r\n".join([b"+OK", *lines, b"."]))
@@ -154,6 +165,13 @@ class FakePOP3Server:
                     if i != self.faults.uidl_skips
                 ]
                 send(b"\r\n".join([b"+OK", *lines, b"."]))
+        elif verb == "RETR" and arg.isdigit() and int(arg) in live and self.faults.endless_retr:
+            send(b"+OK here it comes")
+            filler = b"X" * 998 + b"\r\n"
+            chunk = filler * 64
+            while not writer.transport.is_closing():
+                writer.write(chunk)
+                await writer.drain()
         elif verb == "RETR" and arg.isdigit() and int(arg) in live:
             number = int(arg)
             body = b"\r\n".join(
@@ -165,6 +183,8 @@ class FakePOP3Server:
                 cut = len(data) // 2 if self.faults.cut_at is None else self.faults.cut_at
                 writer.write(data[:cut])
                 await writer.drain()
+                if self.faults.cut_stalls:
+                    await asyncio.sleep(3600)
                 writer.transport.abort()
                 raise ConnectionError("cut on purpose")
             send(data)

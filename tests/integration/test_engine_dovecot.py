@@ -110,15 +110,21 @@ async def test_fetchids_import_skips_what_fetchmail_kept(dovecot: Dovecot, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "failpoint", ["retrieved:101", "delivered:102", "recorded:103", "deleted:1", "before_commit:1"]
+    ("failpoint", "pipelining"),
+    [
+        *((point, False) for point in ["retrieved:101", "delivered:102", "recorded:103"]),
+        *((point, False) for point in ["deleted:1", "before_commit:1"]),
+        ("delivered:102", True),  # MAIL..DATA in one group, the dot after the record
+        ("recorded:103", True),
+    ],
 )
 async def test_kill_9_during_a_300_message_poll(
-    dovecot: Dovecot, tmp_path: Path, failpoint: str
+    dovecot: Dovecot, tmp_path: Path, failpoint: str, pipelining: bool
 ) -> None:
     messages = [message(i) for i in range(300)]
     for item in messages:
         dovecot.deliver(item)
-    async with running_mta() as sink:
+    async with running_mta(Sink(pipelining=pipelining)) as sink:
         rc = rcfile(tmp_path, dovecot, sink, "pop3")
         code, out = await run_fetchd(tmp_path, rc, env={"FETCHD_FAILPOINTS": failpoint})
         assert code == -9, out

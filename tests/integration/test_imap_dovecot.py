@@ -20,6 +20,7 @@ from fetchd.source import MailSource
 from fetchd.state import AccountState, UIDStore
 from tests.support.command import run_fetchd
 from tests.support.dovecot import Dovecot
+from tests.support.messages import whole
 
 pytestmark = pytest.mark.dovecot
 
@@ -63,6 +64,7 @@ class Sink:
     async def deliver(
         self, data: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> object:
+        data = await whole(data)
         if self.during is not None:
             await asyncio.to_thread(self.during, len(self.messages))
         if ready is not None:

@@ -73,3 +73,38 @@ async def test_fake_refuses_wrong_password_to_imaplib() -> None:
     finally:
         await server.stop()
     assert "AUTHENTICATIONFAILED" in outcome
+
+
+def _partial_session(port: int) -> list[object]:
+    """Parts <0.10> and <20.10> of message 1, or "abort" where the server hung up."""
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=5)
+    parts: list[object] = []
+    try:
+        client.login("alice", "secret")
+        client.select("INBOX")
+        for start in (0, 20):
+            parts.append(client.uid("FETCH", "1", f"(BODY.PEEK[]<{start}.10>)")[1])
+    except imaplib.IMAP4.abort:
+        parts.append("abort")
+    finally:
+        client.shutdown()
+    return parts
+
+
+async def test_fake_serves_partial_bodies_and_cuts_them_to_imaplib() -> None:
+    """BODY.PEEK[]<offset.length> gives imaplib that slice (BODY[]<offset>, short at the end);
+    with ``cut_uid``/``cut_at`` the server hangs up in the middle of the part holding the cut."""
+    server = FakeIMAPServer()
+    server.add(b"Subject: one\r\n\r\nbody one\r\n")
+    port = await server.start()
+    try:
+        whole = await asyncio.to_thread(_partial_session, port)
+        server.cut_uid, server.cut_at = 1, 24
+        cut = await asyncio.to_thread(_partial_session, port)
+    finally:
+        await server.stop()
+    assert whole == [
+        [(b"1 (UID 1 BODY[]<0> {10}", b"Subject: o"), b")"],
+        [(b"1 (UID 1 BODY[]<20> {6}", b" one\r\n"), b")"],
+    ]
+    assert cut == [whole[0], "abort"]

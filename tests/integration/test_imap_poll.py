@@ -16,6 +16,7 @@ from fetchd.poll import PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.state import AccountState, UIDStore
 from tests.fakes.imapserver import FakeIMAPServer
+from tests.support.messages import whole
 
 BODIES = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(1, 4)]
 
@@ -34,6 +35,7 @@ class Sink:
     async def deliver(
         self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> Delivered:
+        message = await whole(message)
         if ready is not None:
             await ready()
         self.messages.append(message)

@@ -26,6 +26,7 @@ from fetchd.pop3.source import POP3Account, open_pop3
 from fetchd.selection import SelectionPolicy
 from fetchd.state import UIDStore
 from tests.fakes.pop3server import FakePOP3Server, Faults
+from tests.support.messages import whole
 
 MESSAGES = [f"Subject: {i}\r\n\r\nbody {i}\r\n.dotted line\r\n".encode() for i in range(1, 6)]
 
@@ -75,6 +76,7 @@ class Recorder:
     async def deliver(
         self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> object:
+        message = await whole(message)
         if ready is not None:
             await ready()
         self.messages.append(message)
@@ -99,7 +101,7 @@ async def test_list_retrieve_delete_commit() -> None:
         listing = await source.list_messages()
         assert [m.number for m in listing] == [1, 2, 3, 4, 5]
         assert listing[0].uid == server.uid(MESSAGES[0])
-        bodies = [body async for _, body in source.retrieve(listing)]
+        bodies = [await whole(body) async for _, body in source.retrieve(listing)]
         assert bodies == MESSAGES
         await source.delete(listing[:2])
         await source.commit()
@@ -120,7 +122,7 @@ async def test_pipelining_keeps_order_without_it_too() -> None:
     async with FakePOP3Server(MESSAGES, faults=Faults(pipelining=False)) as server:
         source = await open_pop3(account(server.port))
         listing = await source.list_messages()
-        assert [body async for _, body in source.retrieve(listing)] == MESSAGES
+        assert [await whole(body) async for _, body in source.retrieve(listing)] == MESSAGES
         await source.commit()
 
 
@@ -131,7 +133,9 @@ async def test_stls_upgrades_and_asks_capabilities_again(
         source = await open_pop3(account(server.port, sslcertfile=ca_file))
         assert source.client.encrypted
         assert server.commands[:3] == ["CAPA", "STLS", "CAPA"]
-        assert [body async for _, body in source.retrieve(await source.list_messages())] == MESSAGES
+        assert [
+            await whole(body) async for _, body in source.retrieve(await source.list_messages())
+        ] == MESSAGES
         await source.commit()
 
 
@@ -269,7 +273,7 @@ async def test_a_size_that_lies_does_not_change_what_is_delivered() -> None:
         source = await open_pop3(account(server.port))
         listing = await source.list_messages()
         assert listing[0].size == len(MESSAGES[0]) - 10
-        assert [body async for _, body in source.retrieve(listing)] == MESSAGES
+        assert [await whole(body) async for _, body in source.retrieve(listing)] == MESSAGES
         await source.abort()
 
 

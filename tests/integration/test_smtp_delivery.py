@@ -268,7 +268,7 @@ async def test_batchlimit_opens_a_new_connection_every_n_messages(mta: tuple[Han
 async def test_a_large_message_goes_in_slices_intact(mta: tuple[Handler, int]) -> None:
     """3 MiB, dot-leading lines placed across the slice boundaries, then one small message on
     the same connection: both arrive exactly as sent."""
-    from fetchd.delivery.smtp import WRITE_SLICE
+    from fetchd.delivery.smtpwire import WRITE_SLICE
 
     handler, port = mta
     line = b"x" * 998 + b"\r\n"

@@ -15,6 +15,20 @@ class Sink:
     port: int = 0
     received: list[bytes] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    pipelining: bool = False  # offer PIPELINING (aiosmtpd takes pipelined commands, unasked)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.received.append(envelope.original_content or b"")
@@ -38,10 +52,15 @@ class Sink:
 
 
 @asynccontextmanager
-async def running_mta(sink: Sink | None = None) -> AsyncIterator[Sink]:
+async def running_mta(
+    sink: Sink | None = None, data_size_limit: int | None = 33554432
+) -> AsyncIterator[Sink]:
+    """``data_size_limit``: aiosmtpd's default (32 MiB, answered with 552), or None for none."""
     sink = sink or Sink()
     server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(sink, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
+        lambda: SMTP(sink, decode_data=False, hostname="mta.test", data_size_limit=data_size_limit),
+        "127.0.0.1",
+        0,
     )
     sink.port = server.sockets[0].getsockname()[1]
     try:

@@ -150,8 +150,12 @@ local_header_rewrite_clients =
             shutil.rmtree(self.maildir(name), ignore_errors=True)
 
     def log(self) -> str:
+        return self.log_text()[-4000:]
+
+    def log_text(self) -> str:
+        """The whole maillog so far."""
         path = self.root / "maillog"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
         self._postfix("stop")

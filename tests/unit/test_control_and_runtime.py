@@ -206,6 +206,7 @@ def test_status_shows_the_daemon_and_outcomes_as_words() -> None:
             "uptime": 3725.0,
             "reload_failed_at": 1.0e9,
             "reload_error": "/home/u/.fetchmailrc:3:1: syntax error",
+            "tasks": 7,
         },
         "accounts": [
             {"account": "u@a", "state": "waiting", "outcome": 3, "messages": 0, "octets": 0},
@@ -215,7 +216,9 @@ def test_status_shows_the_daemon_and_outcomes_as_words() -> None:
     }
     text = format_status(answer)
     first, failed = text.splitlines()[:2]
-    assert first == "fetchd 9.9 daemon, pid 42, up 1h 02m 05s, rc file /home/u/.fetchmailrc"
+    assert first == (
+        "fetchd 9.9 daemon, pid 42, up 1h 02m 05s, rc file /home/u/.fetchmailrc, 7 tasks"
+    )
     assert failed.startswith("reload failed at ") and "3:1: syntax error" in failed
     rows = {line.split()[0]: line for line in text.splitlines()[3:]}
     assert "auth failed (3)" in rows["u@a"] and "mail (0)" in rows["v@b"]

@@ -11,6 +11,7 @@ from fetchd.errors import DeliveryError, SocketError
 from fetchd.poll import PollSettings, poll_account
 from fetchd.selection import SelectionPolicy
 from fetchd.source import MessageInfo
+from tests.support.messages import whole
 
 
 class Journal(list[tuple[str, object]]):
@@ -76,6 +77,7 @@ class FakeDeliverer:
     async def deliver(
         self, message: bytes, *, ready: Callable[[], Awaitable[None]] | None = None
     ) -> Result:
+        message = await whole(message)
         if message == self.crash_on:
             raise DeliveryError("MTA connection lost")
         if message in self.refuse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import signal
 from collections import Counter
@@ -376,3 +377,55 @@ async def test_waking_every_account_succeeds_even_with_no_entries() -> None:
     supervisor = Supervisor(config, [], lambda *a: asyncio.sleep(0, 1), lambda: (config, []))
     assert (await supervisor.handle({"cmd": "poll"}))["ok"] is True
     assert (await supervisor.handle({"cmd": "poll", "account": "a"}))["ok"] is False
+
+
+async def test_status_counts_the_daemons_asyncio_tasks() -> None:
+    """--status's daemon section counts the asyncio tasks alive now, whatever started them."""
+    config = _config("".join(f"poll host{i} user u password p is l here\n" for i in range(3)), 60)
+    supervisor = Supervisor(config, _entries(config), lambda *a: asyncio.sleep(0, 1), None)  # type: ignore[arg-type]
+    running = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.05)
+    before = (await supervisor.handle({"cmd": "status"}))["daemon"]["tasks"]
+    assert before == len(asyncio.all_tasks()) >= 3 + 2  # the entries, run() and this test
+    leaked = [asyncio.create_task(asyncio.sleep(60)) for _ in range(5)]
+    after = (await supervisor.handle({"cmd": "status"}))["daemon"]["tasks"]
+    assert after == before + 5
+    for task in leaked:
+        task.cancel()
+    supervisor.stop()
+    assert await asyncio.wait_for(running, 5) == 0
+
+
+async def test_an_idle_that_fails_as_its_entry_is_cancelled_leaves_no_unretrieved_error() -> None:
+    """The IDLE dropped (a server restart) in the same instant a reload cancels the entry: its
+    error is still collected, so the loop never reports an internal error (seen in the soak)."""
+    from fetchd.daemon.supervisor import _Entry
+    from fetchd.errors import SocketError
+
+    config = _config("poll imap.example.org proto imap user u password p is l here idle\n")
+    gate = asyncio.get_running_loop().create_future()
+
+    async def idle_wait(config: Config, server: Server, user: Any) -> None:
+        await gate
+        raise SocketError("connection to the IMAP server closed")
+
+    supervisor = Supervisor(
+        config, _entries(config), lambda *a: asyncio.sleep(0, 1), lambda: (config, []),
+        idle_wait=idle_wait, can_idle=lambda server: True,
+    )  # fmt: skip
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    try:
+        entry = asyncio.create_task(supervisor._idle_or_wake(_Entry(config.servers[0])))
+        await asyncio.sleep(0.01)  # in IDLE
+        gate.set_result(None)  # the server goes away ...
+        entry.cancel()  # ... as the reload cancels the entry
+        with pytest.raises(asyncio.CancelledError):
+            await entry
+        del entry
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
