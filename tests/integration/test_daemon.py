@@ -825,3 +825,36 @@ async def test_a_running_fetchmail_daemon_keeps_the_fetchd_daemon_out(
     code, out = await setup.cli("-f", str(setup.rc), "-d", "0")
     assert code == 0, out
     assert len(setup.sink.received) == 5
+
+
+async def test_metrics_of_a_plain_daemon_and_none_without_one(setup: Setup) -> None:
+    """``fetchd -d`` with ``--metrics 127.0.0.1:0``: --status names where it listens, a scrape
+    over HTTP counts the poll's 5 messages and their octets; a one-shot run refuses the flag
+    (exit 5) before polling anything."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, out = await setup.cli("-N", "-f", str(setup.rc), "--metrics", "127.0.0.1:0", "-d", "0")
+    assert code == 5 and "--metrics serves a daemon's figures" in out, out
+    assert setup.sink.received == []
+    daemon = await setup.start("--metrics", "127.0.0.1:0")
+    try:
+        await until(lambda: len(setup.sink.received) == 5)
+        await status_until(setup, lambda out: "metrics: http://127.0.0.1:" in out and " 5 " in out)
+        code, out = await setup.cli("--status", "--json")
+        address = json.loads(out)["daemon"]["metrics"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        samples = {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("fetchd_") and "le" not in s.labels
+        }
+        assert samples["fetchd_messages_total"] == 5
+        assert samples["fetchd_bytes_total"] == sum(len(m) for m in MESSAGES)
+        assert samples["fetchd_polls_total"] == 1
+        assert SECRET not in text and "demo" not in text
+    finally:
+        await stop(daemon)
