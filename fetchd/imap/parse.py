@@ -261,7 +261,7 @@ def _parse_untagged(raw: RawResponse) -> Response:
     if upper == "CAPABILITY":
         return Capability(frozenset(rest.decode("ascii", "replace").upper().split()))
     if upper == "SEARCH":
-        return Search(tuple(_number(n) for n in rest.split()))
+        return Search(tuple(_nonzero(_number(n), "SEARCH") for n in rest.split()))
     if upper == "ESEARCH":
         return _parse_esearch(_values(raw, len(first) - len(rest)))
     if _NUMBER.match(word):
@@ -326,7 +326,7 @@ def _parse_fetch(sequence: int, values: list[Value]) -> Fetch:
             raise ProtocolError(f"FETCH {sequence}: item name is not an atom")
         key = name.upper()
         if key == "UID":
-            uid = _number_value(value, "UID")
+            uid = _nonzero(_number_value(value, "UID"), "UID")
         elif key == "RFC822.SIZE":
             size = _number_value(value, "RFC822.SIZE")
         elif key == "FLAGS":
@@ -370,6 +370,13 @@ def _number(token: bytes) -> int:
     if not _NUMBER.match(token) or len(token) > MAX_DIGITS:
         raise ProtocolError(f"not a number: {_shown(token)}")
     return int(token)
+
+
+def _nonzero(number: int, what: str) -> int:
+    """Message numbers and UIDs are nz-number (RFC 3501 9): a 0 would reach a sequence set."""
+    if number == 0:
+        raise ProtocolError(f"{what}: 0 is no message number or UID")
+    return number
 
 
 def _number_value(value: Value, what: str) -> int:

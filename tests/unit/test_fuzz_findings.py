@@ -168,3 +168,13 @@ def test_a_to_header_of_a_long_run_of_blanks_is_rewritten_in_linear_time() -> No
     rewritten = reply_hack(field, "example.org")
     assert time.perf_counter() - began < 5.0
     assert rewritten.endswith(" joe@example.org\r\n")
+
+
+@pytest.mark.parametrize(
+    "line", [b"* SEARCH 3 0 7", b"* 1 FETCH (UID 0 RFC822.SIZE 5)", b"* 1 FETCH (UID 00 FLAGS ())"]
+)
+def test_an_imap_uid_of_zero_is_a_protocol_error(line: bytes) -> None:
+    """Stateful fuzzing, seed 1702: a SEARCH answer whose number became 0 reached the sequence
+    set encoder, whose ValueError ended the poll as an internal error."""
+    with pytest.raises(ProtocolError):
+        _imap(line)
