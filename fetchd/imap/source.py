@@ -156,10 +156,21 @@ class IMAPSource:
                 continue
             by_uid = {info.number: info for info in batch}
             arrived: dict[int, bytes] = {}
+            seen: dict[int, int] = {}  # UID -> hash of the body that came for it
             position = 0
             async for item in _closing(self.client.uid_fetch(by_uid, b"(UID BODY.PEEK[])")):
-                if item.uid not in by_uid or item.body is None or item.uid in arrived:
+                if item.uid not in by_uid or item.body is None:
                     continue
+                if item.uid in seen:
+                    # The same body twice is harmless; another body under a UID already seen
+                    # means one of them is labelled with the wrong UID, and taking either
+                    # could record and delete a message that was never delivered.
+                    if seen[item.uid] != hash(item.body):
+                        raise ProtocolError(
+                            f"{self.label}: two different messages arrived as UID {item.uid}"
+                        )
+                    continue
+                seen[item.uid] = hash(item.body)
                 arrived[item.uid] = item.body
                 # Yield in the given order as soon as the next one is complete.
                 while position < len(batch) and batch[position].number in arrived:

@@ -69,3 +69,16 @@ def test_the_checks_catch_a_traceback_a_hang_and_a_strange_exit(stateful: Module
     assert stateful.check_run("mutated", run(None, "", 45.0))
     assert stateful.check_run("mutated", run(77, "", 0.1))
     assert not stateful.check_run("mutated", run(2, "fetchd: a clear error", 0.1))
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        200381,  # a FETCH whose UID was renumbered to the next message's: that one was deleted
+        1702,  # a SEARCH number that became 0: an internal error
+    ],
+)
+async def test_what_the_campaigns_found_stays_fixed(stateful: ModuleType, seed: int) -> None:
+    outcome = await stateful.run_case(stateful.make_case(seed))
+    assert outcome.findings == []
+    assert outcome.applied, "the mutation must have been applied for the case to mean anything"
