@@ -17,15 +17,16 @@ from tests.support.tools import in_ci
 SOAK = Path(__file__).resolve().parents[2] / "contrib" / "soak" / "soak.py"
 
 # The one-hour run's intervals scaled down to about 100 s of faults and 40 s of drain at most.
-# The slopes are measured over the last minute only, so their thresholds catch gross leaks
-# (1 MiB or 30 descriptors a minute); the hour-long run is what measures slow ones.
+# The slopes are measured over the last minute only, when RSS is still settling (a clean run on
+# a quiet machine: +110 MiB/h, 1.8 MiB in that minute), so the thresholds catch gross leaks only
+# (10 MiB or 30 descriptors a minute); the hour-long run is what measures slow ones.
 CI_ARGUMENTS = [
     "--duration", "95", "--accounts", "100", "--poll-interval", "15",
     "--inject-every", "0.25", "--dovecot-restart-every", "30", "--dovecot-down", "2",
     "--mta-fault-every", "40", "--mta-fault-length", "10", "--reload-every", "17",
     "--rc-edit-every", "23", "--hammer-pause", "0.5", "--sample-every", "5",
     "--warmup", "35", "--drain", "40", "--grace", "15",
-    "--rss-slope-max", "60", "--fd-slope-max", "1800",
+    "--rss-slope-max", "600", "--fd-slope-max", "1800",
 ]  # fmt: skip
 
 
