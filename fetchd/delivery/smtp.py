@@ -31,7 +31,6 @@ from aiosmtplib.response import SMTPResponse
 from fetchd.delivery.bounce import BouncePolicy, Notify, disposition, recipient_for
 from fetchd.delivery.dsn import Refusal, build_dsn
 from fetchd.delivery.headers import (
-    DotStuffer,
     Trace,
     envelope_sender,
     qualify,
@@ -41,7 +40,7 @@ from fetchd.delivery.pipelining import envelope
 from fetchd.delivery.result import Outcome
 from fetchd.delivery.rewrite import drop_return_path
 from fetchd.delivery.smtpauth import authenticate, reply_lines
-from fetchd.delivery.smtpwire import Transaction, write_paced
+from fetchd.delivery.smtpwire import Transaction, write_data
 from fetchd.errors import DeliveryError, SocketError
 from fetchd.message import Message, as_message
 from fetchd.net.hostname import this_host
@@ -350,16 +349,11 @@ class SMTPDeliverer:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("connection lost")
         try:
-            if trace:
-                protocol.write(trace)  # a Received header: no line of it starts with a dot
             if ready is not None and not message.complete:
                 # The previous record must not wait for this body to arrive.
                 await ready()
                 ready = None
-            stuffer = DotStuffer()
-            await write_paced(protocol, stuffer.feed(message.head))
-            async for chunk in message.body():
-                await write_paced(protocol, stuffer.feed(chunk))
+            await write_data(protocol, trace, message)
             if ready is not None:
                 await ready()
             protocol.write(b".\r\n")

@@ -165,6 +165,17 @@ async def write_paced(protocol: SMTPProtocol, data: bytes) -> None:
         await protocol._drain_helper()  # aiosmtplib's own flow control (FlowControlMixin)
 
 
+async def write_data(protocol: SMTPProtocol, trace: bytes, message: Message) -> None:
+    """DATA's content as it streams from the source, dot-stuffed, without the final dot: the
+    caller sends that, only after this returned (the source's end)."""
+    if trace:
+        protocol.write(trace)  # a Received header: no line of it starts with a dot
+    stuffer = DotStuffer()
+    await write_paced(protocol, stuffer.feed(message.head))
+    async for chunk in message.body():
+        await write_paced(protocol, stuffer.feed(chunk))
+
+
 class Transaction:
     """One message's MAIL, RCPTs and DATA or BDAT chunks. ``stage`` says where a failure
     struck; ``run`` returns None when the message was taken for every recipient, else the
@@ -249,13 +260,7 @@ class Transaction:
             self.reusable = not exchange.end_data  # mid-DATA: drop it rather than send a dot
             return exchange.decided
         self.stage = "end of DATA"
-        protocol = self._protocol
-        if trace:
-            protocol.write(trace)  # a Received header: no line of it starts with a dot
-        stuffer = DotStuffer()
-        await write_paced(protocol, stuffer.feed(message.head))
-        async for chunk in message.body():
-            await write_paced(protocol, stuffer.feed(chunk))
+        await write_data(self._protocol, trace, message)
         if ready is not None:
             await ready()
         self._send(b".\r\n", ["END"])

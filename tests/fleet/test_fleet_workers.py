@@ -12,7 +12,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -20,7 +21,7 @@ import pytest
 
 from tests.fleet.test_fleet_daemon import environment, fleet_rc, mail_for, results, until
 from tests.support.dovecot import DOVECOT, Dovecot
-from tests.support.mta import SlowSink, running_mta
+from tests.support.mta import Sink, SlowSink, running_mta
 from tests.support.postfixadmin import insert_row
 from tests.support.tools import in_ci
 
@@ -217,44 +218,27 @@ async def test_three_workers_a_few_hundred_users_each_mailbox_once_at_a_time(
                        src_user=user, src_password=password, keep=True, poll_time=0,
                        active=False)  # fmt: skip
     offset = len(dovecot.log_since(0).encode())
-    ports = [_free_port() for _ in range(3)]
-    async with running_mta(SlowSink(delay=0.01)) as sink:
-        workers = []
-        for name, port in zip(("one", "two", "three"), ports, strict=True):
-            home = tmp_path / name
-            home.mkdir()
-            rc = fleet_rc(home, dovecot, sink)
-            command = fleet_worker_command(postfix_db, rc, "--metrics", f"127.0.0.1:{port}")
-            workers.append(
-                await asyncio.create_subprocess_exec(
-                    *command, env=environment(home), stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-            )  # fmt: skip
-        try:
-            for name in ("one", "two", "three"):
-                await until((tmp_path / name / "run" / "fetchd" / "control.sock").exists, name)
-            with psycopg.connect(postfix_db, autocommit=True) as conn:
-                conn.execute("UPDATE fetchmail SET active = true")
-            deadline = time.monotonic() + 60
-            while len(sink.received) < THREE_USERS * 2:
-                assert time.monotonic() < deadline, f"only {len(sink.received)} arrived"
-                await asyncio.sleep(0.1)
+    outputs: list[str] = []
+    async with (
+        running_mta(SlowSink(delay=0.01)) as sink,
+        _metered_workers(tmp_path, dovecot, sink, postfix_db, outputs) as ports,
+    ):
+        with psycopg.connect(postfix_db, autocommit=True) as conn:
+            conn.execute("UPDATE fetchmail SET active = true")
+        deadline = time.monotonic() + 60
+        while len(sink.received) < THREE_USERS * 2:
+            assert time.monotonic() < deadline, f"only {len(sink.received)} arrived"
+            await asyncio.sleep(0.1)
 
-            # Then every row is polled at least once more (all three reach for each again).
-            def polled_again() -> bool:
-                seen = collections.Counter(
-                    re.findall(r"Login: user=<(t\d+)>", dovecot.log_since(offset))
-                )
-                return len(seen) == len(users) and min(seen.values()) >= 2
+        # Then every row is polled at least once more (all three reach for each again).
+        def polled_again() -> bool:
+            seen = collections.Counter(
+                re.findall(r"Login: user=<(t\d+)>", dovecot.log_since(offset))
+            )
+            return len(seen) == len(users) and min(seen.values()) >= 2
 
-            await until(polled_again, "every user polled twice", 30)
-            polls = [_polls_counted(port) for port in ports]
-        finally:
-            for worker in workers:
-                if worker.returncode is None:
-                    worker.send_signal(signal.SIGTERM)
-            outputs = [(await asyncio.wait_for(w.communicate(), 30))[0].decode() for w in workers]
+        await until(polled_again, "every user polled twice", 30)
+        polls = [_polls_counted(port) for port in ports]
     for output in outputs:
         assert "IN-USE" not in output and "busy" not in output, output[-3000:]
     log = dovecot.log_since(offset)
@@ -285,36 +269,50 @@ async def test_due_rows_spread_over_the_workers(
         for user, password in users.items():
             insert_row(conn, mailbox=f"{user}@local.test", src_server=dovecot.host,
                        src_user=user, src_password=password, active=False)  # fmt: skip
-    ports = [_free_port() for _ in range(3)]
-    async with running_mta(SlowSink(delay=0.25)) as sink:
-        workers = []
-        for name, port in zip(("one", "two", "three"), ports, strict=True):
+    async with (
+        running_mta(SlowSink(delay=0.25)) as sink,
+        _metered_workers(tmp_path, dovecot, sink, postfix_db, []) as ports,
+    ):
+        with psycopg.connect(postfix_db, autocommit=True) as conn:
+            conn.execute("UPDATE fetchmail SET active = true")
+        await until(lambda: len(sink.received) == len(users), "every message", 60)
+        # Counted as each poll ends (after its QUIT); poll_time 10 minutes: each row once.
+        await until(lambda: sum(_polls_counted(p) for p in ports) == len(users), "polls")
+        polls = [_polls_counted(port) for port in ports]
+    assert min(polls) >= 8, polls
+
+
+@asynccontextmanager
+async def _metered_workers(
+    tmp_path: Path, dovecot: Dovecot, sink: Sink, postfix_db: str, outputs: list[str]
+) -> AsyncIterator[list[int]]:
+    """Three fleet workers, each serving --metrics on a port of its own (yielded), started and
+    listening; stopped with SIGTERM at the end, each one's output appended to ``outputs``."""
+    names = ("one", "two", "three")
+    ports = [_free_port() for _ in names]
+    workers = []
+    try:
+        for name, port in zip(names, ports, strict=True):
             home = tmp_path / name
             home.mkdir()
             rc = fleet_rc(home, dovecot, sink)
             command = fleet_worker_command(postfix_db, rc, "--metrics", f"127.0.0.1:{port}")
             workers.append(
                 await asyncio.create_subprocess_exec(
-                    *command, env=environment(home), stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+                    *command, env=environment(home), stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
                 )
             )  # fmt: skip
-        try:
-            for name in ("one", "two", "three"):
-                await until((tmp_path / name / "run" / "fetchd" / "control.sock").exists, name)
-            with psycopg.connect(postfix_db, autocommit=True) as conn:
-                conn.execute("UPDATE fetchmail SET active = true")
-            await until(lambda: len(sink.received) == len(users), "every message", 60)
-            # Counted as each poll ends (after its QUIT); poll_time 10 minutes: each row once.
-            await until(lambda: sum(_polls_counted(p) for p in ports) == len(users), "polls")
-            polls = [_polls_counted(port) for port in ports]
-        finally:
-            for worker in workers:
-                if worker.returncode is None:
-                    worker.send_signal(signal.SIGTERM)
-            for worker in workers:
-                await asyncio.wait_for(worker.wait(), 30)
-    assert min(polls) >= 8, polls
+        for name in names:
+            await until((tmp_path / name / "run" / "fetchd" / "control.sock").exists, name)
+        yield ports
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            out, _ = await asyncio.wait_for(worker.communicate(), 30)
+            outputs.append(out.decode())
 
 
 def _free_port() -> int:

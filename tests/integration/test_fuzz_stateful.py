@@ -3,25 +3,19 @@ its checks shown to catch what they are for."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-STATEFUL = Path(__file__).resolve().parents[2] / "contrib" / "fuzz" / "stateful.py"
+from tests.support.contrib import load_script
+
 CASES = 24  # the real fetchd command twice per case: about 10 s with two at a time
 
 
 @pytest.fixture(scope="module")
 def stateful() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetchd_fuzz_stateful", STATEFUL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fuzz/stateful.py", "fetchd_fuzz_stateful")
 
 
 def test_a_fixed_budget_of_mutated_dialogues_finds_nothing(

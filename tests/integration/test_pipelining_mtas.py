@@ -16,6 +16,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from fetchd.delivery.headers import Trace
 from fetchd.delivery.smtp import SMTPDeliverer, SMTPSettings
 from fetchd.message import Message, RetrievalFailed, read_message
+from tests.support.mta import Sink, running_mta
 from tests.support.postfix import DOMAIN, Postfix
 
 HEAD = b"From: alice@example.org\r\nSubject: pipelined\r\nMessage-ID: <p@example.org>\r\n\r\n"
@@ -60,21 +61,11 @@ async def extensions(port: int) -> set[str]:
 
 
 @dataclass
-class Handler:
+class Handler(Sink):
+    """The tests' aiosmtpd sink, offering PIPELINING and refusing the users in ``refuse``."""
+
     pipelining: bool = True
     refuse: set[str] = field(default_factory=set)
-    received: list[tuple[list[str], bytes]] = field(default_factory=list)
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -84,20 +75,12 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.original_content or b""))
-        return "250 queued"
-
 
 @pytest.fixture
 async def aiosmtpd() -> AsyncIterator[tuple[Handler, int]]:
     handler = Handler()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(handler, decode_data=False, hostname="mta.test"), "127.0.0.1", 0
-    )
-    yield handler, server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
+    async with running_mta(handler):
+        yield handler, handler.port
 
 
 async def test_aiosmtpd_offers_neither_extension(aiosmtpd: tuple[Handler, int]) -> None:
@@ -131,12 +114,12 @@ async def test_aiosmtpd_pipelined_with_refusals(aiosmtpd: tuple[Handler, int]) -
         (True, 250),
     ]
     assert "at RCPT TO" in outcomes[1].reason and "at RCPT TO" in outcomes[2].reason
-    assert [rcpts for rcpts, _ in handler.received] == [
+    assert [rcpts for _, rcpts in handler.envelopes] == [
         ["joe@x.test", "ann@x.test"],
         ["joe@x.test"],
         ["joe@x.test", "ann@x.test"],
     ]
-    assert handler.received[-1][1].endswith(HEAD + BODY * 40_000)
+    assert handler.received[-1].endswith(HEAD + BODY * 40_000)
 
 
 def smtpd_log(postfix: Postfix, since: int) -> str:

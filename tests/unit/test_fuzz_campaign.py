@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-CAMPAIGN = Path(__file__).resolve().parents[2] / "contrib" / "fuzz" / "campaign.py"
+from tests.support.contrib import load_script
+
 CASES_PER_TARGET = 400  # about 10 s in all on a busy machine
 
 
 @pytest.fixture(scope="module")
 def campaign() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetchd_fuzz_campaign", CAMPAIGN)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fuzz/campaign.py", "fetchd_fuzz_campaign")
 
 
 def test_every_target_meets_its_property_on_a_fixed_budget(campaign: ModuleType) -> None:

@@ -3,24 +3,16 @@ error lines explained only by a fault of the right kind at the right time."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-CRITERIA = Path(__file__).resolve().parents[2] / "contrib" / "soak" / "criteria.py"
+from tests.support.contrib import load_script
 
 
 @pytest.fixture(scope="module")
 def criteria() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetchd_soak_criteria", CRITERIA)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("soak/criteria.py", "fetchd_soak_criteria")
 
 
 def test_slope_is_per_hour_and_least_squares(criteria: ModuleType) -> None:
